@@ -1,0 +1,162 @@
+"""The one path from transactions to customer features: :func:`build_features`.
+
+The CLI's feature job, training and the scoring service all call it, so a feature is defined
+once. It is plain SQL run by DuckDB over the validated log: first the log is reduced to one row
+per customer and purchase day (``daily``), then every feature group reads that table. The SQL
+uses only standard aggregates and window functions (plus ``arg_min``/``arg_max``, which Spark
+spells ``min_by``/``max_by``), so the same definitions port to Spark SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from features import cycle, replenishment, rfm, summary, tiers, windows
+from features.reference import FeatureReference
+from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
+from features.transactions import TransactionLog
+
+TransactionsLike = TransactionLog | pd.DataFrame
+
+
+def as_log(transactions: TransactionsLike) -> TransactionLog:
+    """Accept a :class:`TransactionLog`, or a DataFrame with canonical column names.
+
+    A DataFrame needs ``customer_id``, ``timestamp`` and ``amount``; ``order_id``,
+    ``quantity``, ``category`` and ``channel`` are used when present.
+    """
+    if isinstance(transactions, TransactionLog):
+        return transactions
+    if isinstance(transactions, pd.DataFrame):
+        optional = {c: c for c in ("order_id", "quantity", "category", "channel") if c in transactions}
+        return TransactionLog.from_frame(transactions, ColumnMap(**optional), IngestPolicy())
+    raise TypeError(f"transactions must be a TransactionLog or a DataFrame, not {type(transactions).__name__}")
+
+
+def parse_cutoff(cutoff: dt.date | str | pd.Timestamp) -> pd.Timestamp:
+    """The cutoff as a midnight Timestamp, after checking it is a whole day."""
+    try:
+        day = pd.Timestamp(cutoff)
+    except (ValueError, TypeError):
+        raise ValueError(f"cutoff must be a date like 1997-09-30, got {cutoff!r}") from None
+    if pd.isna(day) or day != day.normalize() or day.tzinfo is not None:
+        raise ValueError(f"cutoff must be a whole day without a time zone, like 1997-09-30, got {cutoff!r}")
+    return day
+
+
+def cutoff_literal(cutoff: dt.date | str | pd.Timestamp) -> str:
+    """A SQL DATE literal for the cutoff."""
+    return f"DATE '{parse_cutoff(cutoff).date().isoformat()}'"
+
+
+def stage(log: TransactionLog, cutoff: str) -> None:
+    """Reduce the transactions on or before the cutoff to per-day tables the features read.
+
+    ``daily``: customer_id, day, spend, orders. ``cat_days``: customer_id, category, day, where
+    the log has categories.
+    """
+    orders = "count(DISTINCT order_id)" if log.has_order_id else "count(*)"
+    seen = f"ts < {cutoff} + INTERVAL 1 DAY"
+    log.con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE daily AS
+        SELECT customer_id, CAST(ts AS DATE) AS day, sum(amount) AS spend, {orders} AS orders
+        FROM transactions WHERE {seen} GROUP BY customer_id, day""")
+    log.con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE cat_days AS
+        SELECT DISTINCT customer_id, category, CAST(ts AS DATE) AS day
+        FROM transactions WHERE {seen} AND category IS NOT NULL""")
+
+
+def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
+    aggregates = ",\n            ".join(
+        windows.window_aggregates(cutoff, settings.windows_days, settings.trend_days)
+        + tiers.tier_aggregates(cutoff, settings.tiers))
+    return f"""
+        SELECT *,
+            date_diff('day', last_purchase_date, {cutoff}) AS days_since_last_purchase,
+            date_diff('day', first_purchase_date, {cutoff}) AS tenure_days,
+            total_spend / orders AS avg_order_value
+        FROM (SELECT customer_id,
+            min(day) AS first_purchase_date, max(day) AS last_purchase_date,
+            count(*) AS purchase_days, sum(orders) AS orders, sum(spend) AS total_spend,
+            arg_min(spend, day) AS first_purchase_value,
+            {aggregates}
+        FROM daily GROUP BY customer_id)"""
+
+
+def fit_reference(log: TransactionLog, cutoff: str) -> FeatureReference:
+    """RFM edges and category intervals of the population in the staged tables."""
+    row = log.con.execute(
+        rfm.edges_sql(f"({_customers_sql(cutoff, FeatureSettings())})")).fetchone()
+    edges = {name: [float(x) for x in (value or [0.0] * len(rfm.QUANTILES))]
+             for name, value in zip(rfm.SCORED, row)}
+    intervals = dict(log.con.execute(replenishment.category_intervals_sql()).fetchall())
+    return FeatureReference(edges, {k: float(v) for k, v in intervals.items()})
+
+
+def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
+                 reference: FeatureReference) -> str:
+    """The whole feature table as one SELECT over the staged tables."""
+    return f"""
+        WITH customers AS ({_customers_sql(cutoff, settings)})
+        SELECT s.customer_id, s.frequency, s.recency, s.T, s.monetary_value,
+            c.first_purchase_date, c.last_purchase_date, c.days_since_last_purchase,
+            c.tenure_days, c.purchase_days, c.orders, c.total_spend, c.avg_order_value,
+            c.first_purchase_value,
+            r.r_score, r.f_score, r.m_score, r.segment, r.segment_zh_tw,
+            g.mean_gap_days, g.median_gap_days, g.std_gap_days, g.last_gap_days,
+            c.days_since_last_purchase / g.mean_gap_days AS overdue_ratio,
+            {', '.join(f'c.orders_{n}d, c.spend_{n}d' for n in settings.windows_days)},
+            c.spend_trend, c.tier_spend,
+            {', '.join(tiers.tier_columns(settings.tiers))},
+            p.top_category, p.replenish_interval_days, p.replenish_due_in_days
+        FROM ({summary.summary_sql(cutoff, freq)}) AS s
+        JOIN customers AS c USING (customer_id)
+        JOIN ({rfm.rfm_sql('customers', reference.rfm_edges)}) AS r USING (customer_id)
+        LEFT JOIN ({cycle.cycle_sql()}) AS g USING (customer_id)
+        LEFT JOIN ({replenishment.replenishment_sql(cutoff, reference.category_interval_days)}) AS p
+            USING (customer_id)
+        ORDER BY s.customer_id"""
+
+
+def prepare(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq = "D",
+            settings: FeatureSettings = FeatureSettings(),
+            reference: FeatureReference | None = None) -> tuple[TransactionLog, str, FeatureReference]:
+    """Stage the log for a cutoff and return it with the feature query and the reference used."""
+    if freq not in ("D", "W"):
+        raise ValueError(f"freq must be 'D' or 'W', got {freq!r}")
+    log = as_log(transactions)
+    cutoff_sql = cutoff_literal(cutoff)
+    stage(log, cutoff_sql)
+    reference = reference or fit_reference(log, cutoff_sql)
+    return log, features_sql(cutoff_sql, freq, settings, reference), reference
+
+
+def build_features(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq = "D",
+                   settings: FeatureSettings = FeatureSettings(),
+                   reference: FeatureReference | None = None) -> pd.DataFrame:
+    """One row per customer with a purchase on or before ``cutoff``, from those purchases only.
+
+    Parameters
+    ----------
+    transactions
+        A validated :class:`TransactionLog` or a DataFrame with canonical column names.
+    cutoff
+        The as-of date. Transactions later than that day are never read.
+    freq
+        Time unit of the BG/NBD summary (``recency``, ``T``): ``"D"`` days or ``"W"`` weeks.
+    settings
+        Window lengths and tier thresholds.
+    reference
+        Population statistics to score RFM and replenishment against; by default they are
+        computed from this same population.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Sorted by ``customer_id``; the columns are documented in each feature module.
+    """
+    log, query, _ = prepare(transactions, cutoff, freq, settings, reference)
+    return log.con.execute(query).df()

@@ -1,0 +1,48 @@
+"""The feature job: a transaction log in, one Parquet (or CSV) row per customer out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from features.build import prepare
+from features.output import atomic_path
+from features.reference import FeatureReference
+from features.settings import FeatureSettings, Freq
+from features.transactions import TransactionLog, sql_escape
+
+
+@dataclass(frozen=True)
+class FeatureJobSummary:
+    """What the job wrote: counts a person checks at a glance."""
+
+    out: Path
+    customers: int
+    segments: dict[str, int] = field(default_factory=dict)
+    tiers: dict[str, int] = field(default_factory=dict)
+
+
+def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, freq: Freq = "D",
+                   settings: FeatureSettings = FeatureSettings(),
+                   reference: FeatureReference | None = None) -> FeatureJobSummary:
+    """Build the feature table and write it to ``out`` (``.parquet`` or ``.csv``) atomically.
+
+    DuckDB streams the result straight to the file, so the table never has to fit in memory.
+    """
+    out = Path(out)
+    writers = {".parquet": ("(FORMAT parquet)", "read_parquet"),
+               ".csv": ("(FORMAT csv, HEADER true)", "read_csv")}
+    if out.suffix.lower() not in writers:
+        raise ValueError(f"--out must end in .parquet or .csv, got {out.name!r}")
+    options, reader = writers[out.suffix.lower()]
+    log, query, _ = prepare(log, cutoff, freq, settings, reference)
+    with atomic_path(out) as tmp:
+        written = f"{reader}('{sql_escape(str(tmp))}')"
+        log.con.execute(f"COPY ({query}) TO '{sql_escape(str(tmp))}' {options}")
+        counts = log.con.execute(
+            f"SELECT 'segment', segment, count(*) FROM {written} GROUP BY ALL UNION ALL "
+            f"SELECT 'tier', tier, count(*) FROM {written} GROUP BY ALL ORDER BY 3 DESC").fetchall()
+    segments = {name: n for kind, name, n in counts if kind == "segment"}
+    tiers = {name: n for kind, name, n in counts if kind == "tier"}
+    return FeatureJobSummary(out, sum(segments.values()), segments, tiers)

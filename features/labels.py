@@ -1,0 +1,50 @@
+"""Training labels: what each customer did in the horizon after a cutoff.
+
+For cutoff C and horizon H days, every customer with a purchase on or before C gets:
+``purchased`` (any purchase in (C, C+H]), ``horizon_purchase_days`` (distinct purchase days
+there, the unit the BG/NBD counts at daily frequency), ``horizon_orders``, ``horizon_spend``,
+and ``days_to_next_purchase`` with ``next_purchase_censored``: the days from C to the first
+purchase after it, or H and censored when there was none within the horizon.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from features.build import TransactionsLike, as_log, cutoff_literal, parse_cutoff
+
+
+def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
+                 observation_end: dt.date | str | None = None) -> pd.DataFrame:
+    """Labels for the customers known at ``cutoff``, sorted by ``customer_id``.
+
+    ``observation_end`` is the last day the log covers (default: its last transaction day); a
+    horizon reaching past it would call customers churned for days nobody observed, so it is
+    refused.
+    """
+    if int(horizon_days) < 1:
+        raise ValueError(f"horizon_days must be at least 1, got {horizon_days!r}")
+    log = as_log(transactions)
+    c = cutoff_literal(cutoff)
+    end = pd.Timestamp(observation_end) if observation_end is not None else log.report.last_timestamp
+    horizon_end = parse_cutoff(cutoff) + pd.Timedelta(days=int(horizon_days))
+    if end is None or horizon_end.normalize() > end.normalize():
+        raise ValueError(
+            f"the horizon ends on {horizon_end.date()}, after the log's last day "
+            f"({end.date() if end is not None else 'empty log'}): choose an earlier cutoff or a shorter horizon")
+    orders = "count(DISTINCT f.order_id)" if log.has_order_id else "count(f.ts)"
+    return log.con.execute(f"""
+        SELECT b.customer_id,
+            count(f.ts) > 0 AS purchased,
+            count(DISTINCT CAST(f.ts AS DATE)) AS horizon_purchase_days,
+            {orders} AS horizon_orders,
+            coalesce(sum(f.amount), 0.0) AS horizon_spend,
+            coalesce(date_diff('day', {c}, min(CAST(f.ts AS DATE))), {int(horizon_days)}) AS days_to_next_purchase,
+            min(f.ts) IS NULL AS next_purchase_censored
+        FROM (SELECT DISTINCT customer_id FROM transactions WHERE ts < {c} + INTERVAL 1 DAY) AS b
+        LEFT JOIN (SELECT * FROM transactions
+                   WHERE ts >= {c} + INTERVAL 1 DAY AND ts < {c} + INTERVAL {int(horizon_days) + 1} DAY) AS f
+            USING (customer_id)
+        GROUP BY b.customer_id ORDER BY b.customer_id""").df()
