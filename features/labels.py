@@ -13,7 +13,9 @@ import datetime as dt
 
 import pandas as pd
 
-from features.build import TransactionsLike, as_log, cutoff_literal, parse_cutoff
+from features.build import TransactionsLike, as_log, build_features, cutoff_literal, parse_cutoff
+from features.reference import FeatureReference
+from features.settings import FeatureSettings
 
 
 def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
@@ -48,3 +50,18 @@ def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_
                    WHERE ts >= {c} + INTERVAL 1 DAY AND ts < {c} + INTERVAL {int(horizon_days) + 1} DAY) AS f
             USING (customer_id)
         GROUP BY b.customer_id ORDER BY b.customer_id""").df()
+
+
+def labelled_features(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
+                      reference: FeatureReference | None = None,
+                      settings: FeatureSettings = FeatureSettings()) -> pd.DataFrame:
+    """Features as of ``cutoff`` (daily summary) joined with the labels of the next ``horizon_days``.
+
+    One training origin; the column ``origin`` holds the cutoff.
+    """
+    log = as_log(transactions)
+    table = build_features(log, cutoff, "D", settings, reference)
+    labels = build_labels(log, cutoff, horizon_days)
+    table = table.merge(labels, on="customer_id", how="inner", validate="one_to_one")
+    table.insert(1, "origin", parse_cutoff(cutoff))
+    return table

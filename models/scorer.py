@@ -1,0 +1,334 @@
+"""One scorer: transactions or features in, every per-customer score out.
+
+:class:`WinbackScorer` bundles the classical models (BG/NBD for P(alive) and purchase counts,
+Gamma-Gamma for order value and CLV), the LightGBM churn model, the next-purchase model and the
+win-back policy. It computes features with :func:`features.build_features`, the same code
+training uses, so training and serving cannot drift; a saved scorer records the feature schema
+it was trained on and refuses to load against code whose features differ.
+
+A saved scorer is a directory of plain files: ``scorer.json`` (configuration, parameters,
+schema, reference statistics, isotonic knots) and LightGBM model text files. No pickles.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from features import FeatureReference, FeatureSettings, TransactionLog, build_features
+from features.build import parse_cutoff
+from features.output import atomic_path
+from models.beta_geo import BetaGeoModel
+from models.churn import ChurnModel
+from models.gamma_gamma import GammaGammaModel
+from models.metrics import brier_scores, concordance_index
+from models.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel, conditional_quantile_days,
+                                  DEFAULT_GRID_DAYS, grid_for_horizon,
+                                  restricted_mean_days, summarize_distribution)
+from models.policy import WinbackPolicy
+from models.reasons import top_reasons
+
+FORMAT_VERSION = 1
+
+#: Feature-table columns the churn model reads (the rest are labels, names, dates, or gap
+#: statistics whose direction is ambiguous: a later last purchase lengthens the mean gap).
+CHURN_FEATURES = (
+    "frequency", "recency", "T", "monetary_value", "days_since_last_purchase", "tenure_days",
+    "purchase_days", "orders", "total_spend", "avg_order_value", "first_purchase_value",
+    "r_score", "f_score", "m_score", "overdue_ratio", "orders_30d", "spend_30d", "orders_90d",
+    "spend_90d", "orders_180d", "spend_180d", "orders_365d", "spend_365d", "spend_trend",
+    "tier_spend", "replenish_interval_days", "replenish_due_in_days",
+    "p_alive", "expected_purchases_horizon", "prob_purchase_horizon", "expected_order_value",
+    "clv_12m",
+)
+#: The next-purchase hazard model also reads the customer's gap statistics.
+HAZARD_FEATURES = CHURN_FEATURES + ("mean_gap_days", "median_gap_days", "std_gap_days", "last_gap_days")
+
+
+class SchemaMismatchError(ValueError):
+    """A saved scorer was trained on features this code no longer builds (or the reverse)."""
+
+
+def feature_schema(settings: FeatureSettings = FeatureSettings()) -> list[list[str]]:
+    """Column names and dtypes :func:`build_features` produces, from a two-row probe log."""
+    probe = pd.DataFrame({"customer_id": ["a", "a"], "amount": [1.0, 2.0],
+                          "timestamp": pd.to_datetime(["2020-01-01", "2020-02-01"])})
+    table = build_features(probe, "2020-03-01", settings=settings)
+    return [[c, str(t)] for c, t in table.dtypes.items()]
+
+
+class WinbackScorer:
+    """Churn, next purchase, value and win-back timing for every customer, in one table.
+
+    Parameters
+    ----------
+    horizon_days : the churn horizon: churn means no purchase within this many days.
+    next_purchase : "auto" keeps whichever of "hazard" and "classical" has the lower
+        integrated Brier score on the calibration cutoff; or force one.
+    policy : the win-back timing policy.
+    feature_settings : windows and tiers for :func:`features.build_features`.
+    churn : the churn classifier's settings (an unfitted :class:`ChurnModel`).
+    hazard_estimators : boosting rounds of the next-purchase hazard model.
+    random_state : seed for the learned models.
+    """
+
+    def __init__(self, horizon_days: int = 90, next_purchase: str = "auto",
+                 policy: WinbackPolicy = WinbackPolicy(),
+                 feature_settings: FeatureSettings = FeatureSettings(),
+                 churn: ChurnModel | None = None, hazard_estimators: int = 150,
+                 random_state: int = 0) -> None:
+        self.horizon_days = horizon_days
+        self.next_purchase = next_purchase
+        self.policy = policy
+        self.feature_settings = feature_settings
+        self.churn = churn
+        self.hazard_estimators = hazard_estimators
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, train: pd.DataFrame, calibration: pd.DataFrame,
+            reference: FeatureReference) -> "WinbackScorer":
+        """Fit on labelled feature tables.
+
+        ``train`` holds one or more origins (column ``origin``, as
+        :func:`features.labelled_features` builds them), ``calibration`` one later origin whose
+        labels lie after every training label. Classical models are fit per origin for the
+        training rows (no origin sees another's future) and on ``calibration`` for scoring.
+        """
+        if self.next_purchase not in ("auto", "hazard", "classical"):
+            raise ValueError(f"next_purchase must be auto, hazard or classical, got {self.next_purchase!r}")
+        if calibration["origin"].min() <= train["origin"].max():
+            raise ValueError("the calibration origin must come after every training origin")
+        parts = [self._with_classical(frame, *self._fit_classical(frame))
+                 for _, frame in train.groupby("origin", sort=True)]
+        X_train = pd.concat(parts)
+        self.purchase_model_, self.spend_model_ = self._fit_classical(calibration)
+        X_cal = self._with_classical(calibration, self.purchase_model_, self.spend_model_)
+        churn = clone(self.churn) if self.churn is not None else ChurnModel(random_state=self.random_state)
+        columns = list(CHURN_FEATURES)
+        self.churn_model_ = churn.fit(X_train[columns], ~X_train["purchased"].to_numpy(bool),
+                                      X_cal[columns], ~X_cal["purchased"].to_numpy(bool))
+        self._fit_next_purchase(X_train, X_cal)
+        self.reference_ = reference
+        self.feature_schema_ = feature_schema(self.feature_settings)
+        self.trained_until_ = str(pd.Timestamp(calibration["origin"].max()).date())
+        return self
+
+    @staticmethod
+    def _fit_classical(frame: pd.DataFrame) -> tuple[BetaGeoModel, GammaGammaModel]:
+        purchase = BetaGeoModel(time_unit_days=1.0).fit(frame)
+        spenders = frame[(frame["frequency"] > 0) & (frame["monetary_value"] > 0)]
+        return purchase, GammaGammaModel().fit(spenders)
+
+    def _with_classical(self, frame: pd.DataFrame, purchase: BetaGeoModel,
+                        spend: GammaGammaModel) -> pd.DataFrame:
+        out = frame.copy()
+        out["p_alive"] = purchase.predict_p_alive(frame)
+        out["expected_purchases_horizon"] = purchase.predict_expected_purchases(frame, self.horizon_days)
+        out["prob_purchase_horizon"] = purchase.predict_prob_purchase_within(frame, self.horizon_days)
+        out["expected_order_value"] = spend.predict_expected_order_value(frame)
+        out["clv_12m"] = spend.predict_clv(purchase, frame, months=12)
+        return out
+
+    def _fit_next_purchase(self, train: pd.DataFrame, calibration: pd.DataFrame) -> None:
+        """Fit the hazard model, compare it with the classical F(t) on the calibration origin
+        (integrated Brier score over the grid up to the horizon, where every label is known),
+        and keep the chosen one. The classical model also answers beyond the horizon."""
+        columns = list(HAZARD_FEATURES)
+        grid = grid_for_horizon(self.horizon_days)
+        hazard = HazardNextPurchaseModel(grid_days=grid, n_estimators=self.hazard_estimators,
+                                         random_state=self.random_state)
+        hazard.fit(train[columns], train["days_to_next_purchase"].to_numpy(),
+                   train["next_purchase_censored"].to_numpy(bool))
+        classical = ClassicalNextPurchase(self.purchase_model_, grid)
+        days = calibration["days_to_next_purchase"].to_numpy(float)
+        event = ~calibration["next_purchase_censored"].to_numpy(bool)
+        bought_by = event[:, None] & (days[:, None] <= np.asarray(grid)[None, :])
+        self.next_purchase_evaluation_ = {}
+        for name, cdf in (("hazard", hazard.predict_cdf(calibration[columns])),
+                          ("classical", classical.predict_cdf(calibration))):
+            self.next_purchase_evaluation_[name] = {
+                "integrated_brier": float(brier_scores(bought_by, cdf).mean()),
+                "cindex": concordance_index(days, event, restricted_mean_days(cdf, grid)),
+            }
+        chosen = self.next_purchase
+        if chosen == "auto":
+            ev = self.next_purchase_evaluation_
+            chosen = min(ev, key=lambda k: ev[k]["integrated_brier"])
+        self.next_purchase_method_ = chosen
+        self.hazard_model_ = hazard if chosen == "hazard" else None
+        self.grid_days_ = grid if chosen == "hazard" else tuple(sorted(set(DEFAULT_GRID_DAYS) | {grid[-1]}))
+
+    # ------------------------------------------------------------------ scoring
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "churn_model_"):
+            raise NotFittedError("WinbackScorer is not fitted yet; call fit or load a saved scorer")
+
+    def features_for(self, data: TransactionLog | pd.DataFrame,
+                     as_of: dt.date | str | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
+        """The feature table to score: built from transactions, or checked if already one."""
+        self._check_fitted()
+        if isinstance(data, TransactionLog) or "timestamp" in data.columns:
+            if as_of is None:
+                raise ValueError("as_of is required when scoring transactions")
+            day = parse_cutoff(as_of)
+            return build_features(data, day, "D", self.feature_settings, self.reference_), day
+        missing = [c for c, _ in self.feature_schema_ if c not in data.columns]
+        if missing:
+            raise SchemaMismatchError(
+                f"the feature table lacks column(s) {', '.join(missing)}; build it with "
+                "features.build_features (freq='D') or pass transactions")
+        if as_of is None:
+            raise ValueError("as_of (the feature table's cutoff) is required when scoring features")
+        return data, parse_cutoff(as_of)
+
+    def score(self, data: TransactionLog | pd.DataFrame, as_of: dt.date | str | None = None,
+              reasons: bool | int = True) -> pd.DataFrame:
+        """Every score for every customer, one row each, sorted as the features are.
+
+        ``data`` is a transaction log (then ``as_of`` is the cutoff to build features at) or
+        a feature table from :func:`features.build_features` with ``freq="D"`` as of ``as_of``.
+        ``reasons``: True explains every customer, a number N only the N first by priority
+        (the rest get empty lists), False none. Explaining costs far more than scoring
+        (TreeSHAP), so bulk jobs explain only what a person will read.
+        """
+        features, day = self.features_for(data, as_of)
+        X = self._with_classical(features, self.purchase_model_, self.spend_model_)
+        churn = self.churn_model_.predict_proba(X)
+        if self.next_purchase_method_ == "hazard":
+            cdf = self.hazard_model_.predict_cdf(X)
+        else:
+            cdf = ClassicalNextPurchase(self.purchase_model_, self.grid_days_).predict_cdf(X)
+        nxt = summarize_distribution(cdf, self.grid_days_).set_index(X.index)
+        purchase = self.purchase_model_
+        out = pd.DataFrame({
+            "customer_id": X["customer_id"], "as_of": day,
+            "churn_probability": churn, "p_alive": X["p_alive"],
+            "expected_purchases_30d": purchase.predict_expected_purchases(X, 30),
+            "expected_purchases_90d": purchase.predict_expected_purchases(X, 90),
+            "expected_purchases_365d": purchase.predict_expected_purchases(X, 365),
+            "p_purchase_7d": nxt["p_purchase_7d"], "p_purchase_30d": nxt["p_purchase_30d"],
+            "p_purchase_90d": nxt["p_purchase_90d"],
+            "next_purchase_date": _dates(day, nxt["next_purchase_days"]),
+            "next_purchase_low": _dates(day, nxt["next_purchase_low_days"]),
+            "next_purchase_high": _dates(day, nxt["next_purchase_high_days"]),
+            "expected_order_value": X["expected_order_value"], "clv_12m": X["clv_12m"],
+        }, index=X.index)
+        overdue_in = conditional_quantile_days(cdf, self.grid_days_, self.policy.overdue_quantile)
+        out = out.join(self.policy.decide(purchase, X, churn, X["clv_12m"].to_numpy(), overdue_in, day))
+        out = out.join(X[["segment", "segment_zh_tw", "tier", "tier_zh_tw"]])
+        return self._explain(out, X, reasons).reset_index(drop=True)
+
+    def _explain(self, out: pd.DataFrame, values: pd.DataFrame, reasons: bool | int) -> pd.DataFrame:
+        if reasons is False:
+            return out
+        chosen = out.index if reasons is True else out.index[out["priority"].to_numpy() <= int(reasons)]
+        explained = top_reasons(self.churn_model_.contributions(values.loc[chosen]), values.loc[chosen])
+        empty = pd.Series([[] for _ in range(len(out))], index=out.index, dtype=object)
+        out["reasons"] = empty.copy()
+        out["reasons_zh_tw"] = empty
+        out.loc[chosen, "reasons"] = explained["reasons"]
+        out.loc[chosen, "reasons_zh_tw"] = explained["reasons_zh_tw"]
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the scorer as plain files into ``directory`` (created; files replaced atomically)."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        churn = self.churn_model_.to_dict()
+        churn_text = churn.pop("booster")
+        files = {"churn_model.txt": churn_text}
+        hazard = None
+        if self.hazard_model_ is not None:
+            hazard = self.hazard_model_.to_dict()
+            files["next_purchase_model.txt"] = hazard.pop("booster")
+        state = {
+            "format_version": FORMAT_VERSION,
+            "config": {"horizon_days": self.horizon_days, "next_purchase": self.next_purchase,
+                       "policy": asdict(self.policy), "random_state": self.random_state,
+                       "hazard_estimators": self.hazard_estimators,
+                       "feature_settings": _settings_to_dict(self.feature_settings)},
+            "purchase_model": self.purchase_model_.to_dict(),
+            "spend_model": self.spend_model_.to_dict(),
+            "churn_model": churn, "hazard_model": hazard,
+            "next_purchase_method": self.next_purchase_method_,
+            "next_purchase_evaluation": self.next_purchase_evaluation_,
+            "grid_days": list(self.grid_days_),
+            "reference": self.reference_.to_dict(),
+            "feature_schema": self.feature_schema_,
+            "trained_until": self.trained_until_,
+        }
+        files["scorer.json"] = json.dumps(state, indent=1, ensure_ascii=False)
+        for name, text in files.items():
+            with atomic_path(directory / name) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "WinbackScorer":
+        """Read a saved scorer; raise :class:`SchemaMismatchError` if features have changed."""
+        directory = Path(directory)
+        state = json.loads((directory / "scorer.json").read_text(encoding="utf-8"))
+        if state.get("format_version") != FORMAT_VERSION:
+            raise SchemaMismatchError(f"{directory}: scorer format {state.get('format_version')} "
+                                      f"is not {FORMAT_VERSION}")
+        config = state["config"]
+        settings = _settings_from_dict(config["feature_settings"])
+        current = feature_schema(settings)
+        if state["feature_schema"] != current:
+            saved = {c for c, _ in state["feature_schema"]}
+            now = {c for c, _ in current}
+            raise SchemaMismatchError(
+                f"{directory}: trained on a different feature schema (only in the saved scorer: "
+                f"{sorted(saved - now) or 'none'}; only in this code: {sorted(now - saved) or 'none'}; "
+                "or column types differ). Retrain the scorer.")
+        scorer = cls(config["horizon_days"], config["next_purchase"], WinbackPolicy(**config["policy"]),
+                     settings, hazard_estimators=config["hazard_estimators"],
+                     random_state=config["random_state"])
+        scorer.purchase_model_ = BetaGeoModel.from_dict(state["purchase_model"])
+        scorer.spend_model_ = GammaGammaModel.from_dict(state["spend_model"])
+        churn = dict(state["churn_model"], booster=(directory / "churn_model.txt").read_text())
+        scorer.churn_model_ = ChurnModel.from_dict(churn)
+        scorer.next_purchase_method_ = state["next_purchase_method"]
+        scorer.next_purchase_evaluation_ = state["next_purchase_evaluation"]
+        scorer.grid_days_ = tuple(state["grid_days"])
+        scorer.hazard_model_ = None
+        if state["hazard_model"] is not None:
+            hazard = dict(state["hazard_model"], booster=(directory / "next_purchase_model.txt").read_text())
+            scorer.hazard_model_ = HazardNextPurchaseModel.from_dict(hazard)
+        scorer.reference_ = FeatureReference.from_dict(state["reference"])
+        scorer.feature_schema_ = state["feature_schema"]
+        scorer.trained_until_ = state["trained_until"]
+        return scorer
+
+
+def _dates(day: pd.Timestamp, days: pd.Series) -> pd.Series:
+    """as-of + days, rounded up to whole days; NaT where no date is expected."""
+    return day + pd.to_timedelta(np.ceil(days.to_numpy(float)), unit="D")
+
+
+def _settings_to_dict(settings: FeatureSettings) -> dict:
+    return json.loads(json.dumps(asdict(settings)))
+
+
+def _settings_from_dict(data: dict) -> FeatureSettings:
+    from features import TierSettings
+
+    tiers = data["tiers"]
+    return FeatureSettings(
+        windows_days=tuple(data["windows_days"]), trend_days=data["trend_days"],
+        tiers=TierSettings(thresholds=tuple((n, float(v)) for n, v in tiers["thresholds"]),
+                           labels_zh_tw=tuple((n, z) for n, z in tiers["labels_zh_tw"]),
+                           window_days=tiers["window_days"], review_days=tiers["review_days"]))

@@ -1,0 +1,124 @@
+"""The whole scorer on real CDNOW data: outputs, behaviour, persistence, one feature path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+
+from features import build_features, labelled_features
+from models.scorer import SchemaMismatchError, WinbackScorer
+
+HORIZON = 60          # as in conftest.fitted_scorer
+AS_OF = "1998-01-31"
+
+
+@pytest.fixture(scope="module")
+def scores(fitted_scorer, cdnow_slice) -> pd.DataFrame:
+    return fitted_scorer.score(cdnow_slice, AS_OF, reasons=50)
+
+
+def test_every_output_is_there_and_sane(scores):
+    assert len(scores) == 6000 and scores["customer_id"].is_unique
+    for col in ("churn_probability", "p_alive", "p_purchase_7d", "p_purchase_30d", "p_purchase_90d"):
+        assert scores[col].between(0, 1).all(), col
+    assert (scores["p_purchase_7d"] <= scores["p_purchase_30d"] + 1e-12).all()
+    assert (scores["p_purchase_30d"] <= scores["p_purchase_90d"] + 1e-12).all()
+    assert (scores["expected_purchases_30d"] <= scores["expected_purchases_90d"]).all()
+    assert (scores["clv_12m"] >= 0).all() and np.isfinite(scores["clv_12m"]).all()
+    assert np.allclose(scores["value_at_risk"], scores["churn_probability"] * scores["clv_12m"])
+    assert scores["priority"].min() == 1 and scores["priority"].max() <= 6000
+    top = scores.sort_values("priority")
+    assert top["value_at_risk"].is_monotonic_decreasing
+    dated = scores.dropna(subset=["next_purchase_date"])
+    assert (dated["next_purchase_low"] <= dated["next_purchase_date"]).all()
+    assert (scores["winback_date"].dropna() >= pd.Timestamp(AS_OF)).all()
+    assert (scores.loc[scores["winback_now"], "winback_date"] == pd.Timestamp(AS_OF)).all()
+
+
+def test_reasons_come_in_both_languages_for_the_top_customers(scores):
+    top = scores[scores["priority"] <= 50]
+    assert top["reasons"].map(len).gt(0).all()
+    assert (top["reasons"].map(len) == top["reasons_zh_tw"].map(len)).all()
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in r[0]) for r in top["reasons_zh_tw"])
+    assert scores.loc[scores["priority"] > 50, "reasons"].map(len).eq(0).all()
+
+
+def test_churn_model_beats_the_recency_baseline_out_of_time(fitted_scorer, cdnow_slice, scores):
+    truth = labelled_features(cdnow_slice, AS_OF, HORIZON)
+    churned = ~truth["purchased"].to_numpy()
+    ours = roc_auc_score(churned, scores["churn_probability"])
+    recency = roc_auc_score(churned, truth["days_since_last_purchase"])
+    assert ours > recency - 0.01 and ours > 0.75
+    # calibrated: predicted and observed churn rates agree overall
+    assert abs(scores["churn_probability"].mean() - churned.mean()) < 0.05
+
+
+def test_scoring_transactions_equals_scoring_their_features(fitted_scorer, cdnow_slice, scores):
+    table = build_features(cdnow_slice, AS_OF, reference=fitted_scorer.reference_)
+    pd.testing.assert_frame_equal(fitted_scorer.score(table, AS_OF, reasons=50), scores)
+
+
+def test_save_and_load_give_identical_scores(fitted_scorer, cdnow_slice, scores, tmp_path):
+    fitted_scorer.save(tmp_path / "scorer")
+    saved = json.loads((tmp_path / "scorer" / "scorer.json").read_text())
+    assert "pickle" not in json.dumps(saved) and (tmp_path / "scorer" / "churn_model.txt").exists()
+    loaded = WinbackScorer.load(tmp_path / "scorer")
+    pd.testing.assert_frame_equal(loaded.score(cdnow_slice, AS_OF, reasons=50), scores)
+
+
+def test_load_refuses_a_different_feature_schema(fitted_scorer, tmp_path):
+    fitted_scorer.save(tmp_path / "scorer")
+    path = tmp_path / "scorer" / "scorer.json"
+    state = json.loads(path.read_text())
+    state["feature_schema"] = state["feature_schema"][:-1]
+    path.write_text(json.dumps(state))
+    with pytest.raises(SchemaMismatchError, match="replenish_due_in_days"):
+        WinbackScorer.load(tmp_path / "scorer")
+
+
+def test_relabelling_customers_changes_no_score(fitted_scorer, cdnow_raw):
+    raw = cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 300].rename(
+        columns={"date": "timestamp", "dollar_value": "amount"})[["customer_id", "timestamp", "amount"]]
+    renamed = raw.assign(customer_id="shop-" + raw["customer_id"].str[::-1])
+    original = dict(zip(renamed["customer_id"], raw["customer_id"]))
+    a = fitted_scorer.score(raw, AS_OF, reasons=False).set_index("customer_id")
+    b = fitted_scorer.score(renamed, AS_OF, reasons=False)
+    b = b.set_index(b["customer_id"].map(original)).drop(columns="customer_id").loc[a.index]
+    pd.testing.assert_frame_equal(a, b, check_names=False)     # floats to 1e-5: sums may reorder
+
+
+def test_a_more_recent_last_purchase_never_raises_churn(fitted_scorer):
+    history = [("2024-01-05", 30.0), ("2024-02-10", 45.0)]
+    probabilities = []
+    for last_day in pd.date_range("2024-02-20", "2024-06-29", freq="7D"):
+        rows = history + [(last_day, 25.0)]
+        log = pd.DataFrame({"customer_id": "c", "timestamp": pd.to_datetime([d for d, _ in rows]),
+                            "amount": [a for _, a in rows]})
+        probabilities.append(fitted_scorer.score(log, "2024-06-30", reasons=False)["churn_probability"].iloc[0])
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(probabilities, probabilities[1:])), probabilities
+    assert probabilities[-1] < probabilities[0]
+
+
+def test_a_one_purchase_customer_gets_finite_sensible_outputs(fitted_scorer):
+    log = pd.DataFrame({"customer_id": ["solo"], "timestamp": pd.to_datetime(["1997-12-01"]), "amount": [20.0]})
+    row = fitted_scorer.score(log, AS_OF).iloc[0]
+    numeric = row[["churn_probability", "p_alive", "expected_purchases_30d", "p_purchase_30d",
+                   "expected_order_value", "clv_12m", "value_at_risk"]].astype(float)
+    assert np.isfinite(numeric).all()
+    assert row["p_alive"] == 1.0 and 0 < row["churn_probability"] < 1
+    assert 0 < row["expected_order_value"] < 200 and row["priority"] == 1
+
+
+def test_unfitted_scorer_and_bad_inputs_say_so(fitted_scorer):
+    with pytest.raises(NotFittedError):
+        WinbackScorer().score(pd.DataFrame({"customer_id": []}), AS_OF)
+    with pytest.raises(ValueError, match="as_of is required"):
+        fitted_scorer.score(pd.DataFrame({"customer_id": ["a"], "timestamp": [pd.Timestamp("2020-01-01")],
+                                          "amount": [1.0]}))
+    with pytest.raises(SchemaMismatchError, match="lacks column"):
+        fitted_scorer.score(pd.DataFrame({"customer_id": ["a"], "frequency": [1]}), AS_OF)
