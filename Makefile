@@ -14,8 +14,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+# The main job on the bundled CDNOW log: features (checked against lifetimes), the classical
+# models beside the published parameters, training into mlruns/ with registry promotion,
+# the ranked win-back list, then the service started, called over HTTP and stopped.
 demo: install
-	$(BIN)/winback features --dataset cdnow --cutoff 1997-09-30 --out out/cdnow_features.parquet --check-lifetimes
+	$(BIN)/winback features --dataset cdnow --cutoff 1997-09-30 --freq W --check-lifetimes --out out/cdnow_features_1997-09-30.parquet
+	$(BIN)/winback classical --dataset cdnow --cutoff 1997-09-30
+	$(BIN)/winback train --dataset cdnow --cutoff 1997-12-31 --horizon-days 180
+	$(BIN)/winback features --dataset cdnow --cutoff 1998-06-30 --out out/cdnow_features.parquet
+	$(BIN)/winback rank --features out/cdnow_features.parquet --top 20 --out out/winback_top20.csv
+	$(BIN)/winback rank --features out/cdnow_features.parquet --top 20 --lang zh-TW --out out/winback_top20_zh-TW.csv
+	$(BIN)/python -m serving.smoke
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -34,8 +34,10 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -190,17 +192,51 @@ def measure(variant: str, log_path: Path, out: Path, args: argparse.Namespace) -
            "--memory-limit", args.memory_limit]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))}
+    spill_dir = Path(args.data_dir) / ".tmp"  # DuckDB's default temp_directory, under the cwd
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=args.data_dir, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        print(f"  {variant}: FAILED (exit {proc.returncode}): " + " | ".join(tail), flush=True)
-        return {"failed": True}
-    result = json.loads(lines[-1][len("RESULT "):])
+    stopped = None
+    peak_spill = 0
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen(cmd, cwd=args.data_dir, env=env, stdout=out_f, stderr=err_f, text=True)
+        while proc.poll() is None:
+            time.sleep(0.5)
+            spill = _dir_bytes(spill_dir)
+            peak_spill = max(peak_spill, spill)
+            if args.timeout and time.perf_counter() - t0 > args.timeout:
+                stopped = f"stopped after --timeout {args.timeout:.0f} s"
+            elif args.max_spill_gb and spill > args.max_spill_gb * 1e9:
+                stopped = f"stopped: DuckDB spill reached {spill / 1e9:.1f} GB (--max-spill-gb)"
+            if stopped:
+                proc.kill()  # only the child this function started
+                proc.wait()
+                # a killed DuckDB leaves its spill files behind; children run one at a time
+                shutil.rmtree(spill_dir, ignore_errors=True)
+                break
+        wall = time.perf_counter() - t0
+        out_f.seek(0)
+        err_f.seek(0)
+        stdout, stderr = out_f.read(), err_f.read()
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
+    if stopped or proc.returncode != 0 or not lines:
+        tail = (stderr or stdout).strip().splitlines()[-5:]
+        reason = stopped or f"exit {proc.returncode}"
+        print(f"  {variant}: FAILED ({reason}, {wall:.0f} s, peak spill {peak_spill / 1e9:.1f} GB): "
+              + " | ".join(tail), flush=True)
+        return {"failed": True, "note": f">{wall:.0f} (stopped)" if stopped else "failed"}
+    result = {**json.loads(lines[-1][len("RESULT "):]), "peak_spill": peak_spill}
     result.update(process_seconds=wall, load_before=load_before, load_after=os.getloadavg()[0])
     return result
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
 
 
 def _mib(n: float | None) -> str:
@@ -224,10 +260,11 @@ def print_table(results: list[dict]) -> None:
             ratio_read = f"{(lt['seconds'] + lt['read_seconds']) / ours['seconds']:.1f}x"
         customers = ours.get("customers") or lt.get("customers") or db.get("customers") or r["customers"]
         body.append([
-            f"{r['rows']:,}", f"{customers:,}", _sec(ours.get("seconds")), _mib(ours.get("peak_rss")),
+            f"{r['rows']:,}", f"{customers:,}", ours.get("note") or _sec(ours.get("seconds")),
+            _mib(ours.get("peak_rss")),
             _sec(lt.get("read_seconds")) if lt else r.get("lifetimes_note", "-"),
             _sec(lt.get("seconds")) if lt else r.get("lifetimes_note", "-"), _mib(lt.get("peak_rss")),
-            ratio, ratio_read, _sec(db.get("seconds")), _mib(db.get("peak_rss")),
+            ratio, ratio_read, db.get("note") or _sec(db.get("seconds")), _mib(db.get("peak_rss")),
         ])
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
@@ -237,7 +274,8 @@ def print_table(results: list[dict]) -> None:
 
 
 def print_details(results: list[dict]) -> None:
-    print("\nper variant: measured s (phases) | cpu s | process wall s incl. start-up | 1-min load before -> after")
+    print("\nper variant: measured s (phases) | cpu s | process wall s incl. start-up | "
+          "peak DuckDB spill | 1-min load before -> after")
     for r in results:
         for variant in VARIANTS:
             m = r.get(variant)
@@ -251,6 +289,7 @@ def print_details(results: list[dict]) -> None:
                 phases = "query + COPY"
             print(f"  {r['rows']:>12,} {variant:<9} {m['seconds']:7.1f} s ({phases}) | "
                   f"cpu {m['cpu_seconds']:.1f} | wall {m['process_seconds']:.1f} | "
+                  f"spill {m['peak_spill'] / 1e9:.1f} GB | "
                   f"load {m['load_before']:.2f} -> {m['load_after']:.2f}")
 
 
@@ -296,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not run lifetimes on logs with more rows than this")
     ap.add_argument("--memory-limit", default="3GB", help="DuckDB memory_limit for ours and duckdb")
     ap.add_argument("--cutoff", default="2025-12-31", help="as-of day (the generator's last day)")
+    ap.add_argument("--timeout", type=float, default=1800,
+                    help="stop a variant that runs longer than this many seconds (0: never)")
+    ap.add_argument("--max-spill-gb", type=float, default=30,
+                    help="stop a variant whose DuckDB spill files exceed this many GB (0: never)")
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from features import cycle, replenishment, rfm, summary, tiers, windows
 from features.reference import FeatureReference
+from features.sql import money_sum
 from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
 from features.transactions import TransactionLog
 
@@ -61,12 +62,13 @@ def stage(log: TransactionLog, cutoff: str) -> None:
     seen = f"ts < {cutoff} + INTERVAL 1 DAY"
     log.con.execute(f"""
         CREATE OR REPLACE TEMP TABLE daily AS
-        SELECT customer_id, CAST(ts AS DATE) AS day, sum(amount) AS spend, {orders} AS orders
+        SELECT customer_id, CAST(ts AS DATE) AS day, {money_sum('amount')} AS spend, {orders} AS orders
         FROM transactions WHERE {seen} GROUP BY customer_id, day""")
+    categories = f"{seen} AND category IS NOT NULL" if log.has_category else "false"
     log.con.execute(f"""
         CREATE OR REPLACE TEMP TABLE cat_days AS
         SELECT DISTINCT customer_id, category, CAST(ts AS DATE) AS day
-        FROM transactions WHERE {seen} AND category IS NOT NULL""")
+        FROM transactions WHERE {categories}""")
 
 
 def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
@@ -80,7 +82,7 @@ def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
             total_spend / orders AS avg_order_value
         FROM (SELECT customer_id,
             min(day) AS first_purchase_date, max(day) AS last_purchase_date,
-            count(*) AS purchase_days, sum(orders) AS orders, sum(spend) AS total_spend,
+            count(*) AS purchase_days, sum(orders) AS orders, {money_sum('spend')} AS total_spend,
             arg_min(spend, day) AS first_purchase_value,
             {aggregates}
         FROM daily GROUP BY customer_id)"""

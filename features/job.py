@@ -6,7 +6,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from features.build import prepare
+import pandas as pd
+import pyarrow.parquet as pq
+
+from features.build import parse_cutoff, prepare
 from features.output import atomic_path
 from features.reference import FeatureReference
 from features.settings import FeatureSettings, Freq
@@ -31,7 +34,9 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
     DuckDB streams the result straight to the file, so the table never has to fit in memory.
     """
     out = Path(out)
-    writers = {".parquet": ("(FORMAT parquet)", "read_parquet"),
+    day = parse_cutoff(cutoff).date().isoformat()
+    writers = {".parquet": (f"(FORMAT parquet, KV_METADATA {{'winback.cutoff': '{day}', "
+                            f"'winback.freq': '{freq}'}})", "read_parquet"),
                ".csv": ("(FORMAT csv, HEADER true)", "read_csv")}
     if out.suffix.lower() not in writers:
         raise ValueError(f"--out must end in .parquet or .csv, got {out.name!r}")
@@ -46,3 +51,13 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
     segments = {name: n for kind, name, n in counts if kind == "segment"}
     tiers = {name: n for kind, name, n in counts if kind == "tier"}
     return FeatureJobSummary(out, sum(segments.values()), segments, tiers)
+
+
+def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, pd.Timestamp, str]:
+    """A feature table written by :func:`write_features` as Parquet, with its cutoff and freq."""
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    if b"winback.cutoff" not in meta:
+        raise ValueError(f"{path}: not a feature table written by `winback features` (no cutoff recorded)")
+    return (table.to_pandas(date_as_object=False), pd.Timestamp(meta[b"winback.cutoff"].decode()),
+            meta.get(b"winback.freq", b"D").decode())

@@ -15,6 +15,7 @@ import pandas as pd
 
 from features.build import TransactionsLike, as_log, build_features, cutoff_literal, parse_cutoff
 from features.reference import FeatureReference
+from features.sql import money_sum
 from features.settings import FeatureSettings
 
 
@@ -42,7 +43,7 @@ def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_
             count(f.ts) > 0 AS purchased,
             count(DISTINCT CAST(f.ts AS DATE)) AS horizon_purchase_days,
             {orders} AS horizon_orders,
-            coalesce(sum(f.amount), 0.0) AS horizon_spend,
+            {money_sum('f.amount')} AS horizon_spend,
             coalesce(date_diff('day', {c}, min(CAST(f.ts AS DATE))), {int(horizon_days)}) AS days_to_next_purchase,
             min(f.ts) IS NULL AS next_purchase_censored
         FROM (SELECT DISTINCT customer_id FROM transactions WHERE ts < {c} + INTERVAL 1 DAY) AS b

@@ -43,7 +43,8 @@ def replenishment_sql(cutoff: str, intervals: dict[str, float]) -> str:
             {interval} - date_diff('day', p.last_day, {cutoff}) AS replenish_due_in_days
         FROM (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY n_days DESC, category) AS rank
               FROM (SELECT customer_id, category, count(*) AS n_days, max(day) AS last_day,
-                           median(gap) AS own_median, count(gap) AS n_gaps
+                           list_median(list(gap) FILTER (WHERE gap IS NOT NULL)) AS own_median,
+                           count(gap) AS n_gaps
                     FROM ({GAPS_SQL}) GROUP BY customer_id, category)) AS p
         LEFT JOIN ({_values(intervals)}) AS ref ON ref.category = p.category
         WHERE p.rank = 1"""

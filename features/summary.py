@@ -11,6 +11,7 @@ repeat periods, 0 for a customer without one.
 from __future__ import annotations
 
 from features.settings import Freq
+from features.sql import money_sum
 
 COLUMNS = ("frequency", "recency", "T", "monetary_value")
 
@@ -29,8 +30,8 @@ def summary_sql(cutoff: str, freq: Freq) -> str:
             date_diff('day', min(period), max(period)) / {unit}.0 AS recency,
             date_diff('day', min(period), {period_expr(cutoff, freq)}) / {unit}.0 AS T,
             CASE WHEN count(*) > 1
-                 THEN (sum(spend) - arg_min(spend, period)) / (count(*) - 1) ELSE 0.0 END
+                 THEN ({money_sum('spend')} - arg_min(spend, period)) / (count(*) - 1) ELSE 0.0 END
                 AS monetary_value
-        FROM (SELECT customer_id, {period_expr('day', freq)} AS period, sum(spend) AS spend
+        FROM (SELECT customer_id, {period_expr('day', freq)} AS period, {money_sum('spend')} AS spend
               FROM daily GROUP BY customer_id, period)
         GROUP BY customer_id"""

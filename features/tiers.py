@@ -9,6 +9,7 @@ then: by that day the window will have moved, and only the spend that is still i
 from __future__ import annotations
 
 from features.settings import TierSettings
+from features.sql import money_sum
 from features.transactions import sql_escape
 
 
@@ -16,8 +17,8 @@ def tier_aggregates(cutoff: str, tiers: TierSettings) -> list[str]:
     """Aggregate expressions over the ``daily`` table: the spend the tier columns need."""
     kept_from = f"{cutoff} + INTERVAL {tiers.review_days} DAY - INTERVAL {tiers.window_days} DAY"
     return [
-        f"coalesce(sum(spend) FILTER (WHERE day > {cutoff} - INTERVAL {tiers.window_days} DAY), 0.0) AS tier_spend",
-        f"coalesce(sum(spend) FILTER (WHERE day > {kept_from}), 0.0) AS _tier_spend_kept",
+        f"{money_sum('spend', f'day > {cutoff} - INTERVAL {tiers.window_days} DAY')} AS tier_spend",
+        f"{money_sum('spend', f'day > {kept_from}')} AS _tier_spend_kept",
     ]
 
 

@@ -258,14 +258,15 @@ def _validate(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: Ingest
     if refunds and policy.refunds == "error":
         _raise_first_bad(con, columns, "amount", "amount < 0", "no refunds (refunds='error')",
                          "_amount_raw", refunds, policy, row_numbers)
-    duplicates = 0
-    if _drops_duplicates(columns, policy):
-        distinct = con.execute(
-            f"SELECT count(*) FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} FROM typed)"
-        ).fetchone()[0]
-        duplicates = n_rows - distinct
     zero_excluded = zeros if policy.zero_amounts == "exclude" else 0
-    used = con.execute(f"SELECT count(*) FROM ({_final_select(columns, policy)})").fetchone()[0]
+    duplicates = 0
+    if _drops_duplicates(columns, policy):                  # one pass over the distinct rows
+        distinct, used = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {_keep_condition(policy)}) "
+            f"FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} FROM typed)").fetchone()
+        duplicates = n_rows - distinct
+    else:
+        used = n_rows - refunds - zero_excluded
     return IngestReport(n_rows, used, refunds, zeros, zero_excluded, duplicates,
                         pd.Timestamp(first_ts) if first_ts else None,
                         pd.Timestamp(last_ts) if last_ts else None)
@@ -314,10 +315,13 @@ def _drops_duplicates(columns: ColumnMap, policy: IngestPolicy) -> bool:
     return policy.duplicates == "drop"
 
 
+def _keep_condition(policy: IngestPolicy) -> str:
+    return "amount > 0" if policy.zero_amounts == "exclude" else "amount >= 0"
+
+
 def _final_select(columns: ColumnMap, policy: IngestPolicy) -> str:
     distinct = "DISTINCT " if _drops_duplicates(columns, policy) else ""
-    keep = "amount > 0" if policy.zero_amounts == "exclude" else "amount >= 0"
-    return f"SELECT {distinct}{', '.join(CANONICAL_COLUMNS)} FROM typed WHERE {keep}"
+    return f"SELECT {distinct}{', '.join(CANONICAL_COLUMNS)} FROM typed WHERE {_keep_condition(policy)}"
 
 
 def _final_view_sql(columns: ColumnMap, policy: IngestPolicy) -> str:

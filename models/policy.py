@@ -96,3 +96,52 @@ class WinbackPolicy:
             "value_at_risk": value_at_risk,
             "priority": priority,
         }, index=features.index)
+
+
+LIST_COLUMNS = {  # column -> (English header, zh-TW header)
+    "priority": ("priority", "優先順序"),
+    "customer_id": ("customer_id", "顧客編號"),
+    "value_at_risk": ("value_at_risk", "風險價值"),
+    "churn_probability": ("churn_probability", "流失機率"),
+    "clv_12m": ("clv_12m", "未來12個月價值"),
+    "winback_date": ("winback_date", "建議挽回日"),
+    "next_purchase_date": ("next_purchase_date", "預計下次購買日"),
+    "segment": ("segment", "客群"),
+    "tier": ("tier", "會員等級"),
+    "reasons": ("reasons", "原因"),
+}
+
+
+def winback_list(scores: pd.DataFrame, top: int, segments: list[str] | None = None,
+                 tiers: list[str] | None = None, min_value: float = 0.0,
+                 lang: str = "en") -> pd.DataFrame:
+    """The win-back list a marketer works through: highest value at risk first.
+
+    ``scores`` is a scorer's output. Segments and tiers filter in either language; ``lang``
+    picks the language of segment, tier, reasons and the column headers ("en" or "zh-TW").
+    """
+    if lang not in ("en", "zh-TW"):
+        raise ValueError(f"lang must be 'en' or 'zh-TW', got {lang!r}")
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    keep = scores["value_at_risk"] >= min_value
+    if segments:
+        keep &= scores["segment"].isin(segments) | scores["segment_zh_tw"].isin(segments)
+    if tiers:
+        keep &= scores["tier"].isin(tiers) | scores["tier_zh_tw"].isin(tiers)
+    chosen = scores[keep].sort_values(["value_at_risk", "customer_id"], ascending=[False, True]).head(top)
+    zh = lang == "zh-TW"
+    out = pd.DataFrame({
+        "priority": np.arange(1, len(chosen) + 1),
+        "customer_id": chosen["customer_id"].to_numpy(),
+        "value_at_risk": chosen["value_at_risk"].round(2).to_numpy(),
+        "churn_probability": chosen["churn_probability"].round(4).to_numpy(),
+        "clv_12m": chosen["clv_12m"].round(2).to_numpy(),
+        "winback_date": chosen["winback_date"].dt.date.to_numpy(),
+        "next_purchase_date": chosen["next_purchase_date"].dt.date.to_numpy(),
+        "segment": chosen["segment_zh_tw" if zh else "segment"].to_numpy(),
+        "tier": chosen["tier_zh_tw" if zh else "tier"].to_numpy(),
+        "reasons": (chosen["reasons_zh_tw" if zh else "reasons"].map("；".join if zh else "; ".join).to_numpy()
+                    if "reasons" in chosen else [""] * len(chosen)),
+    })
+    return out.rename(columns={k: v[1 if zh else 0] for k, v in LIST_COLUMNS.items()})

@@ -37,11 +37,13 @@ from models.reasons import top_reasons
 
 FORMAT_VERSION = 1
 
-#: Feature-table columns the churn model reads (the rest are labels, names, dates, or gap
-#: statistics whose direction is ambiguous: a later last purchase lengthens the mean gap).
+#: Feature-table columns the churn model reads. Left out: labels, names and dates; gap
+#: statistics, whose direction is ambiguous (a later last purchase lengthens the mean gap);
+#: and the customer's age (T, tenure), on which trees extrapolate badly from training origins
+#: to a later cutoff where every customer is older. The BG/NBD outputs carry age correctly.
 CHURN_FEATURES = (
-    "frequency", "recency", "T", "monetary_value", "days_since_last_purchase", "tenure_days",
-    "purchase_days", "orders", "total_spend", "avg_order_value", "first_purchase_value",
+    "frequency", "recency", "monetary_value", "days_since_last_purchase", "purchase_days",
+    "orders", "total_spend", "avg_order_value", "first_purchase_value",
     "r_score", "f_score", "m_score", "overdue_ratio", "orders_30d", "spend_30d", "orders_90d",
     "spend_90d", "orders_180d", "spend_180d", "orders_365d", "spend_365d", "spend_trend",
     "tier_spend", "replenish_interval_days", "replenish_due_in_days",
@@ -202,7 +204,7 @@ class WinbackScorer:
         (TreeSHAP), so bulk jobs explain only what a person will read.
         """
         features, day = self.features_for(data, as_of)
-        X = self._with_classical(features, self.purchase_model_, self.spend_model_)
+        X = self.model_input(features)
         churn = self.churn_model_.predict_proba(X)
         if self.next_purchase_method_ == "hazard":
             cdf = self.hazard_model_.predict_cdf(X)
@@ -221,6 +223,7 @@ class WinbackScorer:
             "next_purchase_date": _dates(day, nxt["next_purchase_days"]),
             "next_purchase_low": _dates(day, nxt["next_purchase_low_days"]),
             "next_purchase_high": _dates(day, nxt["next_purchase_high_days"]),
+            "expected_days_to_purchase": nxt["expected_days_to_purchase"],
             "expected_order_value": X["expected_order_value"], "clv_12m": X["clv_12m"],
         }, index=X.index)
         overdue_in = conditional_quantile_days(cdf, self.grid_days_, self.policy.overdue_quantile)
@@ -228,11 +231,21 @@ class WinbackScorer:
         out = out.join(X[["segment", "segment_zh_tw", "tier", "tier_zh_tw"]])
         return self._explain(out, X, reasons).reset_index(drop=True)
 
+    def model_input(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Feature rows with the classical models' outputs added: what the learned models read."""
+        self._check_fitted()
+        return self._with_classical(features, self.purchase_model_, self.spend_model_)
+
+    def explain(self, values: pd.DataFrame) -> pd.DataFrame:
+        """``reasons`` and ``reasons_zh_tw`` for rows of :meth:`model_input` (TreeSHAP)."""
+        self._check_fitted()
+        return top_reasons(self.churn_model_.contributions(values), values)
+
     def _explain(self, out: pd.DataFrame, values: pd.DataFrame, reasons: bool | int) -> pd.DataFrame:
         if reasons is False:
             return out
         chosen = out.index if reasons is True else out.index[out["priority"].to_numpy() <= int(reasons)]
-        explained = top_reasons(self.churn_model_.contributions(values.loc[chosen]), values.loc[chosen])
+        explained = self.explain(values.loc[chosen])
         empty = pd.Series([[] for _ in range(len(out))], index=out.index, dtype=object)
         out["reasons"] = empty.copy()
         out["reasons_zh_tw"] = empty

@@ -8,6 +8,7 @@ one-paragraph message on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -20,7 +21,8 @@ app = typer.Typer(
     help="Churn, next-purchase and win-back scores from a transaction log.\n\n"
          "Start with `winback features --dataset cdnow --cutoff 1997-09-30 --out features.parquet`.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
+# Piped or captured output (CI logs, files) gets room for the tables instead of 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 @app.callback()
@@ -155,6 +157,282 @@ def features(
                       f"{verdict}; largest differences " +
                       ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
     console.print(f"done in {time.perf_counter() - started:.1f} s")
+
+
+TrackingOpt = Annotated[Optional[str], typer.Option(
+    help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")]
+ModelUriOpt = Annotated[Optional[str], typer.Option(help="Model to use; default models:/winback@champion.")]
+FeaturesOpt = Annotated[Optional[Path], typer.Option(
+    "--features", help="A feature table written by `winback features` (.parquet), instead of a log.")]
+
+
+@app.command()
+@user_errors
+def train(
+    cutoff: Annotated[str, typer.Option(help="Evaluation cutoff YYYY-MM-DD: the model is judged on (cutoff, cutoff + horizon].")],
+    horizon_days: Annotated[int, typer.Option(help="Churn horizon H: churn = no purchase within H days.")] = 90,
+    origins: Annotated[int, typer.Option(help="Training origins, stepping back from cutoff − H.")] = 6,
+    origin_step_days: Annotated[int, typer.Option(help="Days between training origins.")] = 15,
+    next_purchase: Annotated[str, typer.Option(help="auto (keep the better out of time), hazard or classical.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed for the learned models.")] = 0,
+    gate_metrics: Annotated[str, typer.Option(help="Metrics a new model must not lose on to become champion.")] = "churn_auc,next_purchase_cindex",
+    tracking_uri: TrackingOpt = None,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    timezone: TimezoneOpt = "UTC", duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
+    zero_amounts: ZerosOpt = "keep",
+) -> None:
+    """Train on rolling origins, evaluate out of time against baselines and the champion,
+    record everything in MLflow, and promote the new version only if it wins.
+
+    Example: winback train --dataset cdnow --cutoff 1997-12-31 --horizon-days 180"""
+    from training.pipeline import TrainConfig, train as run_training
+    from training.registry import Gate
+
+    _choice("--next-purchase", next_purchase, ("auto", "hazard", "classical"))
+    started = time.perf_counter()
+    config = TrainConfig(cutoff=cutoff, horizon_days=horizon_days, origins=origins,
+                         origin_step_days=origin_step_days, next_purchase=next_purchase,
+                         random_state=seed, gate=Gate(tuple(m.strip() for m in gate_metrics.split(","))))
+    with _steps() as progress:
+        task = progress.add_task("reading and validating transactions")
+        log = open_log(transactions, dataset, customer_id_col=customer_id_col,
+                       timestamp_col=timestamp_col, amount_col=amount_col,
+                       order_id_col=order_id_col, quantity_col=quantity_col,
+                       category_col=category_col, channel_col=channel_col,
+                       date_format=date_format, timezone=timezone, duplicates=duplicates,
+                       refunds=refunds, zero_amounts=zero_amounts)
+        result = run_training(log, config, tracking_uri,
+                              step=lambda text: progress.update(task, description=text))
+    table = Table(title=f"Churn ROC AUC as of {cutoff}, horizon {horizon_days} days (out of time)")
+    for col in ("model", "churn AUC", "difference"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in result.table.itertuples(index=False):
+        table.add_row(row.model, f"{row.churn_auc:.4f}", f"{row._2:+.4f}")
+    console.print(table)
+    m = result.evaluation.metrics
+    console.print(
+        f"churn: PR AUC {m['churn_pr_auc']:.3f}, Brier {m['churn_brier']:.4f}, ECE {m['churn_ece']:.4f}, "
+        f"top-decile lift {m['churn_lift_top_decile']:.2f}\n"
+        f"next purchase: C-index {m['next_purchase_cindex']:.3f}, MAE {m['next_purchase_mae_days']:.1f} days, "
+        f"80% coverage {m['next_purchase_coverage80']:.3f}, Brier(30d) {m['next_purchase_brier_30d']:.4f}\n"
+        f"classical: BG/NBD forecast {m['bgnbd_forecast_purchases']:,.0f} vs actual {m['actual_purchases']:,.0f} "
+        f"({m['bgnbd_forecast_error']:+.1%}), per-customer correlation {m['bgnbd_correlation']:.3f}; "
+        f"Pareto/NBD {m['pareto_nbd_forecast_error']:+.1%}, {m['pareto_nbd_correlation']:.3f}\n"
+        f"value: normalized Gini {m['value_gini']:.3f}, decile MAPE {m['value_decile_mape']:.1%}")
+    console.print(f"[bold]{result.verdict}[/]")
+    console.print(f"MLflow run {result.run_id}; see it with: mlflow ui --backend-store-uri "
+                  f"{_display_uri(tracking_uri)}  (done in {time.perf_counter() - started:.0f} s)")
+
+
+def _display_uri(tracking_uri: str | None) -> str:
+    from training.registry import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    return "sqlite:///mlruns/mlflow.db" if uri == resolve_tracking_uri(None) and not tracking_uri else uri
+
+
+@app.command()
+@user_errors
+def models(tracking_uri: TrackingOpt = None) -> None:
+    """List the registered versions of `winback` with their key metrics and aliases."""
+    from mlflow import MlflowClient
+
+    from training.registry import MODEL_NAME, use_tracking
+
+    client = MlflowClient(use_tracking(tracking_uri))
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    if not versions:
+        console.print("no model registered yet: run `winback train`")
+        return
+    table = Table(title=f"registered model '{MODEL_NAME}'")
+    for col in ("version", "aliases", "created", "churn AUC", "next-purchase C-index", "cutoff", "run"):
+        table.add_column(col)
+    for found in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        v = client.get_model_version(MODEL_NAME, found.version)     # search results omit aliases
+        run = client.get_run(v.run_id) if v.run_id else None
+        metrics = run.data.metrics if run else {}
+        params = run.data.params if run else {}
+        table.add_row(str(v.version), ", ".join(v.aliases) or "-",
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
+                      f"{metrics.get('churn_auc', float('nan')):.4f}",
+                      f"{metrics.get('next_purchase_cindex', float('nan')):.4f}",
+                      params.get("cutoff", "-"), (v.run_id or "-")[:8])
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def promote(version: Annotated[str, typer.Argument(help="The version to make champion.")],
+            tracking_uri: TrackingOpt = None) -> None:
+    """Make VERSION the champion by hand, overriding the gate, and say what it replaced."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import MODEL_NAME, promote as promote_version, use_tracking
+
+    client = MlflowClient(use_tracking(tracking_uri))
+    try:
+        previous = promote_version(client, version)
+    except MlflowException as exc:
+        raise ValueError(f"cannot promote version {version} of {MODEL_NAME}: {exc.message}") from None
+    was = f"replacing version {previous.version}" if previous else "there was no champion before"
+    console.print(f"version {version} of {MODEL_NAME} is now champion ({was})")
+
+
+def _scoring_input(features_path, transactions, dataset, as_of, mapping):
+    """(feature table, as-of) from --features, or from a log as of --as-of."""
+    from features.build import parse_cutoff
+    from features.job import read_feature_table
+
+    if features_path is not None:
+        if transactions or dataset:
+            raise ValueError("give --features or a log (--transactions / --dataset), not both")
+        table, cutoff, freq = read_feature_table(features_path)
+        if freq != "D":
+            raise ValueError(f"{features_path}: built with --freq {freq}; the scorer needs --freq D")
+        if as_of and parse_cutoff(as_of) != cutoff:
+            raise ValueError(f"{features_path} is as of {cutoff.date()}, not {as_of}")
+        return table, cutoff
+    if not as_of:
+        raise ValueError("--as-of is required when scoring a transaction log")
+    return open_log(transactions, dataset, **mapping), parse_cutoff(as_of)
+
+
+@app.command()
+@user_errors
+def score(
+    out: Annotated[Path, typer.Option(help="Scores table: .parquet, .csv or .xlsx (written atomically).")],
+    as_of: Annotated[Optional[str], typer.Option(help="Score as of this date YYYY-MM-DD.")] = None,
+    reasons: Annotated[int, typer.Option(help="Explain the N customers with the highest value at risk (0: none).")] = 100,
+    features_path: FeaturesOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, category_col: CategoryCol = None,
+    date_format: DateFormat = None, timezone: TimezoneOpt = "UTC",
+) -> None:
+    """Score every customer with the champion model: churn, next purchase, value, win-back date."""
+    from training.batch import write_table
+    from training.registry import load_scorer
+
+    mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
+                   order_id_col=order_id_col, quantity_col=None, category_col=category_col,
+                   channel_col=None, date_format=date_format, timezone=timezone,
+                   duplicates="auto", refunds="exclude", zero_amounts="keep")
+    started = time.perf_counter()
+    with _steps() as progress:
+        progress.add_task("loading the model and the data")
+        scorer, version = load_scorer(model_uri, tracking_uri)
+        data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping)
+        progress.add_task("scoring")
+        scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False)
+        scores.insert(1, "model_version", version)
+        write_table(scores, out)
+    console.print(f"scored {len(scores):,} customers as of {day.date()} with model version {version} "
+                  f"→ {out}; mean churn probability {scores['churn_probability'].mean():.3f}, "
+                  f"win back now: {int(scores['winback_now'].sum()):,} "
+                  f"({time.perf_counter() - started:.1f} s)")
+
+
+@app.command()
+@user_errors
+def rank(
+    out: Annotated[Path, typer.Option(help="The list: .csv (UTF-8 with BOM, opens in Excel) or .xlsx.")],
+    top: Annotated[int, typer.Option(help="How many customers.")] = 100,
+    segment: Annotated[Optional[list[str]], typer.Option(help="Only these RFM segments (repeatable; English or zh-TW).")] = None,
+    tier: Annotated[Optional[list[str]], typer.Option(help="Only these tiers (repeatable).")] = None,
+    min_value: Annotated[float, typer.Option(help="Only customers with at least this value at risk.")] = 0.0,
+    lang: Annotated[str, typer.Option(help="Language of segments, tiers, reasons and headers: en or zh-TW.")] = "en",
+    as_of: Annotated[Optional[str], typer.Option(help="Rank as of this date YYYY-MM-DD.")] = None,
+    features_path: FeaturesOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, category_col: CategoryCol = None,
+    date_format: DateFormat = None, timezone: TimezoneOpt = "UTC",
+) -> None:
+    """The win-back list: customers ranked by value at risk (churn probability × 12-month
+    value), with win-back date, next-purchase date, segment, tier and reasons."""
+    from features import build_features
+    from training.batch import ranked_list, write_table
+    from training.registry import load_scorer
+
+    _choice("--lang", lang, ("en", "zh-TW"))
+    if out.suffix.lower() not in (".csv", ".xlsx"):
+        raise ValueError(f"--out must end in .csv or .xlsx, got {out.name!r}")
+    mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
+                   order_id_col=order_id_col, quantity_col=None, category_col=category_col,
+                   channel_col=None, date_format=date_format, timezone=timezone,
+                   duplicates="auto", refunds="exclude", zero_amounts="keep")
+    scorer, version = load_scorer(model_uri, tracking_uri)
+    data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping)
+    table = data if features_path is not None else build_features(
+        data, day, "D", scorer.feature_settings, scorer.reference_)
+    ranked = ranked_list(scorer, table, day, top, segment, tier, min_value, lang)
+    write_table(ranked, out)
+    view = Table(title=f"win-back list as of {day.date()} (model version {version}) → {out}")
+    for col in ranked.columns[:9]:
+        view.add_column(str(col))
+    for row in ranked.head(20).itertuples(index=False):
+        view.add_row(*[("" if v is None or v != v else str(v)) for v in list(row)[:9]])
+    console.print(view)
+    console.print(f"{len(ranked)} customers listed")
+
+
+@app.command()
+@user_errors
+def classical(
+    cutoff: Annotated[str, typer.Option(help="Fit on the weekly summary as of this date.")] = "1997-09-30",
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = "cdnow",
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", date_format: DateFormat = None,
+) -> None:
+    """Fit BG/NBD, Pareto/NBD, MBG/NBD and Gamma-Gamma on a weekly summary as of a cutoff and
+    print the parameters beside the published CDNOW ones (Fader, Hardie & Lee 2005), with a fit
+    on the papers' own 2,357-customer sample for reference."""
+    from features import build_features
+    from models.published import cdnow_sample_summary, fit_side_by_side
+
+    log = open_log(None if dataset and not transactions else transactions,
+                   None if transactions else dataset, customer_id_col=customer_id_col,
+                   timestamp_col=timestamp_col, amount_col=amount_col, order_id_col=None,
+                   quantity_col=None, category_col=None, channel_col=None, date_format=date_format,
+                   timezone="UTC", duplicates="auto", refunds="exclude", zero_amounts="keep")
+    label = f"this log as of {cutoff} (weeks)"
+    summaries = {"papers' sample (weeks 1-39)": cdnow_sample_summary(),
+                 label: build_features(log, cutoff, freq="W")}
+    with _steps() as progress:
+        progress.add_task("fitting four models on two summaries")
+        table = fit_side_by_side(summaries)
+    view = Table(title="Classical models: published vs fitted (α, β, γ in weeks)")
+    for col in table.columns:
+        view.add_column(col, justify="left" if col in ("model", "parameter") else "right")
+    for row in table.itertuples(index=False):
+        view.add_row(row[0], row[1], *[f"{v:.3f}" for v in row[2:]])
+    console.print(view)
+    console.print(f"the papers' sample has {len(summaries[list(summaries)[0]]):,} customers; "
+                  f"{label} has {len(summaries[label]):,}")
+
+
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
+    snapshot: Annotated[Optional[Path], typer.Option(
+        help="Feature snapshot to answer lookups from; default out/cdnow_features.parquet.")] = None,
+    api_keys_file: Annotated[Optional[Path], typer.Option(help="File with more API keys, one a line.")] = None,
+    poll_seconds: Annotated[Optional[float], typer.Option(help="How often to check the champion alias.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Start the scoring service (BentoML). API keys come from WINBACK_API_KEYS
+    (comma-separated) or --api-keys-file; requests send `Authorization: Bearer KEY`."""
+    from serving.run import serve as run_service
+
+    raise typer.Exit(run_service(host, port, tracking_uri, model_uri, snapshot, api_keys_file,
+                                 poll_seconds, workers))
 
 
 def _print_ingest(report) -> None:

@@ -1,0 +1,236 @@
+"""Load-test the scoring service next to a plain BentoML service around a LightGBM model.
+
+Usage
+-----
+::
+
+    .venv/bin/python benchmarks/bench_service.py [--workers 1] [--seconds 15] [--requests 6000]
+        [--tracking-uri URI --snapshot PATH]
+
+This process is the client (asyncio + httpx, loopback only); the services run as child
+processes on 127.0.0.1. Without ``--tracking-uri`` a scorer is fitted on CDNOW with small
+models into a temporary MLflow store and the whole CDNOW log (23,570 customers) is the
+snapshot. The baseline is a plain ``@bentoml.service`` whose one typed endpoint takes a list of
+feature rows and returns the churn booster's predictions (the same LightGBM model text the
+scorer uses), the usual "wrap a model in BentoML" service.
+
+Measured, each phase bounded by ``--requests`` and ``--seconds``, after a warm-up:
+
+* one request at a time: latency of a single-customer call;
+* 32 concurrent clients, one customer per request: requests/s, p50 and p99 latency
+  (Winback with and without reasons; reasons are explained on first use, then cached);
+* 4 concurrent clients, 1,000 customers per request: customers/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KEY = "bench-key"
+
+# ---------------------------------------------------------------------- the plain baseline service
+
+try:                                                  # only the service process needs these at import
+    import bentoml
+    from pydantic import BaseModel
+except ImportError:                                   # pragma: no cover
+    bentoml = None
+
+if bentoml is not None and os.environ.get("BENCH_BASELINE_MODEL"):
+    class Rows(BaseModel):
+        rows: list[list[float]]
+
+    @bentoml.service(name="plain_lightgbm", workers=1)
+    class PlainLightGBM:
+        def __init__(self) -> None:
+            import lightgbm
+
+            self.booster = lightgbm.Booster(model_file=os.environ["BENCH_BASELINE_MODEL"])
+
+        @bentoml.api
+        def predict(self, rows: list[list[float]]) -> list[float]:
+            return self.booster.predict(np.asarray(rows, dtype=float), num_threads=1).tolist()
+
+
+# ---------------------------------------------------------------------- setup
+
+
+def fit_store(root: Path) -> tuple[str, Path, Path, list[str], np.ndarray]:
+    """A temporary MLflow store with a champion, the CDNOW snapshot, the churn booster file,
+    the snapshot's customer ids and feature rows for the baseline."""
+    import mlflow
+    import pandas as pd
+
+    from features import TransactionLog, labelled_features, load_cdnow, prepare
+    from features.cdnow import CDNOW_COLUMNS
+    from features.job import read_feature_table, write_features
+    from models.churn import ChurnModel
+    from models.pyfunc import log_scorer
+    from models.scorer import CHURN_FEATURES, WinbackScorer
+    from serving.state import model_input
+    from training.registry import CHAMPION, MODEL_NAME, experiment_id
+
+    raw = load_cdnow()
+    log = TransactionLog.from_frame(raw, CDNOW_COLUMNS)
+    train = pd.concat([labelled_features(log, c, 90) for c in ("1997-04-30", "1997-06-30")])
+    calibration = labelled_features(log, "1997-09-30", 90)
+    _, _, reference = prepare(log, "1997-09-30")
+    scorer = WinbackScorer(horizon_days=90, churn=ChurnModel(n_estimators=100, learning_rate=0.05),
+                           hazard_estimators=50).fit(train, calibration, reference)
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    (root / "mlruns").mkdir()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    example = raw[raw["customer_id"].isin(["00001", "00002"])].rename(
+        columns={"date": "timestamp", "dollar_value": "amount"})[["customer_id", "timestamp", "amount"]]
+    with mlflow.start_run(experiment_id=experiment_id(uri)):
+        info = log_scorer(scorer, example, "1997-09-30")
+    version = mlflow.register_model(info.model_uri, MODEL_NAME).version
+    mlflow.MlflowClient(uri).set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+    snapshot = root / "snapshot.parquet"
+    write_features(log, "1997-09-30", snapshot, "D", reference=scorer.reference_)
+    booster = root / "churn_model.txt"
+    scorer.churn_model_.booster_.save_model(str(booster))
+    features, as_of, _ = read_feature_table(snapshot)
+    rows = np.nan_to_num(model_input(scorer, features)[list(CHURN_FEATURES)].to_numpy(float))  # JSON has no NaN
+    return uri, snapshot, booster, features["customer_id"].astype(str).tolist(), rows
+
+
+# ---------------------------------------------------------------------- load generation
+
+
+async def load(url: str, make_body, concurrency: int, requests: int, seconds: float,
+               headers: dict | None = None, warmup: int = 50) -> dict:
+    """``concurrency`` clients send requests until ``requests`` are done or ``seconds`` pass."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
+        for _ in range(warmup):
+            (await client.post(url, json=make_body())).raise_for_status()
+        latencies: list[float] = []
+        errors = 0
+        remaining = requests
+        deadline = time.perf_counter() + seconds
+
+        async def worker():
+            nonlocal remaining, errors
+            while remaining > 0 and time.perf_counter() < deadline:
+                remaining -= 1
+                body = make_body()
+                start = time.perf_counter()
+                response = await client.post(url, json=body)
+                latencies.append(time.perf_counter() - start)
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat = np.asarray(latencies) * 1000
+    return {"requests": len(lat), "errors": errors, "rps": len(lat) / elapsed,
+            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
+
+
+def run_phases(winback: str, plain: str, ids: list[str], rows: np.ndarray, args) -> list[tuple]:
+    rng = random.Random(0)
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def one_id(reasons: bool):
+        return lambda: {"customer_ids": [rng.choice(ids)], "reasons": reasons}
+
+    def many_ids():
+        start = rng.randrange(len(ids) - 1000)
+        return {"customer_ids": ids[start:start + 1000], "reasons": False}
+
+    def one_row():
+        return {"rows": [rows[rng.randrange(len(rows))].tolist()]}
+
+    def many_rows():
+        start = rng.randrange(len(rows) - 1000)
+        return {"rows": rows[start:start + 1000].tolist()}
+
+    n, s = args.requests, args.seconds
+    phases = [
+        ("single call, 1 client", "latency p50 ms",
+         lambda: load(f"{winback}/score", one_id(False), 1, min(n, 500), s, auth),
+         lambda: load(f"{plain}/predict", one_row, 1, min(n, 500), s)),
+        ("1 customer/request, 32 clients", "requests/s",
+         lambda: load(f"{winback}/score", one_id(False), 32, n, s, auth),
+         lambda: load(f"{plain}/predict", one_row, 32, n, s)),
+        ("  same, with reasons", "requests/s",
+         lambda: load(f"{winback}/score", one_id(True), 32, n, s, auth), None),
+        ("1,000 customers/request, 4 clients", "customers/s",
+         lambda: load(f"{winback}/score", many_ids, 4, max(n // 20, 50), s, auth, warmup=5),
+         lambda: load(f"{plain}/predict", many_rows, 4, max(n // 20, 50), s, warmup=5)),
+    ]
+    results = []
+    for name, unit, ours, base in phases:
+        mine = asyncio.run(ours())
+        theirs = asyncio.run(base()) if base else None
+        results.append((name, unit, mine, theirs))
+        print(f"  measured: {name}", file=sys.stderr, flush=True)
+    return results
+
+
+def report(results: list[tuple], workers: int) -> None:
+    def cell(r: dict | None, unit: str) -> str:
+        if r is None:
+            return "—"
+        if unit == "latency p50 ms":
+            return f"{r['p50']:.1f} ms (p99 {r['p99']:.1f})"
+        value = r["rps"] * (1000 if unit == "customers/s" else 1)
+        return f"{value:,.0f}/s  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms" + (
+            f"  ({r['errors']} errors)" if r["errors"] else "")
+
+    print(f"\nScoring service vs plain BentoML + LightGBM, {workers} worker(s) each, "
+          f"{os.cpu_count()} CPUs, loopback, client in a separate process")
+    print(f"{'phase':<38} {'unit':<15} {'winback /score':<42} {'plain BentoML /predict'}")
+    for name, unit, mine, theirs in results:
+        print(f"{name:<38} {unit:<15} {cell(mine, unit):<42} {cell(theirs, unit)}")
+    print("requests per phase: " + ", ".join(
+        f"{name.strip()}: {mine['requests']}" + (f"/{theirs['requests']}" if theirs else "")
+        for name, _, mine, theirs in results))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=1, help="BentoML workers of each service")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time bound of each phase")
+    parser.add_argument("--requests", type=int, default=6000, help="request bound of each phase")
+    args = parser.parse_args()
+
+    from serving.run import running, service_env
+
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        root = Path(tmp)
+        print("fitting a scorer on CDNOW and writing the snapshot ...", file=sys.stderr, flush=True)
+        uri, snapshot, booster, ids, rows = fit_store(root)
+        env = service_env(uri, snapshot=snapshot, poll_seconds=0, workers=args.workers)
+        env.update(WINBACK_API_KEYS=KEY, BENTOML_HOME=str(root / "bentoml"))
+        print("starting both services ...", file=sys.stderr, flush=True)
+        winback = stack.enter_context(running(env, log=root / "winback.log"))
+        plain_env = dict(env, BENCH_BASELINE_MODEL=str(booster),
+                         BENTOML_CONFIG_OPTIONS=f"services.plain_lightgbm.workers={args.workers}",
+                         PYTHONPATH=os.pathsep.join([str(ROOT / "benchmarks"), env["PYTHONPATH"]]))
+        plain = stack.enter_context(running(plain_env, log=root / "plain.log",
+                                            service="bench_service:PlainLightGBM"))
+        results = run_phases(winback, plain, ids, rows, args)
+    report(results, args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

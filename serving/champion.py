@@ -1,0 +1,195 @@
+"""Follow the registry: load the served version, and swap in a new one when the alias moves.
+
+:class:`Champion` owns the current :class:`~serving.state.ScoredSnapshot`. :meth:`Champion.poll`
+asks the registry which version the alias points at (and whether the snapshot file changed);
+when either changed it builds a complete new snapshot and only then replaces the old one. If
+the registry cannot be reached the old one keeps answering and :attr:`Champion.registry` says
+so. A background thread calls :meth:`poll` every ``poll_seconds``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+from dataclasses import dataclass
+
+from serving.config import ConfigError, ServiceSettings
+from serving.state import ModelInfo, ScoredSnapshot, SnapshotFile
+
+logger = logging.getLogger("winback.serving")
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """``models:/NAME@ALIAS`` (followed) or ``models:/NAME/VERSION`` (fixed)."""
+    match = _MODEL_URI.match(uri)
+    if not match:
+        raise ConfigError(f"WINBACK_MODEL_URI must look like models:/winback@champion or "
+                          f"models:/winback/3, got {uri!r}")
+    return ModelRef(match["name"], match["alias"], match["version"])
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    reachable: bool = True
+    last_checked: dt.datetime | None = None
+    last_error: str | None = None
+
+
+class Champion:
+    """The served model and its scored snapshot, kept current with the registry."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.ref = parse_model_uri(settings.model_uri)
+        self.registry = RegistryState()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()
+        _use_registry(settings.tracking_uri)
+        version = self._resolve()                    # at start a failure is fatal: nothing to serve
+        self.registry = RegistryState(True, _now())
+        self.current: ScoredSnapshot = self._build(version)
+        logger.info("serving %s version %s on a snapshot of %d customers as of %s",
+                    self.ref.name, version.version, self.current.size, self.current.as_of.date())
+
+    # ------------------------------------------------------------------ registry
+
+    def _client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.settings.tracking_uri, registry_uri=self.settings.tracking_uri)
+
+    def _resolve(self):
+        """The model version the URI points at now (raises when the registry cannot say)."""
+        client = self._client()
+        if self.ref.alias is not None:
+            return client.get_model_version_by_alias(self.ref.name, self.ref.alias)
+        return client.get_model_version(self.ref.name, self.ref.version)
+
+    def _build(self, version, scorer=None, info: ModelInfo | None = None) -> ScoredSnapshot:
+        from features.job import read_feature_table
+
+        if scorer is None:
+            scorer, info = self._load_model(version)
+        path = self.settings.snapshot
+        if not path.is_file():
+            raise ConfigError(f"WINBACK_SNAPSHOT: no feature table at {path.resolve()}; build one with "
+                              "`winback features ... --out X.parquet` (make demo writes the default)")
+        mtime = path.stat().st_mtime_ns
+        features, as_of, freq = read_feature_table(path)
+        if freq != "D":
+            raise ConfigError(f"{path}: the snapshot was built with freq={freq}; the scorer needs "
+                              "daily features (winback features --freq D)")
+        snapshot = SnapshotFile(path, mtime, as_of, _now())
+        return ScoredSnapshot(scorer, info, features, snapshot, self.settings.reasons_cache)
+
+    def _load_model(self, version):
+        import mlflow.pyfunc
+
+        from models.pyfunc import scorer_from_pyfunc
+
+        uri = f"models:/{version.name}/{version.version}"     # the version, not the alias: it may move
+        scorer = scorer_from_pyfunc(mlflow.pyfunc.load_model(uri))
+        metrics: dict[str, float] = {}
+        if version.run_id:
+            try:
+                metrics = dict(self._client().get_run(version.run_id).data.metrics)
+            except Exception:                                  # metrics are informative only
+                logger.warning("could not read the metrics of run %s", version.run_id)
+        info = ModelInfo(name=version.name, version=str(version.version), alias=self.ref.alias,
+                         uri=self.settings.model_uri, run_id=version.run_id,
+                         registered_at=_from_ms(version.creation_timestamp),
+                         trained_until=getattr(scorer, "trained_until_", None), metrics=metrics)
+        return scorer, info
+
+    # ------------------------------------------------------------------ polling
+
+    def poll(self) -> bool:
+        """Check the alias and the snapshot file once; swap if either changed. True if swapped."""
+        with self._poll_lock:
+            current = self.current
+            try:
+                version = self._resolve() if self.ref.alias is not None else None
+            except Exception as exc:
+                self.registry = RegistryState(False, _now(), _short(exc))
+                logger.warning("registry unreachable, still serving version %s: %s",
+                               current.model.version, _short(exc))
+                return False
+            self.registry = RegistryState(True, _now())
+            try:
+                if version is not None and str(version.version) != current.model.version:
+                    fresh = self._build(version)
+                elif self._snapshot_changed(current):
+                    fresh = self._build(None, current.scorer, current.model)
+                else:
+                    return False
+            except Exception as exc:
+                self.registry = RegistryState(True, _now(), f"could not load the new model or "
+                                                            f"snapshot: {_short(exc)}")
+                logger.warning("keeping version %s: loading the update failed: %s",
+                               current.model.version, _short(exc))
+                return False
+            self.current = fresh
+            logger.info("now serving %s version %s (was %s), snapshot of %d customers as of %s",
+                        fresh.model.name, fresh.model.version, current.model.version, fresh.size,
+                        fresh.as_of.date())
+            return True
+
+    def _snapshot_changed(self, current: ScoredSnapshot) -> bool:
+        try:
+            return self.settings.snapshot.stat().st_mtime_ns != current.snapshot.mtime_ns
+        except OSError:
+            return False                                        # gone for now: keep the one we have
+
+    @property
+    def degraded(self) -> bool:
+        return not self.registry.reachable or self.registry.last_error is not None
+
+    def start(self) -> None:
+        """Poll in a daemon thread every ``poll_seconds`` (not at all when 0)."""
+        if self.settings.poll_seconds <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="winback-champion-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.poll_seconds):
+            try:
+                self.poll()
+            except Exception:                                   # never let the poller die
+                logger.exception("champion poll failed")
+
+
+def _use_registry(uri: str) -> None:
+    """Point this process's MLflow at the store (pyfunc.load_model reads the global URI)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def _from_ms(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return text[:300]

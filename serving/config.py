@@ -1,0 +1,117 @@
+"""The service's configuration: environment variables, read when the service starts.
+
+``bentoml serve serving.service:WinbackService`` and ``winback serve`` both start the service
+in worker processes that BentoML spawns, so the environment is how settings reach them.
+
+=============================  =====================================================  ==========================
+variable                       meaning                                                default
+=============================  =====================================================  ==========================
+``WINBACK_TRACKING_URI``       MLflow tracking and registry URI                       ``MLFLOW_TRACKING_URI``, else
+                                                                                      ``sqlite:///<cwd>/mlruns/mlflow.db``
+``WINBACK_MODEL_URI``          model to serve; an ``@alias`` URI is polled            ``models:/winback@champion``
+``WINBACK_SNAPSHOT``           Parquet feature table from ``winback features``         ``out/cdnow_features.parquet``
+``WINBACK_API_KEYS``           accepted API keys, comma-separated                     none (every scoring call is 401)
+``WINBACK_API_KEYS_FILE``      file with more keys, one a line (``#`` comments)        none
+``WINBACK_POLL_SECONDS``       how often to check the alias and the snapshot file     ``30`` (``0``: never)
+``WINBACK_MAX_IDS``            ids per ``/score`` request                              ``10000``
+``WINBACK_MAX_CUSTOMERS``      customers per ``/score_history`` request                ``1000``
+``WINBACK_MAX_TRANSACTIONS``   transactions per ``/score_history`` request             ``100000``
+``WINBACK_MAX_LIMIT``          largest ``limit`` of ``/winback``                       ``10000``
+``WINBACK_MAX_BODY_BYTES``     request body size                                      ``16777216`` (16 MiB)
+``WINBACK_REASONS_CACHE``      explained customers kept per model version             ``100000``
+=============================  =====================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_MODEL_URI = "models:/winback@champion"
+DEFAULT_SNAPSHOT = Path("out/cdnow_features.parquet")
+
+
+class ConfigError(ValueError):
+    """A setting cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_ids: int = 10_000
+    max_customers: int = 1_000
+    max_transactions: int = 100_000
+    max_limit: int = 10_000
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    tracking_uri: str
+    model_uri: str = DEFAULT_MODEL_URI
+    snapshot: Path = DEFAULT_SNAPSHOT
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    poll_seconds: float = 30.0
+    limits: Limits = Limits()
+    reasons_cache: int = 100_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ServiceSettings":
+        """Settings from ``env`` (default ``os.environ``); see the module's table."""
+        from training.registry import resolve_tracking_uri
+
+        env = os.environ if env is None else env
+        keys = _split_keys(env.get("WINBACK_API_KEYS", ""))
+        if env.get("WINBACK_API_KEYS_FILE"):
+            keys += read_keys_file(Path(env["WINBACK_API_KEYS_FILE"]))
+        limits = Limits(**{name: _positive_int(env, f"WINBACK_{name.upper()}", default)
+                           for name, default in vars(Limits()).items()})
+        return cls(
+            tracking_uri=resolve_tracking_uri(env.get("WINBACK_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI")),
+            model_uri=env.get("WINBACK_MODEL_URI") or DEFAULT_MODEL_URI,
+            snapshot=Path(env.get("WINBACK_SNAPSHOT") or DEFAULT_SNAPSHOT),
+            api_keys=tuple(dict.fromkeys(keys)),
+            poll_seconds=_number(env, "WINBACK_POLL_SECONDS", 30.0),
+            limits=limits,
+            reasons_cache=_positive_int(env, "WINBACK_REASONS_CACHE", 100_000),
+        )
+
+
+def _split_keys(text: str) -> list[str]:
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
+def read_keys_file(path: Path) -> list[str]:
+    """API keys from a file: one a line or comma-separated; blank lines and ``#`` comments skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"WINBACK_API_KEYS_FILE: cannot read {path}: {exc.strerror}") from None
+    return [k for line in lines if not line.lstrip().startswith("#") for k in _split_keys(line)]
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise ConfigError(f"{name} must be 0 or more, got {text!r}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value

@@ -1,0 +1,99 @@
+"""Score posted purchase histories: the request becomes a transaction log, and the scorer builds
+features from it with :func:`features.build_features`, exactly as in training.
+
+Problems the feature code finds (:class:`features.TransactionDataError`, ``ValueError``) become
+a :class:`HistoryError` naming the request field, e.g. ``customers[2].transactions[0].amount``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+import pandas as pd
+
+from features import TransactionDataError
+from models.scorer import WinbackScorer
+from serving.config import Limits
+from serving.schemas import CustomerHistory
+from serving.state import DATE_COLUMNS, FLOAT_COLUMNS, OTHER_COLUMNS, json_column, json_values
+
+#: Timestamps outside this range cannot be a purchase (and pandas cannot hold some of them).
+EARLIEST, LATEST = dt.date(1900, 1, 1), dt.date(2200, 1, 1)
+OPTIONAL = ("order_id", "quantity", "category", "channel")
+
+
+class HistoryError(ValueError):
+    """A posted history that cannot be scored; ``field`` names the request field."""
+
+    def __init__(self, status: int, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message = status, field, message
+
+
+def transactions_frame(as_of: dt.date, customers: Sequence[CustomerHistory],
+                       limits: Limits) -> tuple[pd.DataFrame, list[str]]:
+    """The posted histories as a transaction DataFrame (customer_id, timestamp, amount, and
+    the optional columns some line sets), and each row's request field prefix."""
+    if len(customers) > limits.max_customers:
+        raise HistoryError(413, "customers", f"at most {limits.max_customers:,} customers per request "
+                                             f"(WINBACK_MAX_CUSTOMERS), got {len(customers):,}")
+    total = sum(len(c.transactions) for c in customers)
+    if total > limits.max_transactions:
+        raise HistoryError(413, "customers[].transactions",
+                           f"at most {limits.max_transactions:,} transactions per request "
+                           f"(WINBACK_MAX_TRANSACTIONS), got {total:,}")
+    if not EARLIEST <= as_of < LATEST:
+        raise HistoryError(400, "as_of", f"must be between {EARLIEST} and {LATEST}")
+    seen: set[str] = set()
+    rows, fields = [], []
+    for i, customer in enumerate(customers):
+        if customer.customer_id in seen:
+            raise HistoryError(400, f"customers[{i}].customer_id",
+                               "appears twice; send each customer's transactions once")
+        seen.add(customer.customer_id)
+        for j, line in enumerate(customer.transactions):
+            stamp = line.timestamp
+            if stamp.tzinfo is not None:                     # the service's shop day is UTC
+                stamp = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            if not EARLIEST <= stamp.date() < LATEST:
+                raise HistoryError(400, f"customers[{i}].transactions[{j}].timestamp",
+                                   f"must be between {EARLIEST} and {LATEST}")
+            rows.append({"customer_id": customer.customer_id, "timestamp": stamp, "amount": line.amount,
+                         **{c: getattr(line, c) for c in OPTIONAL}})
+            fields.append(f"customers[{i}].transactions[{j}]")
+    frame = pd.DataFrame(rows)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    unused = [c for c in OPTIONAL if frame[c].isna().all()]
+    return frame.drop(columns=unused), fields
+
+
+def score_history(scorer: WinbackScorer, as_of: dt.date, customers: Sequence[CustomerHistory],
+                  limits: Limits, reasons: bool = True) -> list[dict]:
+    """JSON-ready scores, one per posted customer in request order. A customer with no purchase
+    on or before ``as_of`` (or only refunds) gets ``status: no_purchases``."""
+    frame, fields = transactions_frame(as_of, customers, limits)
+    try:
+        scores = scorer.score(frame, as_of, reasons=reasons)
+    except TransactionDataError as exc:
+        field = "customers"
+        if exc.row is not None and 1 <= exc.row <= len(fields):
+            field = fields[exc.row - 1] + (f".{exc.column}" if exc.column else "")
+        raise HistoryError(400, field, _without_source(str(exc))) from None
+    except ValueError as exc:
+        raise HistoryError(400, "customers", str(exc)) from None
+    columns = {c: json_column(scores[c]) for c in FLOAT_COLUMNS + DATE_COLUMNS + OTHER_COLUMNS}
+    names = list(columns)
+    values = zip(*(json_values(kind, array) for kind, array in columns.values()))
+    by_id = {cid: dict(zip(names, row)) for cid, row in zip(scores["customer_id"].astype(str), values)}
+    if reasons:
+        for cid, en, zh in zip(scores["customer_id"].astype(str), scores["reasons"], scores["reasons_zh_tw"]):
+            by_id[cid]["reasons"], by_id[cid]["reasons_zh_tw"] = list(en), list(zh)
+    day = as_of.isoformat()
+    return [{"customer_id": c.customer_id, "status": "ok", "as_of": day, **by_id[c.customer_id]}
+            if c.customer_id in by_id else {"customer_id": c.customer_id, "status": "no_purchases"}
+            for c in customers]
+
+
+def _without_source(message: str) -> str:
+    return message.replace("<DataFrame>: ", "").replace("<DataFrame> ", "")

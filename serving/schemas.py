@@ -1,0 +1,134 @@
+"""What the scoring service accepts and answers: pydantic models, so BentoML validates every
+request against them (a wrong type or an unparseable date is a 400 naming the field) and the
+OpenAPI document describes them.
+
+Limits that an operator configures (ids per request, customers and transactions per posted
+history) are checked by the service, not here, so they can change without a new schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _Strict(BaseModel):
+    """Request parts refuse fields they do not know, so a misspelt field is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Transaction(_Strict):
+    """One purchase line. ``timestamp`` with an offset is converted to UTC, the service's shop
+    day; without one it is taken as UTC. A negative ``amount`` is a refund and is excluded."""
+
+    timestamp: dt.datetime
+    amount: float = Field(allow_inf_nan=False)
+    order_id: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
+    quantity: Optional[float] = Field(default=None, allow_inf_nan=False)
+    category: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
+    channel: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
+
+
+class CustomerHistory(_Strict):
+    customer_id: CustomerId
+    transactions: list[Transaction] = Field(min_length=1)
+
+
+class CustomerScore(BaseModel):
+    """Every score for one customer. With ``status`` other than ``ok`` only ``customer_id`` is set."""
+
+    customer_id: str
+    status: Literal["ok", "unknown_customer", "no_purchases"] = "ok"
+    as_of: Optional[dt.date] = None
+    churn_probability: Optional[float] = None
+    p_alive: Optional[float] = None
+    expected_purchases_30d: Optional[float] = None
+    expected_purchases_90d: Optional[float] = None
+    expected_purchases_365d: Optional[float] = None
+    p_purchase_7d: Optional[float] = None
+    p_purchase_30d: Optional[float] = None
+    p_purchase_90d: Optional[float] = None
+    next_purchase_date: Optional[dt.date] = Field(
+        default=None, description="Median next purchase day; null when not expected within the model's grid.")
+    next_purchase_low: Optional[dt.date] = Field(default=None, description="Lower end of the 80 % interval.")
+    next_purchase_high: Optional[dt.date] = Field(default=None, description="Upper end of the 80 % interval.")
+    expected_order_value: Optional[float] = None
+    clv_12m: Optional[float] = None
+    winback_date: Optional[dt.date] = Field(default=None, description="Null when no win-back is planned.")
+    winback_now: Optional[bool] = None
+    value_at_risk: Optional[float] = None
+    priority: Optional[int] = Field(
+        default=None, description="Rank by value at risk among the snapshot's customers (1 = highest).")
+    segment: Optional[str] = None
+    segment_zh_tw: Optional[str] = None
+    tier: Optional[str] = None
+    tier_zh_tw: Optional[str] = None
+    reasons: Optional[list[str]] = None
+    reasons_zh_tw: Optional[list[str]] = None
+
+
+class ScoreResponse(BaseModel):
+    model_name: str
+    model_version: str
+    as_of: dt.date
+    customers: list[CustomerScore]
+
+
+class WinbackEntry(BaseModel):
+    """One line of the win-back list, labels and reasons in the requested language."""
+
+    rank: int
+    customer_id: str
+    value_at_risk: float
+    churn_probability: float
+    clv_12m: float
+    winback_date: Optional[dt.date]
+    winback_now: bool
+    next_purchase_date: Optional[dt.date]
+    segment: str
+    tier: str
+    reasons: list[str]
+
+
+class WinbackResponse(BaseModel):
+    model_name: str
+    model_version: str
+    as_of: dt.date
+    lang: Literal["en", "zh-TW"]
+    total_matching: int = Field(description="Customers matching the filters, before the limit.")
+    customers: list[WinbackEntry]
+
+
+class RegistryStatus(BaseModel):
+    reachable: bool
+    last_checked: Optional[dt.datetime] = None
+    last_error: Optional[str] = None
+
+
+class SnapshotInfo(BaseModel):
+    file: str
+    as_of: dt.date
+    customers: int
+    loaded_at: dt.datetime
+
+
+class InfoResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    model_name: str
+    model_version: str
+    model_alias: Optional[str]
+    model_uri: str
+    run_id: Optional[str]
+    trained_at: Optional[dt.datetime] = Field(description="When the served version was registered.")
+    trained_until: Optional[str] = Field(description="The last cutoff whose labels the model saw.")
+    metrics: dict[str, float]
+    snapshot: SnapshotInfo
+    registry: RegistryStatus
+    poll_seconds: float
+    limits: dict[str, int]

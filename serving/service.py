@@ -1,0 +1,218 @@
+"""The scoring service: per-customer scores, scores for posted histories, win-back lists.
+
+Start it with ``winback serve`` or ``bentoml serve serving.service:WinbackService``; it is
+configured by environment variables (see :mod:`serving.config`). At start it loads the model the
+registry alias points at, reads the feature snapshot and scores it once, so ``/score`` answers
+from memory. A background thread follows the alias and swaps in a new champion with its rescored
+snapshot (:mod:`serving.champion`).
+
+The handlers only validate, call the scorer or the scored snapshot, and shape the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from typing import Annotated, Literal
+
+import bentoml
+from fastapi import FastAPI
+from pydantic import Field
+from starlette.responses import Response
+
+from serving.schemas import (CustomerHistory, CustomerId, InfoResponse, Label, ScoreResponse,
+                             WinbackResponse)
+from serving.security import Guard, KeyRing, install_log_filter
+
+logger = logging.getLogger("winback.serving")
+
+#: The service instance of this worker process, for the middleware (BentoML builds the
+#: middleware before the instance exists).
+_live: dict[str, "WinbackService"] = {}
+
+
+def _guard_context():
+    service = _live.get("service")
+    if service is None:
+        return None
+    return service.keys, service.settings.limits.max_body_bytes, service.champion.current.model.version
+
+
+info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@bentoml.service(name="winback", workers=1, traffic={"timeout": 120})
+@bentoml.asgi_app(info_app, path="/")
+class WinbackService:
+    """Churn, next-purchase and win-back scores for CRM systems. Every call but the health
+    probes needs ``Authorization: Bearer <key>``; every answer carries the model version."""
+
+    def __init__(self) -> None:
+        from serving.champion import Champion
+        from serving.config import ServiceSettings
+
+        install_log_filter()
+        self.settings = ServiceSettings.from_env()
+        self.keys = KeyRing(self.settings.api_keys)
+        if not self.keys:
+            logger.warning("no API keys configured (WINBACK_API_KEYS, WINBACK_API_KEYS_FILE): "
+                           "every scoring call will be refused with 401")
+        _quick_failing_http_registry()
+        self.champion = Champion(self.settings)
+        self.champion.start()
+        _live["service"] = self
+
+    @bentoml.on_shutdown
+    def _stop_polling(self) -> None:
+        self.champion.stop()
+
+    # ------------------------------------------------------------------ endpoints
+
+    @bentoml.api(route="/score")
+    async def score(
+        self,
+        customer_ids: Annotated[list[CustomerId], Field(min_length=1, description="Customer ids to look up.")],
+        reasons: Annotated[bool, Field(description="Explain each customer (about 1 ms each the first time).")] = True,
+    ) -> ScoreResponse:
+        """Scores of customers in the current snapshot, in the order asked; an id not in the
+        snapshot gets ``status: unknown_customer``."""
+        limit = self.settings.limits.max_ids
+        if len(customer_ids) > limit:
+            return _error(413, "customer_ids", f"at most {limit:,} ids per request "
+                                               f"(WINBACK_MAX_IDS), got {len(customer_ids):,}")
+        state = self.champion.current                                   # one model for the whole answer
+        positions = state.positions(customer_ids)
+        known = [p for p in positions if p is not None]
+        records = iter(state.records(known))
+        explained = await self._reasons(state, [state.customer_id(p) for p in known]) if reasons else {}
+        as_of = state.as_of.date().isoformat()
+        customers = []
+        for cid, pos in zip(customer_ids, positions):
+            if pos is None:
+                customers.append({"customer_id": cid, "status": "unknown_customer"})
+                continue
+            item = {"customer_id": cid, "status": "ok", "as_of": as_of, **next(records)}
+            if reasons:
+                item["reasons"], item["reasons_zh_tw"] = explained[cid]
+            customers.append(item)
+        return _json({"model_name": state.model.name, "model_version": state.model.version,
+                      "as_of": as_of, "customers": customers})
+
+    @bentoml.api(route="/score_history")
+    async def score_history(
+        self,
+        as_of: Annotated[dt.date, Field(description="Score as of the end of this day (YYYY-MM-DD); "
+                                                    "later transactions are ignored.")],
+        customers: Annotated[list[CustomerHistory], Field(min_length=1)],
+        reasons: bool = True,
+    ) -> ScoreResponse:
+        """Scores computed from posted purchase histories, with the feature code and the scorer
+        the snapshot was scored with. ``priority`` ranks among the posted customers."""
+        from serving.history import HistoryError, score_history
+
+        state = self.champion.current
+        try:
+            scores = await asyncio.to_thread(score_history, state.scorer, as_of, customers,
+                                             self.settings.limits, reasons)
+        except HistoryError as exc:
+            return _error(exc.status, exc.field, exc.message)
+        return _json({"model_name": state.model.name, "model_version": state.model.version,
+                      "as_of": as_of.isoformat(), "customers": scores})
+
+    @bentoml.api(route="/winback")
+    async def winback(
+        self,
+        limit: Annotated[int, Field(ge=1, description="Customers to return, best first.")] = 100,
+        segments: Annotated[list[Label], Field(description="Keep these RFM segments (English or 中文).")] = [],
+        tiers: Annotated[list[Label], Field(description="Keep these membership tiers (English or 中文).")] = [],
+        min_value: Annotated[float, Field(ge=0, allow_inf_nan=False,
+                                          description="Least value at risk.")] = 0.0,
+        lang: Literal["en", "zh-TW"] = "en",
+    ) -> WinbackResponse:
+        """The win-back list: customers ranked by value at risk (churn probability × 12-month
+        value), with win-back date, segment, tier and reasons in the chosen language."""
+        from features.rfm import SEGMENT_ZH_TW
+
+        if limit > self.settings.limits.max_limit:
+            return _error(400, "limit", f"at most {self.settings.limits.max_limit:,} (WINBACK_MAX_LIMIT), got {limit:,}")
+        state = self.champion.current
+        tiers_known = _tier_labels(state.scorer)
+        for name, asked, allowed in (("segments", segments, {*SEGMENT_ZH_TW, *SEGMENT_ZH_TW.values()}),
+                                     ("tiers", tiers, tiers_known)):
+            for i, value in enumerate(asked):
+                if value not in allowed:
+                    return _error(400, f"{name}[{i}]", f"unknown value {value!r}; one of "
+                                                       f"{', '.join(sorted(allowed))}")
+        total, rows = state.winback(limit, segments, tiers, min_value)
+        ids = [state.customer_id(p) for p in rows]
+        explained = await self._reasons(state, ids)
+        zh = lang == "zh-TW"
+        entries = []
+        for rank, (cid, record) in enumerate(zip(ids, state.records(rows)), start=1):
+            en_reasons, zh_reasons = explained[cid]
+            entries.append({
+                "rank": rank, "customer_id": cid, "value_at_risk": record["value_at_risk"],
+                "churn_probability": record["churn_probability"], "clv_12m": record["clv_12m"],
+                "winback_date": record["winback_date"], "winback_now": record["winback_now"],
+                "next_purchase_date": record["next_purchase_date"],
+                "segment": record["segment_zh_tw" if zh else "segment"],
+                "tier": record["tier_zh_tw" if zh else "tier"],
+                "reasons": zh_reasons if zh else en_reasons})
+        return _json({"model_name": state.model.name, "model_version": state.model.version,
+                      "as_of": state.as_of.date().isoformat(), "lang": lang,
+                      "total_matching": total, "customers": entries})
+
+    @info_app.get("/info", response_model=InfoResponse)
+    def info(self) -> InfoResponse:
+        """The model answering (name, version, alias, when registered, metrics), the snapshot
+        (date, size) and whether the registry is reachable (``status: degraded`` if not)."""
+        state, registry = self.champion.current, self.champion.registry
+        return InfoResponse(
+            status="degraded" if self.champion.degraded else "ok",
+            model_name=state.model.name, model_version=state.model.version,
+            model_alias=state.model.alias, model_uri=state.model.uri, run_id=state.model.run_id,
+            trained_at=state.model.registered_at, trained_until=state.model.trained_until,
+            metrics=state.model.metrics,
+            snapshot={"file": state.snapshot.path.name, "as_of": state.as_of.date(),
+                      "customers": state.size, "loaded_at": state.snapshot.loaded_at},
+            registry={"reachable": registry.reachable, "last_checked": registry.last_checked,
+                      "last_error": registry.last_error},
+            poll_seconds=self.settings.poll_seconds,
+            limits=vars(self.settings.limits))
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _reasons(self, state, ids: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+        cached, missing = state.cached_reasons(ids)
+        if missing:
+            cached.update(await asyncio.to_thread(state.explain, missing))
+        return cached
+
+
+WinbackService.add_asgi_middleware(Guard, context=_guard_context)
+
+
+def _json(payload: dict) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False).encode(),
+                    media_type="application/json")
+
+
+def _error(status: int, field: str, message: str) -> Response:
+    body = {"error": f"{field}: {message}", "field": field}
+    return Response(json.dumps(body, ensure_ascii=False).encode(), status_code=status,
+                    media_type="application/json")
+
+
+def _tier_labels(scorer) -> set[str]:
+    tiers = scorer.feature_settings.tiers
+    return {*(name for name, _ in tiers.thresholds), *(zh for _, zh in tiers.labels_zh_tw)}
+
+
+def _quick_failing_http_registry() -> None:
+    """A remote registry that is down should cost a poll seconds, not minutes of retries."""
+    import os
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -1,0 +1,175 @@
+"""What a request reads: the served model and the snapshot it scored, as one object.
+
+:class:`ScoredSnapshot` is built off to the side (load the model, read the snapshot, score it
+once without reasons) and then swapped in by a single assignment, so a request sees either the
+old model with its scores or the new one with its own, never a mix. Reasons cost ~1 ms per
+customer (TreeSHAP), so they are computed only for the customers a request asks about, and kept
+in a bounded cache that belongs to the snapshot (a new model starts with an empty one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from models.scorer import WinbackScorer
+
+#: Score columns in the order the API returns them (see serving.schemas.CustomerScore).
+FLOAT_COLUMNS = ("churn_probability", "p_alive", "expected_purchases_30d", "expected_purchases_90d",
+                 "expected_purchases_365d", "p_purchase_7d", "p_purchase_30d", "p_purchase_90d",
+                 "expected_order_value", "clv_12m", "value_at_risk")
+DATE_COLUMNS = ("next_purchase_date", "next_purchase_low", "next_purchase_high", "winback_date")
+OTHER_COLUMNS = ("winback_now", "priority", "segment", "segment_zh_tw", "tier", "tier_zh_tw")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which registered model version answers, and what the registry says about it."""
+
+    name: str
+    version: str
+    alias: str | None
+    uri: str
+    run_id: str | None = None
+    registered_at: dt.datetime | None = None
+    trained_until: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    path: Path
+    mtime_ns: int
+    as_of: pd.Timestamp
+    loaded_at: dt.datetime
+
+
+class ScoredSnapshot:
+    """A scorer, the model version it came from, and a feature snapshot scored with it.
+
+    Lookups are by customer id from arrays held in memory; ``priority`` is the rank among the
+    snapshot's customers, so a customer's answer does not depend on who else was asked about.
+    """
+
+    def __init__(self, scorer: WinbackScorer, model: ModelInfo, features: pd.DataFrame,
+                 snapshot: SnapshotFile, reasons_cache: int = 100_000) -> None:
+        self.scorer = scorer
+        self.model = model
+        self.snapshot = snapshot
+        self.as_of = snapshot.as_of
+        scores = scorer.score(features, snapshot.as_of, reasons=False)
+        ids = scores["customer_id"].astype(str).to_numpy(object)
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{snapshot.path}: the snapshot has duplicate customer ids")
+        self.size = len(ids)
+        self._ids = ids
+        self._position = {cid: i for i, cid in enumerate(ids)}
+        self._columns = {c: json_column(scores[c]) for c in FLOAT_COLUMNS + DATE_COLUMNS + OTHER_COLUMNS}
+        self._value_at_risk = scores["value_at_risk"].to_numpy(float)
+        self._segments = scores[["segment", "segment_zh_tw"]].to_numpy(object)
+        self._tiers = scores[["tier", "tier_zh_tw"]].to_numpy(object)
+        # ranked once: by value at risk (priority), then id, for a stable list
+        self._ranking = np.lexsort((ids, scores["priority"].to_numpy()))
+        values = scorer.model_input(features)
+        values.index = pd.Index(features["customer_id"].astype(str), name=None)
+        self._values = values
+        self._cache: OrderedDict[str, tuple[list[str], list[str]]] = OrderedDict()
+        self._cache_size = reasons_cache
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lookups
+
+    def positions(self, customer_ids: Sequence[str]) -> list[int | None]:
+        get = self._position.get
+        return [get(cid) for cid in customer_ids]
+
+    def records(self, positions: Sequence[int]) -> list[dict]:
+        """Score fields (JSON-ready: floats, ISO dates, None) for the given rows."""
+        idx = np.asarray(positions, dtype=np.intp)
+        names = list(self._columns)
+        columns = [json_values(kind, array[idx]) for kind, array in self._columns.values()]
+        return [dict(zip(names, row)) for row in zip(*columns)]
+
+    def cached_reasons(self, customer_ids: Sequence[str]) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+        """(English, Traditional Chinese) reasons already explained, and the ids still to explain."""
+        found, missing = {}, []
+        with self._lock:
+            for cid in dict.fromkeys(customer_ids):
+                hit = self._cache.get(cid)
+                if hit is None:
+                    missing.append(cid)
+                else:
+                    self._cache.move_to_end(cid)
+                    found[cid] = hit
+        return found, missing
+
+    def explain(self, customer_ids: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
+        """Explain snapshot customers now (TreeSHAP) and remember the answers."""
+        ids = list(dict.fromkeys(customer_ids))
+        explained = self.scorer.explain(self._values.loc[ids])
+        fresh = dict(zip(ids, zip(explained["reasons"], explained["reasons_zh_tw"])))
+        with self._lock:
+            self._cache.update(fresh)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return fresh
+
+    def reasons(self, customer_ids: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
+        """Reasons for snapshot customers, from the cache where it has them."""
+        found, missing = self.cached_reasons(customer_ids)
+        if missing:
+            found.update(self.explain(missing))
+        return found
+
+    def winback(self, limit: int, segments: Sequence[str] = (), tiers: Sequence[str] = (),
+                min_value: float = 0.0) -> tuple[int, list[int]]:
+        """Rows of the win-back list, best first: ranked by value at risk (``priority``),
+        filtered by segment and tier (English or Traditional Chinese labels) and by a least
+        value at risk. Returns the number matching and the first ``limit`` rows.
+
+        The same rule as :func:`models.policy.winback_list` (which `winback rank` uses), on
+        arrays ranked once per snapshot so a request costs no sort."""
+        keep = self._value_at_risk[self._ranking] >= min_value
+        if segments:
+            keep &= np.isin(self._segments[self._ranking], list(segments)).any(axis=1)
+        if tiers:
+            keep &= np.isin(self._tiers[self._ranking], list(tiers)).any(axis=1)
+        rows = self._ranking[keep]
+        return len(rows), rows[:limit].tolist()
+
+    def customer_id(self, position: int) -> str:
+        return self._ids[position]
+
+
+def json_column(series: pd.Series) -> tuple[str, np.ndarray]:
+    """A score column as (kind, array) from which :func:`json_values` makes JSON values."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "date", series.to_numpy("datetime64[D]")
+    if pd.api.types.is_float_dtype(series):
+        array = series.to_numpy(float)
+        return ("float", array) if not np.isnan(array).any() else ("object", _nan_to_none(array))
+    if pd.api.types.is_bool_dtype(series):
+        return "bool", series.to_numpy(bool)
+    if pd.api.types.is_integer_dtype(series):
+        return "int", series.to_numpy(np.int64)
+    return "object", series.astype(object).where(series.notna(), None).to_numpy(object)
+
+
+def _nan_to_none(array: np.ndarray) -> np.ndarray:
+    out = array.astype(object)
+    out[np.isnan(array)] = None
+    return out
+
+
+def json_values(kind: str, array: np.ndarray) -> list:
+    """Python values for JSON: floats, ints, bools, str, ISO dates; None for NaN and NaT."""
+    if kind == "date":
+        return [None if s == "NaT" else s for s in np.datetime_as_string(array, unit="D").tolist()]
+    return array.tolist()

@@ -1,0 +1,26 @@
+"""Constants and checks shared by the serving tests (imported by name: tests have no packages)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+AS_OF = "1997-09-30"
+KEYS = ("test-key-one", "test-key-two")
+
+FLOATS = ["churn_probability", "p_alive", "expected_purchases_30d", "expected_purchases_90d",
+          "expected_purchases_365d", "p_purchase_7d", "p_purchase_30d", "p_purchase_90d",
+          "expected_order_value", "clv_12m", "value_at_risk"]
+DATES = ["next_purchase_date", "next_purchase_low", "next_purchase_high", "winback_date"]
+LABELS = ["winback_now", "segment", "segment_zh_tw", "tier", "tier_zh_tw"]
+
+
+def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame, with_priority: bool) -> None:
+    """Answers (JSON, indexed by customer id) equal the scorer's frame for the same customers."""
+    expected = expected.loc[got.index]
+    np.testing.assert_allclose(got[FLOATS].to_numpy(float), expected[FLOATS].to_numpy(float), rtol=1e-12)
+    for col in DATES:
+        want = [None if pd.isna(d) else d.date().isoformat() for d in expected[col]]
+        assert [None if pd.isna(d) else d for d in got[col]] == want, col
+    for col in LABELS + (["priority"] if with_priority else []):
+        assert list(got[col]) == list(expected[col]), col

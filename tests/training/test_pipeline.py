@@ -1,0 +1,135 @@
+"""`winback train` end to end into a temporary MLflow store, on real CDNOW data."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from training import pipeline
+from training.cli import app
+from training.pipeline import plan_origins, train
+from training.registry import CHALLENGER, CHAMPION, MODEL_NAME, Gate, version_for
+
+from conftest import CUTOFF, HORIZON, quick_config   # tests/training/conftest.py
+
+REQUIRED_METRICS = ("churn_auc", "churn_pr_auc", "churn_brier", "churn_ece", "next_purchase_cindex",
+                    "next_purchase_mae_days", "next_purchase_coverage80",
+                    "baseline_recency_gap_churn_auc", "baseline_bgnbd_expected_purchases_churn_auc",
+                    "baseline_pareto_nbd_expected_purchases_churn_auc", "baseline_bgnbd_p_alive_churn_auc",
+                    "baseline_pareto_nbd_p_alive_churn_auc", "baseline_mean_gap_due_date_churn_auc")
+
+
+def test_origins_never_let_a_label_window_reach_the_evaluation_window():
+    cutoff = pd.Timestamp("1997-12-31")
+    train_origins, calibration = plan_origins(cutoff, 120, 3, 30, pd.Timestamp("1997-01-01"))
+    assert calibration + pd.Timedelta(days=120) == cutoff
+    assert all(o + pd.Timedelta(days=120) < calibration + pd.Timedelta(days=120) for o in train_origins)
+    assert train_origins == sorted(train_origins)
+    with pytest.raises(ValueError, match="not enough history"):      # the papers' 39-week split
+        plan_origins(pd.Timestamp("1997-09-30"), 273, 3, 30, pd.Timestamp("1997-01-01"))
+
+
+def test_first_run_becomes_champion_and_records_everything(small_log, store):
+    result = train(small_log, quick_config(), store)
+    client = MlflowClient(store)
+    assert result.alias == CHAMPION and version_for(client, CHAMPION).version == result.version
+    run = client.get_run(result.run_id)
+    assert set(REQUIRED_METRICS) <= set(run.data.metrics)
+    assert run.data.params["cutoff"] == CUTOFF and "version.lightgbm" in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"data_profile.json", "comparison.json", "plots"} <= artifacts
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"calibration.png", "gains.png", "feature_importance.png", "p_alive_matrix.png",
+            "cumulative_purchases.png"} <= plots
+    # the logged model is parameters and LightGBM text, no pickled data beyond the wrapper class
+    mlflow.set_tracking_uri(store)
+    local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/{result.version}")
+    from pathlib import Path
+    sizes = {p.name: p.stat().st_size for p in Path(local).rglob("*") if p.is_file()}
+    assert "scorer.json" in sizes and "churn_model.txt" in sizes
+    assert sum(sizes.values()) < 5_000_000
+    # the baselines are in the comparison table, and the verdict says by how much
+    assert "best baseline" in result.verdict and len(result.table) >= 7
+
+
+def test_a_worse_challenger_does_not_move_the_champion(small_log, store):
+    first = train(small_log, quick_config(), store)
+    worse = train(small_log, quick_config(churn_estimators=1, next_purchase="classical",
+                                          gate=Gate(("churn_auc",), min_improvement=0.0)), store)
+    client = MlflowClient(store)
+    assert worse.alias == CHALLENGER
+    assert worse.champion_evaluation is not None
+    assert worse.evaluation.metrics["churn_auc"] <= worse.champion_evaluation.metrics["churn_auc"]
+    assert version_for(client, CHAMPION).version == first.version
+    assert version_for(client, CHALLENGER).version == worse.version
+
+
+def test_same_data_and_config_give_the_same_metrics(small_log, store):
+    a = train(small_log, quick_config(), store)
+    b = train(small_log, quick_config(), store)
+    keys = [k for k in a.evaluation.metrics if not k.startswith("champion")]
+    assert {k: a.evaluation.metrics[k] for k in keys} == pytest.approx({k: b.evaluation.metrics[k] for k in keys})
+
+
+def test_an_interrupted_run_moves_no_alias_and_registers_nothing(small_log, store, monkeypatch):
+    first = train(small_log, quick_config(), store)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full while logging plots")
+    monkeypatch.setattr(pipeline, "_log_plots", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(small_log, quick_config(), store)
+    client = MlflowClient(store)
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    assert [v.version for v in versions] == [first.version]
+    assert version_for(client, CHAMPION).version == first.version
+    failed = client.search_runs([client.get_experiment_by_name("winback").experiment_id],
+                                "attributes.status = 'FAILED'")
+    assert len(failed) == 1
+
+
+def test_cli_train_models_promote_score_and_rank(small_log, store, tmp_path, cdnow_raw):
+    log_file = tmp_path / "tx.csv"
+    cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 4000].to_csv(log_file, index=False)
+    data = ["-t", str(log_file), "--timestamp-col", "date", "--amount-col", "dollar_value"]
+    runner = CliRunner()
+    for _ in range(2):
+        done = runner.invoke(app, ["train", *data, "--cutoff", CUTOFF, "--horizon-days", str(HORIZON),
+                                   "--origins", "2", "--origin-step-days", "30", "--tracking-uri", store])
+        assert done.exit_code == 0, done.output
+        assert "best baseline" in done.output and "baseline: recency_gap" in done.output
+    listed = runner.invoke(app, ["models", "--tracking-uri", store])
+    assert listed.exit_code == 0 and "champion" in listed.output
+    client = MlflowClient(store)
+    target = "1" if str(version_for(client, CHAMPION).version) != "1" else "2"
+    promoted = runner.invoke(app, ["promote", target, "--tracking-uri", store])
+    assert promoted.exit_code == 0 and f"version {target} of winback is now champion (replacing version" in promoted.output
+    assert str(version_for(client, CHAMPION).version) == target
+    missing = runner.invoke(app, ["promote", "99", "--tracking-uri", store])
+    assert missing.exit_code == 2 and "cannot promote version 99" in missing.output
+
+    scores = tmp_path / "scores.parquet"
+    done = runner.invoke(app, ["score", *data, "--as-of", "1998-06-30", "--out", str(scores),
+                               "--tracking-uri", store])
+    assert done.exit_code == 0, done.output
+    table = pd.read_parquet(scores)
+    assert len(table) == 4000 and (table["model_version"].astype(str) == target).all()
+
+    ranked = tmp_path / "winback.csv"
+    done = runner.invoke(app, ["rank", *data, "--as-of", "1998-06-30", "--top", "25", "--lang", "zh-TW",
+                               "--out", str(ranked), "--tracking-uri", store])
+    assert done.exit_code == 0, done.output
+    raw = ranked.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")                      # BOM: Excel reads it as UTF-8
+    listed = pd.read_csv(ranked, encoding="utf-8-sig", dtype={"顧客編號": str})
+    assert len(listed) == 25 and listed["風險價值"].is_monotonic_decreasing
+    top = table.sort_values("value_at_risk", ascending=False).head(25)
+    assert set(listed["顧客編號"]) == set(top["customer_id"])
+    assert listed["原因"].str.len().gt(0).all()
+
+    bad = runner.invoke(app, ["rank", *data, "--as-of", "1998-06-30", "--lang", "fr", "--out", str(ranked),
+                              "--tracking-uri", store])
+    assert bad.exit_code == 2 and "--lang must be one of en, zh-TW" in bad.output

@@ -1,0 +1,235 @@
+"""`winback train`: rolling-origin training, out-of-time evaluation, MLflow record, gated promotion.
+
+Time layout for an evaluation cutoff C and a horizon of H days::
+
+    ... train origins ... | calibration origin C−H | evaluation cutoff C | C+H
+    labels of every origin end by C, so none overlaps the evaluation window (C, C+H].
+
+Training origins step back from the calibration origin by ``origin_step_days``. The scorer is
+fit on the training origins, calibrated on C−H, then scored as of C and compared with the
+baselines and with the current champion on exactly the same customers and outcomes. Only a
+finished run registers a model version; the champion alias moves only when the gate passes.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Callable
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from features import TransactionLog, build_features, build_labels, labelled_features, prepare
+from features.build import parse_cutoff
+from models.churn import ChurnModel
+from models.pyfunc import log_scorer, scorer_from_pyfunc
+from models.scorer import WinbackScorer
+from training import plots
+from training.evaluate import Evaluation, comparison_table, evaluate
+from training.registry import (CHAMPION, MODEL_NAME, Gate, experiment_id, gate, use_tracking,
+                               version_for)
+
+PACKAGES = ("winback", "lifetimes", "lightgbm", "scikit-learn", "mlflow", "bentoml", "pandas",
+            "numpy", "duckdb")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a training run does; every field is logged as an MLflow parameter."""
+
+    cutoff: str
+    horizon_days: int = 90
+    origins: int = 6
+    origin_step_days: int = 15
+    next_purchase: str = "auto"
+    churn_estimators: int = 100
+    hazard_estimators: int = 150
+    random_state: int = 0
+    gate: Gate = field(default_factory=Gate)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    version: str
+    alias: str
+    evaluation: Evaluation
+    champion_evaluation: Evaluation | None
+    champion_version: str | None
+    table: pd.DataFrame
+    verdict: str
+
+
+def plan_origins(cutoff: pd.Timestamp, horizon_days: int, origins: int, step_days: int,
+                 first_day: pd.Timestamp) -> tuple[list[pd.Timestamp], pd.Timestamp]:
+    """Training origins (oldest first) and the calibration origin, all before the cutoff."""
+    if horizon_days < 1 or origins < 1 or step_days < 1:
+        raise ValueError("--horizon-days, --origins and --origin-step-days must be at least 1")
+    calibration = cutoff - pd.Timedelta(days=horizon_days)
+    train = [calibration - pd.Timedelta(days=step_days * k) for k in range(origins, 0, -1)]
+    if train[0] <= first_day:
+        raise ValueError(
+            f"not enough history: with cutoff {cutoff.date()} and a {horizon_days}-day horizon the "
+            f"calibration origin is {calibration.date()} (every label window must end by the cutoff, "
+            f"so none overlaps the evaluation window), and {origins} training origin(s) "
+            f"{step_days} days apart start on {train[0].date()}, not after the log's first day "
+            f"{first_day.date()}. Use a later --cutoff, a shorter --horizon-days, fewer --origins "
+            "or a smaller --origin-step-days.")
+    return train, calibration
+
+
+def fingerprint(log: TransactionLog) -> dict:
+    """Size, span and an order-independent hash of the transactions: what the run saw."""
+    rows, customers, first, last, spend, digest = log.con.execute(
+        "SELECT count(*), count(DISTINCT customer_id), min(ts), max(ts), sum(amount), "
+        "bit_xor(hash(customer_id, ts, amount)) FROM transactions").fetchone()
+    return {"rows": rows, "customers": customers, "first": str(first), "last": str(last),
+            "total_amount": round(float(spend), 2), "hash": f"{digest:016x}", "source": log.source}
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = None,
+          step: Callable[[str], None] = lambda _: None) -> TrainResult:
+    """Run the whole training job and return what it decided. See the module docstring."""
+    cutoff = parse_cutoff(config.cutoff)
+    first_day = log.report.first_timestamp.normalize()
+    origins, calibration_origin = plan_origins(cutoff, config.horizon_days, config.origins,
+                                               config.origin_step_days, first_day)
+    labels = build_labels(log, cutoff, config.horizon_days)        # fails early if data end too soon
+    uri = use_tracking(tracking_uri)
+    client = MlflowClient(uri)
+    with mlflow.start_run(experiment_id=experiment_id(uri)) as run:
+        mlflow.log_params({**{k: v for k, v in asdict(config).items() if k != "gate"},
+                           "gate_metrics": ",".join(config.gate.metrics),
+                           "origins_dates": ",".join(str(o.date()) for o in origins),
+                           "calibration_origin": str(calibration_origin.date())})
+        mlflow.set_tags({f"version.{k}": v for k, v in _versions().items()})
+        mlflow.log_dict({"fingerprint": fingerprint(log), "ingest": _jsonable(asdict(log.report))},
+                        "data_profile.json")
+
+        step("building training data from rolling origins")
+        train_frame = pd.concat([labelled_features(log, o, config.horizon_days) for o in origins])
+        calibration = labelled_features(log, calibration_origin, config.horizon_days)
+        _, _, reference = prepare(log, calibration_origin)
+
+        step(f"fitting the scorer on {len(train_frame):,} rows")
+        scorer = WinbackScorer(
+            horizon_days=config.horizon_days, next_purchase=config.next_purchase,
+            churn=ChurnModel(n_estimators=config.churn_estimators, random_state=config.random_state),
+            hazard_estimators=config.hazard_estimators, random_state=config.random_state,
+        ).fit(train_frame, calibration, reference)
+        mlflow.log_dict(scorer.next_purchase_evaluation_, "next_purchase_selection.json")
+        mlflow.log_param("next_purchase_method", scorer.next_purchase_method_)
+
+        step(f"evaluating out of time as of {cutoff.date()}")
+        features = build_features(log, cutoff, "D", scorer.feature_settings, scorer.reference_)
+        evaluation = evaluate(scorer.score(features, cutoff, reasons=False), features, labels,
+                              cutoff, config.horizon_days)
+        champion = version_for(client, CHAMPION)
+        champion_eval = None
+        if champion is not None:
+            step(f"evaluating the champion (version {champion.version}) on the same data")
+            champion_scorer = scorer_from_pyfunc(mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{champion.version}"))
+            champion_eval = evaluate(champion_scorer.score(log, cutoff, reasons=False),
+                                     features, labels, cutoff, config.horizon_days)
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_eval.metrics.items()})
+        mlflow.log_metrics(evaluation.metrics)
+        table = comparison_table(evaluation, champion_eval)
+        mlflow.log_table(table, "comparison.json")
+
+        step("logging plots and the model")
+        _log_plots(log, scorer, evaluation, cutoff, config.horizon_days)
+        example = log.con.execute(
+            "SELECT customer_id, ts AS timestamp, amount FROM transactions "
+            f"WHERE customer_id IN (SELECT customer_id FROM transactions ORDER BY customer_id LIMIT 3) "
+            f"AND ts < DATE '{cutoff.date()}' + INTERVAL 1 DAY ORDER BY customer_id, ts").df()
+        info = log_scorer(scorer, example, str(cutoff.date()))
+
+    step("registering the model version")
+    version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"run_id": run.info.run_id})
+    try:
+        alias = gate(client, version, evaluation.metrics,
+                     champion_eval.metrics if champion_eval else None, config.gate)
+    except Exception:
+        client.delete_model_version(MODEL_NAME, version.version)   # never leave a half-done version
+        raise
+    verdict = _verdict(evaluation, champion_eval, champion.version if champion else None,
+                       version.version, alias)
+    client.set_model_version_tag(MODEL_NAME, version.version, "verdict", verdict)
+    return TrainResult(run.info.run_id, version.version, alias, evaluation, champion_eval,
+                       champion.version if champion else None, table, verdict)
+
+
+def _verdict(evaluation: Evaluation, champion: Evaluation | None, champion_version: str | None,
+             version: str, alias: str) -> str:
+    best_name, best_auc = max(evaluation.baselines.items(), key=lambda kv: kv[1])
+    auc = evaluation.metrics["churn_auc"]
+    text = (f"version {version}: churn AUC {auc:.3f}, {auc - best_auc:+.3f} vs the best baseline "
+            f"({best_name}, {best_auc:.3f})")
+    if champion is not None:
+        text += f", {auc - champion.metrics['churn_auc']:+.3f} vs champion version {champion_version}"
+    return text + (" → champion" if alias == CHAMPION else " → challenger (the champion stays)")
+
+
+def _log_plots(log: TransactionLog, scorer: WinbackScorer, evaluation: Evaluation,
+               cutoff: pd.Timestamp, horizon_days: int) -> None:
+    import matplotlib.pyplot as plt
+
+    scored = evaluation.scored
+    churned = ~scored["purchased"].to_numpy(bool)
+    figures = {
+        "calibration.png": plots.calibration_curve(churned, scored["churn_probability"].to_numpy()),
+        "gains.png": plots.gains_chart(churned, {
+            "winback": scored["churn_probability"].to_numpy(),
+            "BG/NBD expected purchases": -scored["bgnbd_expected_purchases"].to_numpy(),
+            "recency gap": scored["days_since_last_purchase"].to_numpy(float),
+        }),
+        "feature_importance.png": plots.feature_importance(
+            scorer.churn_model_.feature_names_,
+            scorer.churn_model_.booster_.feature_importance("gain")),
+        "p_alive_matrix.png": plots.p_alive_matrix(scorer.purchase_model_, 20,
+                                                   float(scored["tenure_days"].max())),
+    }
+    days, actual, predicted = _cumulative_holdout(log, scorer, scored, cutoff, horizon_days)
+    figures["cumulative_purchases.png"] = plots.cumulative_purchases(days, actual, predicted)
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"plots/{name}")
+        plt.close(fig)
+
+
+def _cumulative_holdout(log: TransactionLog, scorer: WinbackScorer, scored: pd.DataFrame,
+                        cutoff: pd.Timestamp, horizon_days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    c = f"DATE '{cutoff.date()}'"
+    per_day = log.con.execute(f"""
+        SELECT date_diff('day', {c}, day) AS d, count(*) FROM (
+            SELECT DISTINCT customer_id, CAST(ts AS DATE) AS day FROM transactions
+            WHERE ts >= {c} + INTERVAL 1 DAY AND ts < {c} + INTERVAL {horizon_days + 1} DAY
+              AND customer_id IN (SELECT customer_id FROM transactions WHERE ts < {c} + INTERVAL 1 DAY))
+        GROUP BY d""").fetchall()
+    days = np.arange(1, horizon_days + 1)
+    counts = np.zeros(horizon_days + 1)
+    for d, n in per_day:
+        counts[int(d)] = n
+    features = build_features(log, cutoff, "D", scorer.feature_settings, scorer.reference_)
+    step = max(1, horizon_days // 30)
+    sampled = days[::step]
+    predicted = [scorer.purchase_model_.predict_expected_purchases(features, float(d)).sum() for d in sampled]
+    return days, np.cumsum(counts[1:]), np.interp(days, sampled, predicted)
+
+
+def _jsonable(data: dict) -> dict:
+    return json.loads(json.dumps(data, default=str))

@@ -1,0 +1,131 @@
+"""MLflow as the record: where runs go, and which model version is served.
+
+The embedded default store lives in ``mlruns/`` under the working directory: tracking in
+``sqlite:///mlruns/mlflow.db``, artifacts in ``mlruns/artifacts``. ``--tracking-uri`` or
+``MLFLOW_TRACKING_URI`` points elsewhere. Nothing here runs at import time.
+
+The registered model ``winback`` has two aliases: ``champion`` (served) and ``challenger``
+(the latest version that did not beat the champion). A version becomes champion only through
+:func:`gate` or a person's explicit :func:`promote`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+MODEL_NAME = "winback"
+EXPERIMENT = "winback"
+CHAMPION, CHALLENGER = "champion", "challenger"
+DEFAULT_STORE = Path("mlruns")
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None, store: Path = DEFAULT_STORE) -> str:
+    """The URI to use: the flag, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
+    if tracking_uri:
+        return tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{store.resolve() / 'mlflow.db'}"
+
+
+def use_tracking(tracking_uri: str | None = None, store: Path = DEFAULT_STORE) -> str:
+    """Point MLflow at the store (creating the embedded one if it is the default); return the URI."""
+    uri = resolve_tracking_uri(tracking_uri, store)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
+    """The experiment's id, created on first use; on the embedded store its artifacts go
+    under the store's ``artifacts/`` folder."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def version_for(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> ModelVersion | None:
+    """The version an alias points at, or None when the model or alias does not exist."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A candidate becomes champion only if it is at least as good on every gated metric
+    (higher is better) and better on one by ``min_improvement``."""
+
+    metrics: tuple[str, ...] = ("churn_auc", "next_purchase_cindex")
+    min_improvement: float = 0.0
+
+    def passes(self, candidate: dict[str, float], champion: dict[str, float] | None) -> bool:
+        if champion is None:
+            return True
+        missing = [m for m in self.metrics if m not in candidate]
+        if missing:
+            raise ValueError(f"the candidate lacks gated metric(s) {', '.join(missing)}")
+        deltas = [candidate[m] - champion.get(m, float("-inf")) for m in self.metrics]
+        return all(d >= 0 for d in deltas) and any(d > self.min_improvement for d in deltas)
+
+
+def gate(client: MlflowClient, version: ModelVersion, candidate: dict[str, float],
+         champion_metrics: dict[str, float] | None, rule: Gate = Gate(),
+         name: str = MODEL_NAME) -> str:
+    """Point ``champion`` at ``version`` if it passes the gate, else ``challenger``; return which.
+
+    ``champion_metrics`` must be the current champion evaluated on the same data as the
+    candidate (None when there is no champion yet).
+    """
+    alias = CHAMPION if rule.passes(candidate, champion_metrics) else CHALLENGER
+    client.set_registered_model_alias(name, alias, version.version)
+    return alias
+
+
+def promote(client: MlflowClient, version: str | int, name: str = MODEL_NAME) -> ModelVersion | None:
+    """Make ``version`` the champion by hand; return the version it replaced (or None)."""
+    target = client.get_model_version(name, str(version))          # raises if it does not exist
+    if target.status != "READY":
+        raise ValueError(f"version {version} of {name} is {target.status}, not READY")
+    previous = version_for(client, CHAMPION, name)
+    client.set_registered_model_alias(name, CHAMPION, target.version)
+    return previous
+
+
+def load_scorer(model_uri: str | None = None, tracking_uri: str | None = None):
+    """The scorer behind ``model_uri`` (default ``models:/winback@champion``) and its version.
+
+    Returns ``(WinbackScorer, version or None)``; raises ``ValueError`` with a hint when there
+    is no such model yet.
+    """
+    from models.pyfunc import scorer_from_pyfunc
+
+    uri = use_tracking(tracking_uri)
+    model_uri = model_uri or f"models:/{MODEL_NAME}@{CHAMPION}"
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ValueError(f"cannot load {model_uri} from {uri}: {exc.message}. "
+                         "Train one first with `winback train`.") from None
+    version = None
+    if model_uri.startswith(f"models:/{MODEL_NAME}@"):
+        found = version_for(MlflowClient(uri), model_uri.rsplit("@", 1)[1])
+        version = found.version if found else None
+    elif model_uri.startswith(f"models:/{MODEL_NAME}/"):
+        version = model_uri.rsplit("/", 1)[1]
+    return scorer_from_pyfunc(model), version
