@@ -25,11 +25,14 @@ from sklearn.exceptions import NotFittedError
 from models.base import PurchaseModel
 
 DEFAULT_GRID_DAYS = (1, 7, 14, 30, 60, 90, 120, 180, 270, 365)
+#: The hazard model's intervals: each one is a LightGBM prediction per customer at scoring
+#: time, so fewer and wider (hazard constant within one) than the classical model's grid.
+HAZARD_GRID_DAYS = (7, 30, 60, 90, 180, 270, 365)
 
 
-def grid_for_horizon(horizon_days: int) -> tuple[int, ...]:
-    """The default grid cut at the horizon, with the horizon itself as the last point."""
-    return tuple(d for d in DEFAULT_GRID_DAYS if d < horizon_days) + (int(horizon_days),)
+def grid_for_horizon(horizon_days: int, grid: tuple[int, ...] = HAZARD_GRID_DAYS) -> tuple[int, ...]:
+    """``grid`` cut at the horizon, with the horizon itself as the last point."""
+    return tuple(d for d in grid if d < horizon_days) + (int(horizon_days),)
 
 
 class ClassicalNextPurchase:
@@ -61,8 +64,8 @@ class HazardNextPurchaseModel(BaseEstimator):
     random_state : seed for LightGBM.
     """
 
-    def __init__(self, grid_days: tuple[int, ...] = DEFAULT_GRID_DAYS, n_estimators: int = 150,
-                 learning_rate: float = 0.07, num_leaves: int = 31, min_child_samples: int = 100,
+    def __init__(self, grid_days: tuple[int, ...] = HAZARD_GRID_DAYS, n_estimators: int = 80,
+                 learning_rate: float = 0.1, num_leaves: int = 15, min_child_samples: int = 100,
                  random_state: int = 0) -> None:
         self.grid_days = grid_days
         self.n_estimators = n_estimators

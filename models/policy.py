@@ -68,7 +68,7 @@ class WinbackPolicy:
         below_now = p_alive_after(np.zeros(n)) < self.p_alive_threshold
         below_at_max = p_alive_after(np.full(n, float(self.max_days))) < self.p_alive_threshold
         lo, hi = np.zeros(n), np.full(n, float(self.max_days))
-        for _ in range(20):                                # P(alive) falls as T grows
+        for _ in range(int(np.ceil(np.log2(max(self.max_days, 2))))):   # to within a day
             mid = (lo + hi) / 2
             below = p_alive_after(mid) < self.p_alive_threshold
             hi, lo = np.where(below, mid, hi), np.where(below, lo, mid)

@@ -84,7 +84,7 @@ class WinbackScorer:
     def __init__(self, horizon_days: int = 90, next_purchase: str = "auto",
                  policy: WinbackPolicy = WinbackPolicy(),
                  feature_settings: FeatureSettings = FeatureSettings(),
-                 churn: ChurnModel | None = None, hazard_estimators: int = 150,
+                 churn: ChurnModel | None = None, hazard_estimators: int = 80,
                  random_state: int = 0) -> None:
         self.horizon_days = horizon_days
         self.next_purchase = next_purchase

@@ -48,7 +48,7 @@ class TrainConfig:
     origin_step_days: int = 15
     next_purchase: str = "auto"
     churn_estimators: int = 100
-    hazard_estimators: int = 150
+    hazard_estimators: int = 80
     random_state: int = 0
     gate: Gate = field(default_factory=Gate)
 
