@@ -342,7 +342,6 @@ def _generate_chunk(
     cat_w = np.array([v[0] for v in cfg.categories.values()], dtype=float)
     cat_price = np.array([v[1] for v in cfg.categories.values()], dtype=float)
     cat_cycle = np.array([np.nan if v[2] is None else v[2] for v in cfg.categories.values()], dtype=float)
-    n_cat = len(cat_names)
 
     # --- customer level -----------------------------------------------------
     t0 = rng.uniform(0.0, min(float(cfg.acquisition_days), horizon), n)

@@ -97,7 +97,7 @@ def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def _steps() -> "Progress":
+def _steps():
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
