@@ -190,8 +190,11 @@ def measure(customers: int, log_path: Path, args: argparse.Namespace) -> dict:
         tail = (stderr or stdout).strip().splitlines()[-5:]
         print(f"  FAILED ({reason}, {wall:.0f} s, sampled peak {_mib(sampled_peak)}{where})"
               + (": " + " | ".join(tail) if tail and not stopped else ""), flush=True)
+        # phases that finished before the stop, and the one that was running
+        done = [(a["name"], b["t"] - a["t"]) for a, b in zip(phases_seen, phases_seen[1:])]
         return {**base, "failed": True, "note": f">{wall:.0f} (stopped)" if stopped else "failed",
-                "phases_seen": phases_seen}
+                "phases_seen": phases_seen, "phases": done,
+                "running": phases_seen[-1]["name"] if phases_seen else None}
     return {**json.loads(lines[-1][len("RESULT "):]), **base}
 
 
@@ -210,7 +213,8 @@ def _short(phase: str) -> str:
 def print_table(results: list[dict]) -> None:
     names: list[str] = []
     for r in results:
-        for name, _ in r["m"].get("phases", []):
+        running = [r["m"]["running"]] if r["m"].get("running") else []
+        for name in [n for n, _ in r["m"].get("phases", [])] + running:
             if _short(name) not in names:
                 names.append(_short(name))
     header = ["customers", "rows", "total s", "peak RSS", *[f"{n} s" for n in names],
@@ -218,7 +222,9 @@ def print_table(results: list[dict]) -> None:
     body = []
     for r in results:
         m = r["m"]
-        phases = {_short(n): s for n, s in m.get("phases", [])}
+        phases = {_short(n): f"{s:.1f}" for n, s in m.get("phases", [])}
+        if m.get("running"):
+            phases[_short(m["running"])] = "stopped" if m["note"].endswith("(stopped)") else "failed"
         if m.get("failed"):
             total, peak = m["note"], f">= {_mib(m['sampled_peak'])}"
             auc = best = "-"
@@ -227,7 +233,7 @@ def print_table(results: list[dict]) -> None:
             auc = f"{m['churn_auc']:.4f}"
             best = f"{m['best_baseline_auc']:.4f} ({m['best_baseline']})"
         body.append([f"{r['customers']:,}", f"{r['rows']:,}", total, peak,
-                     *[f"{phases[n]:.1f}" if n in phases else "-" for n in names], auc, best])
+                     *[phases.get(n, "-") for n in names], auc, best])
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
     print("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
