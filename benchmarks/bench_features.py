@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from measure import cpu_seconds, parse_counts, peak_rss  # noqa: E402
 
 CUSTOMERS_PER_ROW = 0.108  # the generator's defaults give ~9.26 rows per customer
 VARIANTS = ("ours", "lifetimes", "duckdb")
@@ -56,27 +57,6 @@ TARGET_BIG_RSS = 4 * 1024**3
 # measured work, one variant per subprocess
 
 
-def _peak_rss() -> int:
-    """Peak resident set size of this process since it started, in bytes.
-
-    On Linux this is ``VmHWM`` of the process's own address space: ``ru_maxrss`` is not used
-    there because it keeps the high-water mark of the pre-exec copy of the parent, so every
-    variant would report at least the driver's own RSS.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_ours(log_path: str, out: str, cutoff: str, memory_limit: str) -> dict:
@@ -86,13 +66,13 @@ def run_ours(log_path: str, out: str, cutoff: str, memory_limit: str) -> dict:
     columns = ColumnMap(customer_id="customer_id", timestamp="timestamp", amount="amount",
                         order_id="order_id", quantity="quantity", category="category",
                         channel="channel")
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     log = read_transactions(log_path, columns, IngestPolicy(), memory_limit=memory_limit)
     t1 = time.perf_counter()
     summary = write_features(log, cutoff, out)
     t2 = time.perf_counter()
     return {"seconds": t2 - t0, "open_seconds": t1 - t0, "write_seconds": t2 - t1,
-            "cpu_seconds": _cpu_seconds() - cpu0, "customers": summary.customers,
+            "cpu_seconds": cpu_seconds() - cpu0, "customers": summary.customers,
             "rows_used": log.report.rows_used}
 
 
@@ -100,7 +80,7 @@ def run_lifetimes(log_path: str, out: str, cutoff: str, memory_limit: str) -> di
     import pandas as pd
     from lifetimes.utils import summary_data_from_transaction_data
 
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     frame = pd.read_parquet(log_path, columns=["customer_id", "timestamp", "amount"],
                             filters=[("amount", ">=", 0)])
     t1 = time.perf_counter()
@@ -108,10 +88,10 @@ def run_lifetimes(log_path: str, out: str, cutoff: str, memory_limit: str) -> di
         frame, "customer_id", "timestamp", monetary_value_col="amount", freq="D",
         observation_period_end=cutoff)
     t2 = time.perf_counter()
-    cpu = _cpu_seconds() - cpu0
+    cpu = cpu_seconds() - cpu0
     rows = len(frame)
     del frame
-    peak = _peak_rss()  # before writing the (untimed) output for the parity check
+    peak = peak_rss()  # before writing the (untimed) output for the parity check
     result.reset_index().to_parquet(out, index=False)
     return {"seconds": t2 - t1, "read_seconds": t1 - t0, "cpu_seconds": cpu,
             "customers": len(result), "rows_used": rows, "peak_rss": peak}
@@ -123,7 +103,7 @@ def run_duckdb(log_path: str, out: str, cutoff: str, memory_limit: str) -> dict:
     def quote(text: str) -> str:
         return "'" + text.replace("'", "''") + "'"
 
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     con = duckdb.connect()
     con.execute(f"SET memory_limit = {quote(memory_limit)}")
     day = f"DATE {quote(cutoff)}"
@@ -144,7 +124,7 @@ def run_duckdb(log_path: str, out: str, cutoff: str, memory_limit: str) -> dict:
         ) TO {quote(out)} (FORMAT parquet)""")
     t1 = time.perf_counter()
     customers = con.execute(f"SELECT count(*) FROM read_parquet({quote(out)})").fetchone()[0]
-    return {"seconds": t1 - t0, "cpu_seconds": _cpu_seconds() - cpu0, "customers": customers}
+    return {"seconds": t1 - t0, "cpu_seconds": cpu_seconds() - cpu0, "customers": customers}
 
 
 RUNNERS = {"ours": run_ours, "lifetimes": run_lifetimes, "duckdb": run_duckdb}
@@ -152,7 +132,7 @@ RUNNERS = {"ours": run_ours, "lifetimes": run_lifetimes, "duckdb": run_duckdb}
 
 def child_main(variant: str, log_path: str, out: str, cutoff: str, memory_limit: str) -> int:
     result = RUNNERS[variant](log_path, out, cutoff, memory_limit)
-    result.setdefault("peak_rss", _peak_rss())
+    result.setdefault("peak_rss", peak_rss())
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
@@ -161,14 +141,6 @@ def child_main(variant: str, log_path: str, out: str, cutoff: str, memory_limit:
 # driver
 
 
-def parse_rows(values: list[str]) -> list[int]:
-    rows = []
-    for value in values:
-        for part in value.replace(",", " ").split():
-            rows.append(int(float(part.replace("_", ""))))
-    if not rows or min(rows) <= 0:
-        raise SystemExit("--rows needs positive row counts")
-    return rows
 
 
 def ensure_log(data_dir: Path, rows: int, seed: int) -> tuple[Path, int]:
@@ -365,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     print("load average (1/5/15 min) at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
 
     results = []
-    for target in parse_rows(args.rows):
+    for target in parse_counts(args.rows, "--rows"):
         log_path, customers = ensure_log(data_dir, target, args.seed)
         rows = pq.ParquetFile(log_path).metadata.num_rows
         r = {"rows": rows, "customers": customers, "target": target}

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from measure import cpu_seconds, parse_counts, peak_rss  # noqa: E402
+
 LOG_END = "2025-12-31"  # the generator's default last day; the cutoff must leave a horizon after it
 
 
@@ -48,22 +49,6 @@ LOG_END = "2025-12-31"  # the generator's default last day; the cutoff must leav
 # measured work, in the subprocess
 
 
-def _peak_rss() -> int:
-    """This process's peak RSS in bytes (``VmHWM``; see bench_features.py for why not ru_maxrss)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -82,7 +67,7 @@ def child_main(args: argparse.Namespace) -> int:
         # streamed, so the driver knows the phase reached even if it has to stop this process
         print("PHASE " + json.dumps({"name": name, "t": now - t0}), flush=True)
 
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     mark("read_transactions")
     log = read_transactions(args.log, columns, memory_limit=args.memory_limit or None)
     mark("setup (labels, MLflow run, fingerprint)")
@@ -95,7 +80,7 @@ def child_main(args: argparse.Namespace) -> int:
     best_name, best_auc = max(evaluation.baselines.items(), key=lambda kv: kv[1])
     out = {
         "seconds": t_end - t0,
-        "cpu_seconds": _cpu_seconds() - cpu0,
+        "cpu_seconds": cpu_seconds() - cpu0,
         "phases": phases,
         "rows_used": log.report.rows_used,
         "customers_scored": len(evaluation.scored),
@@ -104,7 +89,7 @@ def child_main(args: argparse.Namespace) -> int:
         "best_baseline_auc": best_auc,
         "version": result.version,
         "alias": result.alias,
-        "peak_rss": _peak_rss(),
+        "peak_rss": peak_rss(),
     }
     print("RESULT " + json.dumps(out), flush=True)
     return 0
@@ -114,14 +99,6 @@ def child_main(args: argparse.Namespace) -> int:
 # driver
 
 
-def parse_counts(values: list[str]) -> list[int]:
-    counts = []
-    for value in values:
-        for part in value.replace(",", " ").split():
-            counts.append(int(float(part.replace("_", ""))))
-    if not counts or min(counts) <= 0:
-        raise SystemExit("--customers needs positive counts")
-    return counts
 
 
 def ensure_log(data_dir: Path, customers: int, seed: int) -> Path:
@@ -302,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     print("load average (1/5/15 min) at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
 
     results = []
-    for customers in parse_counts(args.customers):
+    for customers in parse_counts(args.customers, "--customers"):
         log_path = ensure_log(data_dir, customers, args.seed)
         rows = pq.ParquetFile(log_path).metadata.num_rows
         print(f"{customers:,} customers ({rows:,} rows): training ...", flush=True)
