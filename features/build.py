@@ -22,17 +22,18 @@ from features.transactions import TransactionLog
 TransactionsLike = TransactionLog | pd.DataFrame
 
 
-def as_log(transactions: TransactionsLike) -> TransactionLog:
+def as_log(transactions: TransactionsLike, timezone: str = "UTC") -> TransactionLog:
     """Accept a :class:`TransactionLog`, or a DataFrame with canonical column names.
 
     A DataFrame needs ``customer_id``, ``timestamp`` and ``amount``; ``order_id``,
-    ``quantity``, ``category`` and ``channel`` are used when present.
+    ``quantity``, ``category`` and ``channel`` are used when present. Its timestamps are read
+    in the shop's ``timezone`` (offsets converted to it, naive ones taken as in it).
     """
     if isinstance(transactions, TransactionLog):
         return transactions
     if isinstance(transactions, pd.DataFrame):
         optional = {c: c for c in ("order_id", "quantity", "category", "channel") if c in transactions}
-        return TransactionLog.from_frame(transactions, ColumnMap(**optional), IngestPolicy())
+        return TransactionLog.from_frame(transactions, ColumnMap(**optional), IngestPolicy(timezone=timezone))
     raise TypeError(f"transactions must be a TransactionLog or a DataFrame, not {type(transactions).__name__}")
 
 
@@ -88,14 +89,17 @@ def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
         FROM daily GROUP BY customer_id)"""
 
 
-def fit_reference(log: TransactionLog, cutoff: str) -> FeatureReference:
-    """RFM edges and category intervals of the population in the staged tables."""
+def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
+                  settings: FeatureSettings = FeatureSettings()) -> FeatureReference:
+    """The feature contract fixed on the population in the staged tables: RFM edges and
+    category intervals, with the settings, ``freq`` and the log's time zone."""
     row = log.con.execute(
-        rfm.edges_sql(f"({_customers_sql(cutoff, FeatureSettings())})")).fetchone()
+        rfm.edges_sql(f"({_customers_sql(cutoff, settings)})")).fetchone()
     edges = {name: [float(x) for x in (value or [0.0] * len(rfm.QUANTILES))]
              for name, value in zip(rfm.SCORED, row)}
     intervals = dict(log.con.execute(replenishment.category_intervals_sql()).fetchall())
-    return FeatureReference(edges, {k: float(v) for k, v in intervals.items()})
+    return FeatureReference(edges, {k: float(v) for k, v in intervals.items()}, settings,
+                            log.policy.timezone, freq)
 
 
 def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
@@ -123,21 +127,44 @@ def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
         ORDER BY s.customer_id"""
 
 
-def prepare(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq = "D",
-            settings: FeatureSettings = FeatureSettings(),
+def resolve(log_timezone: str | None, freq: Freq | None, settings: FeatureSettings | None,
+            reference: FeatureReference | None) -> tuple[Freq, FeatureSettings]:
+    """The ``freq`` and settings to build with: the reference's when one is given (asking for
+    others is an error: they would be another model's features), else the defaults."""
+    if reference is None:
+        return freq or "D", settings or FeatureSettings()
+    for name, asked, fixed in (("freq", freq, reference.freq), ("settings", settings, reference.settings)):
+        if asked is not None and asked != fixed:
+            raise ValueError(f"{name} {asked!r} differs from the feature reference's {fixed!r}; "
+                             "a model's features are built with its own reference")
+    if log_timezone is not None and log_timezone != reference.timezone:
+        raise ValueError(
+            f"the transactions were read in time zone {log_timezone!r}, but the model defines days "
+            f"in {reference.timezone!r}; read them with --timezone {reference.timezone}")
+    return reference.freq, reference.settings
+
+
+def prepare(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq | None = None,
+            settings: FeatureSettings | None = None,
             reference: FeatureReference | None = None) -> tuple[TransactionLog, str, FeatureReference]:
-    """Stage the log for a cutoff and return it with the feature query and the reference used."""
-    if freq not in ("D", "W"):
+    """Stage the log for a cutoff and return it with the feature query and the reference used.
+
+    With a ``reference`` (a model's feature contract) its settings, ``freq`` and time zone are
+    used; a DataFrame is read in the reference's time zone, a :class:`TransactionLog` must have
+    been read in it. Without one, a reference is fitted on this population at ``cutoff``.
+    """
+    if freq not in (None, "D", "W"):
         raise ValueError(f"freq must be 'D' or 'W', got {freq!r}")
-    log = as_log(transactions)
+    log = as_log(transactions, reference.timezone if reference else "UTC")
+    freq, settings = resolve(log.policy.timezone, freq, settings, reference)
     cutoff_sql = cutoff_literal(cutoff)
     stage(log, cutoff_sql)
-    reference = reference or fit_reference(log, cutoff_sql)
+    reference = reference or fit_reference(log, cutoff_sql, freq, settings)
     return log, features_sql(cutoff_sql, freq, settings, reference), reference
 
 
-def build_features(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq = "D",
-                   settings: FeatureSettings = FeatureSettings(),
+def build_features(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq | None = None,
+                   settings: FeatureSettings | None = None,
                    reference: FeatureReference | None = None) -> pd.DataFrame:
     """One row per customer with a purchase on or before ``cutoff``, from those purchases only.
 
@@ -148,12 +175,14 @@ def build_features(transactions: TransactionsLike, cutoff: dt.date | str, freq: 
     cutoff
         The as-of date. Transactions later than that day are never read.
     freq
-        Time unit of the BG/NBD summary (``recency``, ``T``): ``"D"`` days or ``"W"`` weeks.
+        Time unit of the BG/NBD summary (``recency``, ``T``): ``"D"`` days (default) or
+        ``"W"`` weeks.
     settings
-        Window lengths and tier thresholds.
+        Window lengths and tier thresholds (default :class:`FeatureSettings`).
     reference
-        Population statistics to score RFM and replenishment against; by default they are
-        computed from this same population.
+        A model's feature contract (:class:`FeatureReference`): RFM edges and category
+        intervals to score against, and the settings, ``freq`` and time zone to build with.
+        By default the statistics are computed from this same population.
 
     Returns
     -------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,24 +25,31 @@ class FeatureJobSummary:
     customers: int
     segments: dict[str, int] = field(default_factory=dict)
     tiers: dict[str, int] = field(default_factory=dict)
+    reference_id: str = ""
 
 
-def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, freq: Freq = "D",
-                   settings: FeatureSettings = FeatureSettings(),
+def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, freq: Freq | None = None,
+                   settings: FeatureSettings | None = None,
                    reference: FeatureReference | None = None) -> FeatureJobSummary:
     """Build the feature table and write it to ``out`` (``.parquet`` or ``.csv``) atomically.
 
     DuckDB streams the result straight to the file, so the table never has to fit in memory.
+    A Parquet table records its cutoff, ``freq`` and the feature reference it was built with
+    (a model's, when ``reference`` is given), which the service checks against its model.
     """
     out = Path(out)
     day = parse_cutoff(cutoff).date().isoformat()
-    writers = {".parquet": (f"(FORMAT parquet, KV_METADATA {{'winback.cutoff': '{day}', "
-                            f"'winback.freq': '{freq}'}})", "read_parquet"),
-               ".csv": ("(FORMAT csv, HEADER true)", "read_csv")}
-    if out.suffix.lower() not in writers:
+    if out.suffix.lower() not in (".parquet", ".csv"):
         raise ValueError(f"--out must end in .parquet or .csv, got {out.name!r}")
-    options, reader = writers[out.suffix.lower()]
-    log, query, _ = prepare(log, cutoff, freq, settings, reference)
+    log, query, used = prepare(log, cutoff, freq, settings, reference)
+    if out.suffix.lower() == ".parquet":
+        meta = {"winback.cutoff": day, "winback.freq": used.freq,
+                "winback.reference_id": used.fingerprint(),
+                "winback.reference": json.dumps(used.to_dict(), ensure_ascii=False)}
+        pairs = ", ".join(f"'{k}': '{sql_escape(v)}'" for k, v in meta.items())
+        options, reader = f"(FORMAT parquet, KV_METADATA {{{pairs}}})", "read_parquet"
+    else:
+        options, reader = "(FORMAT csv, HEADER true)", "read_csv"
     with atomic_path(out) as tmp:
         written = f"{reader}('{sql_escape(str(tmp))}')"
         log.con.execute(f"COPY ({query}) TO '{sql_escape(str(tmp))}' {options}")
@@ -50,14 +58,22 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
             f"SELECT 'tier', tier, count(*) FROM {written} GROUP BY ALL ORDER BY 3 DESC").fetchall()
     segments = {name: n for kind, name, n in counts if kind == "segment"}
     tiers = {name: n for kind, name, n in counts if kind == "tier"}
-    return FeatureJobSummary(out, sum(segments.values()), segments, tiers)
+    return FeatureJobSummary(out, sum(segments.values()), segments, tiers, used.fingerprint())
+
+
+def feature_table_metadata(path: str | Path) -> dict[str, str]:
+    """What :func:`write_features` recorded in a Parquet table: ``winback.cutoff``,
+    ``winback.freq`` and, since feature references exist, ``winback.reference_id``."""
+    meta = pq.read_schema(path).metadata or {}
+    found = {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"winback.")}
+    if "winback.cutoff" not in found:
+        raise ValueError(f"{path}: not a feature table written by `winback features` (no cutoff recorded)")
+    return found
 
 
 def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, pd.Timestamp, str]:
     """A feature table written by :func:`write_features` as Parquet, with its cutoff and freq."""
+    meta = feature_table_metadata(path)
     table = pq.read_table(path)
-    meta = table.schema.metadata or {}
-    if b"winback.cutoff" not in meta:
-        raise ValueError(f"{path}: not a feature table written by `winback features` (no cutoff recorded)")
-    return (table.to_pandas(date_as_object=False), pd.Timestamp(meta[b"winback.cutoff"].decode()),
-            meta.get(b"winback.freq", b"D").decode())
+    return (table.to_pandas(date_as_object=False), pd.Timestamp(meta["winback.cutoff"]),
+            meta.get("winback.freq", "D"))

@@ -55,12 +55,13 @@ def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_
 
 def labelled_features(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
                       reference: FeatureReference | None = None,
-                      settings: FeatureSettings = FeatureSettings()) -> pd.DataFrame:
+                      settings: FeatureSettings | None = None) -> pd.DataFrame:
     """Features as of ``cutoff`` (daily summary) joined with the labels of the next ``horizon_days``.
 
-    One training origin; the column ``origin`` holds the cutoff.
+    One training origin; the column ``origin`` holds the cutoff. Training passes the model's
+    ``reference`` so every origin's features are defined exactly as at scoring time.
     """
-    log = as_log(transactions)
+    log = as_log(transactions, reference.timezone if reference else "UTC")
     table = build_features(log, cutoff, "D", settings, reference)
     labels = build_labels(log, cutoff, horizon_days)
     table = table.merge(labels, on="customer_id", how="inner", validate="one_to_one")

@@ -104,3 +104,20 @@ class FeatureSettings:
     windows_days: tuple[int, ...] = (30, 90, 180, 365)
     trend_days: int = 90
     tiers: TierSettings = field(default_factory=TierSettings)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (tuples become lists)."""
+        tiers = self.tiers
+        return {"windows_days": list(self.windows_days), "trend_days": self.trend_days,
+                "tiers": {"thresholds": [[n, float(v)] for n, v in tiers.thresholds],
+                          "labels_zh_tw": [[n, z] for n, z in tiers.labels_zh_tw],
+                          "window_days": tiers.window_days, "review_days": tiers.review_days}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeatureSettings":
+        tiers = data["tiers"]
+        return cls(
+            windows_days=tuple(int(d) for d in data["windows_days"]), trend_days=int(data["trend_days"]),
+            tiers=TierSettings(thresholds=tuple((n, float(v)) for n, v in tiers["thresholds"]),
+                               labels_zh_tw=tuple((n, z) for n, z in tiers["labels_zh_tw"]),
+                               window_days=int(tiers["window_days"]), review_days=int(tiers["review_days"])))

@@ -58,11 +58,12 @@ class TransactionLog:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, columns: ColumnMap, report: IngestReport,
-                 source: str) -> None:
+                 source: str, policy: IngestPolicy = IngestPolicy()) -> None:
         self.con = con
         self.columns = columns
         self.report = report
         self.source = source
+        self.policy = policy
 
     @property
     def has_category(self) -> bool:
@@ -94,7 +95,7 @@ class TransactionLog:
         con.execute(_typed_view_sql(raw_types, columns, policy))
         report = _validate(con, columns, policy, source, row_numbers)
         con.execute(_final_view_sql(columns, policy))
-        return cls(con, columns, report, source)
+        return cls(con, columns, report, source, policy)
 
 
 def read_transactions(paths: str | Path | Sequence[str | Path], columns: ColumnMap = ColumnMap(),

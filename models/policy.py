@@ -4,20 +4,23 @@ Policy, not a model: it has no parameters to learn, only choices a CRM team sets
 
 ``winback_date`` is the earlier of two days:
 
-* the day the customer becomes **overdue**: the day their next-purchase distribution, taken
-  among the customers who do buy within the horizon, passes ``overdue_quantile`` (default
-  80 %) with no purchase: F(t) = q · F(horizon). A customer is overdue *now* when the days
-  since their last purchase already exceed that quantile of their own gap between purchases:
-  under BG/NBD their purchase rate has the posterior Gamma(r + x, α + T), so the q-quantile
-  of a gap is (α + T) · ((1 − q)^(−1 / (r + x)) − 1);
+* the day the customer becomes **overdue**: their last purchase plus the ``overdue_quantile``
+  (default 80 %) of their own gap between purchases. Under the BG/NBD family a customer's
+  purchase rate has the posterior Gamma(r + x, α + T), so a gap exceeds g with probability
+  ((α + T) / (α + T + g))^(r + x) and the q-quantile is (α + T) · ((1 − q)^(−1/(r + x)) − 1);
 * the day their **P(alive)** would fall below ``p_alive_threshold`` if they kept not buying
-  (BG/NBD P(alive) at T + d, found by bisection; never for a customer with no repeat purchase,
-  whom BG/NBD keeps alive).
+  (the purchase model's P(alive) at T + d, found by bisection to within a day).
 
-A day already past becomes the as-of day itself, with ``winback_now`` true. A customer whose
-chance of buying within the horizon is nil has no overdue day; with no P(alive) crossing within
-``max_days`` either, ``winback_date`` stays empty (no action planned).
+Both days move earlier when the last purchase moves earlier and nothing else changes (the gap
+quantile depends only on the number of purchases and the customer's age; P(alive) falls with
+the silence), so **the longer silent of two otherwise equal customers never gets a later date**.
+A day already past becomes the as-of day itself, with ``winback_now`` true. A day more than
+``max_days`` ahead is no plan: with neither within reach, ``winback_date`` stays empty.
 ``value_at_risk`` = churn probability × expected 12-month value; ``priority`` ranks it.
+
+The purchase model must be one where a one-time buyer can drop out (MBG/NBD or Pareto/NBD):
+under BG/NBD such a customer's P(alive) is 1 forever and only the gap quantile, which for them
+is centuries, would date them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.beta_geo import BetaGeoModel
+from models.base import PurchaseModel
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class WinbackPolicy:
 
     overdue_quantile : share of a customer's usual gaps that are shorter than "overdue".
     p_alive_threshold : act before P(alive) would drop below this.
-    max_days : look this far ahead for the P(alive) crossing.
+    max_days : plan at most this far ahead of the as-of date.
     """
 
     overdue_quantile: float = 0.8
@@ -48,15 +51,17 @@ class WinbackPolicy:
             raise ValueError(f"overdue_quantile must be in (0, 1), got {self.overdue_quantile}")
         if not 0 < self.p_alive_threshold < 1:
             raise ValueError(f"p_alive_threshold must be in (0, 1), got {self.p_alive_threshold}")
+        if self.max_days < 1:
+            raise ValueError(f"max_days must be at least 1, got {self.max_days}")
 
-    def overdue_days_after_last(self, model: BetaGeoModel, summary: pd.DataFrame) -> np.ndarray:
+    def overdue_days_after_last(self, model: PurchaseModel, summary: pd.DataFrame) -> np.ndarray:
         """Days after the last purchase at which the customer becomes overdue."""
         r, alpha = model.params_["r"], model.params_["alpha"]
         x, T = summary["frequency"].to_numpy(float), summary["T"].to_numpy(float)
         gap_units = (alpha + T) * ((1 - self.overdue_quantile) ** (-1 / (r + x)) - 1)
         return gap_units * model.time_unit_days
 
-    def p_alive_crossing_days(self, model: BetaGeoModel, summary: pd.DataFrame) -> np.ndarray:
+    def p_alive_crossing_days(self, model: PurchaseModel, summary: pd.DataFrame) -> np.ndarray:
         """Days after the as-of date when P(alive) falls below the threshold (0 if already,
         NaN if not within ``max_days``)."""
         def p_alive_after(days: np.ndarray) -> np.ndarray:
@@ -68,31 +73,29 @@ class WinbackPolicy:
         below_now = p_alive_after(np.zeros(n)) < self.p_alive_threshold
         below_at_max = p_alive_after(np.full(n, float(self.max_days))) < self.p_alive_threshold
         lo, hi = np.zeros(n), np.full(n, float(self.max_days))
-        for _ in range(int(np.ceil(np.log2(max(self.max_days, 2))))):   # to within a day
+        for _ in range(int(np.ceil(np.log2(max(self.max_days, 2)))) + 1):   # to within a day
             mid = (lo + hi) / 2
             below = p_alive_after(mid) < self.p_alive_threshold
             hi, lo = np.where(below, mid, hi), np.where(below, lo, mid)
         return np.where(below_now, 0.0, np.where(below_at_max, np.ceil(hi), np.nan))
 
-    def decide(self, model: BetaGeoModel, features: pd.DataFrame, churn_probability: np.ndarray,
-               clv_12m: np.ndarray, overdue_in_days: np.ndarray, as_of: pd.Timestamp) -> pd.DataFrame:
-        """``winback_date``, ``winback_now``, ``value_at_risk`` and ``priority`` per customer.
+    def winback_days(self, model: PurchaseModel, features: pd.DataFrame) -> np.ndarray:
+        """Days from the as-of date to the win-back day (0: now; NaN: none within ``max_days``)."""
+        silent = features["days_since_last_purchase"].to_numpy(float)
+        overdue = np.ceil(self.overdue_days_after_last(model, features) - silent)
+        overdue = np.where(overdue > self.max_days, np.nan, np.maximum(overdue, 0.0))
+        return np.fmin(overdue, self.p_alive_crossing_days(model, features))   # NaN only where both are
 
-        ``overdue_in_days``: days from ``as_of`` until the next-purchase distribution passes
-        the quantile (see :func:`models.next_purchase.conditional_quantile_days`), NaN if never.
-        """
-        as_of64 = np.datetime64(as_of, "ns")
-        gap = self.overdue_days_after_last(model, features)
-        already = features["days_since_last_purchase"].to_numpy(float) > gap
-        days = np.where(already, 0.0, np.asarray(overdue_in_days, float))
-        crossing = self.p_alive_crossing_days(model, features)
-        earliest = np.fmin(days, crossing)                          # NaN only where both are
-        dates = as_of64 + pd.to_timedelta(np.ceil(earliest), unit="D").to_numpy()
+    def decide(self, model: PurchaseModel, features: pd.DataFrame, churn_probability: np.ndarray,
+               clv_12m: np.ndarray, as_of: pd.Timestamp) -> pd.DataFrame:
+        """``winback_date``, ``winback_now``, ``value_at_risk`` and ``priority`` per customer."""
+        days = self.winback_days(model, features)
+        dates = np.datetime64(as_of, "ns") + pd.to_timedelta(days, unit="D").to_numpy()
         value_at_risk = np.asarray(churn_probability) * np.asarray(clv_12m)
         priority = pd.Series(-value_at_risk).rank(method="min").astype(int).to_numpy()  # ties share a rank
         return pd.DataFrame({
             "winback_date": dates,
-            "winback_now": earliest == 0,
+            "winback_now": days == 0,
             "value_at_risk": value_at_risk,
             "priority": priority,
         }, index=features.index)

@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from serving.config import ConfigError, ServiceSettings
 from serving.state import ModelInfo, ScoredSnapshot, SnapshotFile
@@ -78,21 +79,49 @@ class Champion:
         return client.get_model_version(self.ref.name, self.ref.version)
 
     def _build(self, version, scorer=None, info: ModelInfo | None = None) -> ScoredSnapshot:
-        from features.job import read_feature_table
-
         if scorer is None:
             scorer, info = self._load_model(version)
+        if self.settings.log_source is not None:
+            features, snapshot = self._features_from_log(scorer)
+        else:
+            features, snapshot = self._features_from_snapshot(scorer, info)
+        return ScoredSnapshot(scorer, info, features, snapshot, self.settings.reasons_cache)
+
+    def _features_from_snapshot(self, scorer, info: ModelInfo):
+        """The snapshot file, if it was built with this model's feature reference."""
+        from features.job import feature_table_metadata, read_feature_table
+
         path = self.settings.snapshot
         if not path.is_file():
             raise ConfigError(f"WINBACK_SNAPSHOT: no feature table at {path.resolve()}; build one with "
-                              "`winback features ... --out X.parquet` (make demo writes the default)")
+                              "`winback features --model-uri models:/winback@champion ... --out X.parquet` "
+                              "(make demo writes the default), or serve from a log (WINBACK_DATASET, "
+                              "WINBACK_TRANSACTIONS)")
         mtime = path.stat().st_mtime_ns
+        built_with = feature_table_metadata(path).get("winback.reference_id")
+        wanted = scorer.reference_.fingerprint()
+        if built_with != wanted:
+            raise ConfigError(
+                f"{path}: the snapshot's features were built with feature reference {built_with or 'none'}, "
+                f"but model version {info.version} defines them with {wanted} (RFM edges, intervals, "
+                "tiers, time zone): the scores would not match /score_history. Rebuild it with "
+                f"`winback features --model-uri models:/{info.name}/{info.version} ...`, or serve from "
+                "the log (`winback serve --dataset cdnow` / `--transactions PATH`), which rebuilds it "
+                "on every swap")
         features, as_of, freq = read_feature_table(path)
-        if freq != "D":
-            raise ConfigError(f"{path}: the snapshot was built with freq={freq}; the scorer needs "
-                              "daily features (winback features --freq D)")
-        snapshot = SnapshotFile(path, mtime, as_of, _now())
-        return ScoredSnapshot(scorer, info, features, snapshot, self.settings.reasons_cache)
+        return features, SnapshotFile(path, mtime, as_of, _now())
+
+    def _features_from_log(self, scorer):
+        """Features built here from the configured log, with this model's reference."""
+        from features import build_features
+
+        source = self.settings.log_source
+        log = source.open(scorer.reference_.timezone)
+        as_of = source.as_of or log.report.last_timestamp.date().isoformat()
+        features = build_features(log, as_of, reference=scorer.reference_)
+        import pandas as pd
+
+        return features, SnapshotFile(Path(source.name), 0, pd.Timestamp(as_of), _now())
 
     def _load_model(self, version):
         import mlflow.pyfunc
@@ -107,10 +136,13 @@ class Champion:
                 metrics = dict(self._client().get_run(version.run_id).data.metrics)
             except Exception:                                  # metrics are informative only
                 logger.warning("could not read the metrics of run %s", version.run_id)
+        tags = dict(getattr(version, "tags", None) or {})
         info = ModelInfo(name=version.name, version=str(version.version), alias=self.ref.alias,
                          uri=self.settings.model_uri, run_id=version.run_id,
                          registered_at=_from_ms(version.creation_timestamp),
-                         trained_until=getattr(scorer, "trained_until_", None), metrics=metrics)
+                         trained_until=getattr(scorer, "trained_until_", None), metrics=metrics,
+                         evaluated_on=tags.get("evaluated_on"), horizon_days=scorer.horizon_days,
+                         feature_reference=scorer.reference_.fingerprint())
         return scorer, info
 
     # ------------------------------------------------------------------ polling
@@ -147,6 +179,8 @@ class Champion:
             return True
 
     def _snapshot_changed(self, current: ScoredSnapshot) -> bool:
+        if self.settings.log_source is not None:
+            return False                                        # rebuilt with every new model
         try:
             return self.settings.snapshot.stat().st_mtime_ns != current.snapshot.mtime_ns
         except OSError:

@@ -9,7 +9,16 @@ variable                       meaning                                          
 ``WINBACK_TRACKING_URI``       MLflow tracking and registry URI                       ``MLFLOW_TRACKING_URI``, else
                                                                                       ``sqlite:///<cwd>/mlruns/mlflow.db``
 ``WINBACK_MODEL_URI``          model to serve; an ``@alias`` URI is polled            ``models:/winback@champion``
-``WINBACK_SNAPSHOT``           Parquet feature table from ``winback features``         ``out/cdnow_features.parquet``
+``WINBACK_SNAPSHOT``           Parquet feature table from ``winback features          ``out/cdnow_features.parquet``
+                              --model-uri`` (built with the model's reference)
+``WINBACK_TRANSACTIONS``       instead of a snapshot: log file(s) or glob(s), joined   none
+                              by ``:``; features are built in the service with the
+                              served model's reference, again after every swap
+``WINBACK_DATASET``            instead of a snapshot: ``cdnow`` (the bundled log)      none
+``WINBACK_AS_OF``              the as-of day for a log source                         the log's last day
+``WINBACK_INGEST``             a log source's column map and input policy as JSON:    CDNOW/canonical names
+                              ``{"columns": {...}, "policy": {...}}`` (the time zone
+                              is always the model's)
 ``WINBACK_API_KEYS``           accepted API keys, comma-separated                     none (every scoring call is 401)
 ``WINBACK_API_KEYS_FILE``      file with more keys, one a line (``#`` comments)        none
 ``WINBACK_POLL_SECONDS``       how often to check the alias and the snapshot file     ``30`` (``0``: never)
@@ -24,6 +33,7 @@ variable                       meaning                                          
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +45,58 @@ DEFAULT_SNAPSHOT = Path("out/cdnow_features.parquet")
 
 class ConfigError(ValueError):
     """A setting cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """Build the served snapshot from a transaction log, with the served model's reference.
+
+    ``paths`` (files or globs) or ``dataset`` (``"cdnow"``); ``as_of`` None means the log's last
+    day. ``ingest`` holds ``columns`` (a :class:`features.ColumnMap`'s fields) and ``policy``
+    (a :class:`features.IngestPolicy`'s fields but the time zone, which is the model's).
+    """
+
+    paths: tuple[str, ...] = ()
+    dataset: str | None = None
+    as_of: str | None = None
+    ingest: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.dataset or ", ".join(self.paths)
+
+    def open(self, timezone: str):
+        """The validated log, read in ``timezone``."""
+        from features import ColumnMap, IngestPolicy, cdnow_log, read_transactions
+
+        policy = IngestPolicy(**{**self.ingest.get("policy", {}), "timezone": timezone})
+        if self.dataset:
+            return cdnow_log(policy)
+        return read_transactions(list(self.paths), ColumnMap(**self.ingest.get("columns", {})), policy)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "LogSource | None":
+        paths = tuple(p for p in env.get("WINBACK_TRANSACTIONS", "").split(os.pathsep) if p)
+        dataset = env.get("WINBACK_DATASET") or None
+        if not paths and not dataset:
+            return None
+        if paths and dataset:
+            raise ConfigError("set WINBACK_TRANSACTIONS or WINBACK_DATASET, not both")
+        if dataset and dataset != "cdnow":
+            raise ConfigError(f"WINBACK_DATASET must be cdnow, got {dataset!r}")
+        try:
+            ingest = json.loads(env.get("WINBACK_INGEST") or "{}")
+        except ValueError:
+            raise ConfigError("WINBACK_INGEST must be JSON like {\"columns\": {...}, \"policy\": {...}}") from None
+        as_of = env.get("WINBACK_AS_OF") or None
+        if as_of is not None:
+            from features.build import parse_cutoff
+
+            try:
+                parse_cutoff(as_of)
+            except ValueError as exc:
+                raise ConfigError(f"WINBACK_AS_OF: {exc}") from None
+        return cls(paths, dataset, as_of, ingest)
 
 
 @dataclass(frozen=True)
@@ -51,6 +113,7 @@ class ServiceSettings:
     tracking_uri: str
     model_uri: str = DEFAULT_MODEL_URI
     snapshot: Path = DEFAULT_SNAPSHOT
+    log_source: LogSource | None = None
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     poll_seconds: float = 30.0
     limits: Limits = Limits()
@@ -71,6 +134,7 @@ class ServiceSettings:
             tracking_uri=resolve_tracking_uri(env.get("WINBACK_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI")),
             model_uri=env.get("WINBACK_MODEL_URI") or DEFAULT_MODEL_URI,
             snapshot=Path(env.get("WINBACK_SNAPSHOT") or DEFAULT_SNAPSHOT),
+            log_source=LogSource.from_env(env),
             api_keys=tuple(dict.fromkeys(keys)),
             poll_seconds=_number(env, "WINBACK_POLL_SECONDS", 30.0),
             limits=limits,

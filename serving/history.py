@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Sequence
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -32,9 +33,13 @@ class HistoryError(ValueError):
 
 
 def transactions_frame(as_of: dt.date, customers: Sequence[CustomerHistory],
-                       limits: Limits) -> tuple[pd.DataFrame, list[str]]:
+                       limits: Limits, timezone: str = "UTC") -> tuple[pd.DataFrame, list[str]]:
     """The posted histories as a transaction DataFrame (customer_id, timestamp, amount, and
-    the optional columns some line sets), and each row's request field prefix."""
+    the optional columns some line sets), and each row's request field prefix.
+
+    Timestamps with an offset are converted to the shop's ``timezone`` (the model's: its days
+    are the shop's days); naive ones are taken as already in it."""
+    zone = ZoneInfo(timezone)
     if len(customers) > limits.max_customers:
         raise HistoryError(413, "customers", f"at most {limits.max_customers:,} customers per request "
                                              f"(WINBACK_MAX_CUSTOMERS), got {len(customers):,}")
@@ -54,8 +59,8 @@ def transactions_frame(as_of: dt.date, customers: Sequence[CustomerHistory],
         seen.add(customer.customer_id)
         for j, line in enumerate(customer.transactions):
             stamp = line.timestamp
-            if stamp.tzinfo is not None:                     # the service's shop day is UTC
-                stamp = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            if stamp.tzinfo is not None:
+                stamp = stamp.astimezone(zone).replace(tzinfo=None)
             if not EARLIEST <= stamp.date() < LATEST:
                 raise HistoryError(400, f"customers[{i}].transactions[{j}].timestamp",
                                    f"must be between {EARLIEST} and {LATEST}")
@@ -72,7 +77,7 @@ def score_history(scorer: WinbackScorer, as_of: dt.date, customers: Sequence[Cus
                   limits: Limits, reasons: bool = True) -> list[dict]:
     """JSON-ready scores, one per posted customer in request order. A customer with no purchase
     on or before ``as_of`` (or only refunds) gets ``status: no_purchases``."""
-    frame, fields = transactions_frame(as_of, customers, limits)
+    frame, fields = transactions_frame(as_of, customers, limits, scorer.reference_.timezone)
     try:
         scores = scorer.score(frame, as_of, reasons=reasons)
     except TransactionDataError as exc:

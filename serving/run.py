@@ -8,6 +8,7 @@ environment variables :mod:`serving.config` reads, so the two ways to start it c
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -15,9 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import httpx
+
+if TYPE_CHECKING:
+    from serving.config import LogSource
 
 SERVICE = "serving.service:WinbackService"
 PROJECT = Path(__file__).resolve().parent.parent
@@ -26,10 +30,23 @@ PROJECT = Path(__file__).resolve().parent.parent
 def service_env(tracking_uri: str | None = None, model_uri: str | None = None,
                 snapshot: str | Path | None = None, api_keys_file: str | Path | None = None,
                 poll_seconds: float | None = None, workers: int | None = None,
-                base: Mapping[str, str] | None = None) -> dict[str, str]:
+                base: Mapping[str, str] | None = None,
+                log_source: "LogSource | None" = None) -> dict[str, str]:
     """The environment for a service process: ``base`` (default ``os.environ``) plus the given
-    settings; None keeps what ``base`` says (or the service's default)."""
+    settings; None keeps what ``base`` says (or the service's default). A ``log_source``
+    replaces the snapshot: the service builds its features from the log."""
     env = dict(os.environ if base is None else base)
+    if log_source is not None:
+        for name in ("WINBACK_TRANSACTIONS", "WINBACK_DATASET", "WINBACK_AS_OF", "WINBACK_INGEST"):
+            env.pop(name, None)
+        if log_source.dataset:
+            env["WINBACK_DATASET"] = log_source.dataset
+        else:
+            env["WINBACK_TRANSACTIONS"] = os.pathsep.join(log_source.paths)
+        if log_source.as_of:
+            env["WINBACK_AS_OF"] = log_source.as_of
+        if log_source.ingest:
+            env["WINBACK_INGEST"] = json.dumps(log_source.ingest)
     for name, value in (("WINBACK_TRACKING_URI", tracking_uri), ("WINBACK_MODEL_URI", model_uri),
                         ("WINBACK_SNAPSHOT", snapshot), ("WINBACK_API_KEYS_FILE", api_keys_file),
                         ("WINBACK_POLL_SECONDS", poll_seconds)):
@@ -50,7 +67,7 @@ def command(host: str, port: int, service: str = SERVICE) -> list[str]:
 def serve(host: str = "127.0.0.1", port: int = 3000, tracking_uri: str | None = None,
           model_uri: str | None = None, snapshot: str | Path | None = None,
           api_keys_file: str | Path | None = None, poll_seconds: float | None = None,
-          workers: int | None = None) -> int:
+          workers: int | None = None, log_source: "LogSource | None" = None) -> int:
     """Run the service in the foreground until interrupted; return its exit status.
 
     API keys come from ``WINBACK_API_KEYS`` in the environment (never a flag, so they do not
@@ -64,7 +81,7 @@ def serve(host: str = "127.0.0.1", port: int = 3000, tracking_uri: str | None = 
 
     tracking_uri = tracking_uri or os.environ.get("WINBACK_TRACKING_URI") or resolve_tracking_uri(None)
     env = service_env(_absolute_sqlite(tracking_uri), model_uri, _absolute(snapshot),
-                      _absolute(api_keys_file), poll_seconds, workers)
+                      _absolute(api_keys_file), poll_seconds, workers, log_source=log_source)
     process = subprocess.Popen(command(host, port), env=env)
     try:
         return process.wait()

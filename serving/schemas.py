@@ -24,8 +24,9 @@ class _Strict(BaseModel):
 
 
 class Transaction(_Strict):
-    """One purchase line. ``timestamp`` with an offset is converted to UTC, the service's shop
-    day; without one it is taken as UTC. A negative ``amount`` is a refund and is excluded."""
+    """One purchase line. ``timestamp`` with an offset is converted to the model's shop time zone
+    (its days are the shop's days); without one it is taken as in that zone. A negative
+    ``amount`` is a refund and is excluded."""
 
     timestamp: dt.datetime
     amount: float = Field(allow_inf_nan=False)
@@ -65,6 +66,10 @@ class CustomerScore(BaseModel):
     value_at_risk: Optional[float] = None
     priority: Optional[int] = Field(
         default=None, description="Rank by value at risk among the snapshot's customers (1 = highest).")
+    r_score: Optional[int] = Field(default=None, description="RFM recency score 1-5 (5 = most recent), "
+                                                             "against the model's fixed quintile edges.")
+    f_score: Optional[int] = Field(default=None, description="RFM frequency score 1-5.")
+    m_score: Optional[int] = Field(default=None, description="RFM monetary score 1-5.")
     segment: Optional[str] = None
     segment_zh_tw: Optional[str] = None
     tier: Optional[str] = None
@@ -126,7 +131,12 @@ class InfoResponse(BaseModel):
     model_uri: str
     run_id: Optional[str]
     trained_at: Optional[dt.datetime] = Field(description="When the served version was registered.")
-    trained_until: Optional[str] = Field(description="The last cutoff whose labels the model saw.")
+    trained_until: Optional[str] = Field(description="The last day of data (labels included) the served model was fit on.")
+    evaluated_on: Optional[str] = Field(None, description="The out-of-time window its recipe was evaluated on, "
+                                                          "(cutoff, cutoff + horizon].")
+    horizon_days: Optional[int] = Field(None, description="The churn horizon in days.")
+    feature_reference: Optional[str] = Field(None, description="Id of the feature contract (RFM edges, "
+                                                               "intervals, tiers, time zone) features are built with.")
     metrics: dict[str, float]
     snapshot: SnapshotInfo
     registry: RegistryStatus

@@ -174,6 +174,8 @@ class WinbackService:
             model_name=state.model.name, model_version=state.model.version,
             model_alias=state.model.alias, model_uri=state.model.uri, run_id=state.model.run_id,
             trained_at=state.model.registered_at, trained_until=state.model.trained_until,
+            evaluated_on=state.model.evaluated_on, horizon_days=state.model.horizon_days,
+            feature_reference=state.model.feature_reference,
             metrics=state.model.metrics,
             snapshot={"file": state.snapshot.path.name, "as_of": state.as_of.date(),
                       "customers": state.size, "loaded_at": state.snapshot.loaded_at},

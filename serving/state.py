@@ -26,7 +26,8 @@ FLOAT_COLUMNS = ("churn_probability", "p_alive", "expected_purchases_30d", "expe
                  "expected_purchases_365d", "p_purchase_7d", "p_purchase_30d", "p_purchase_90d",
                  "expected_order_value", "clv_12m", "value_at_risk")
 DATE_COLUMNS = ("next_purchase_date", "next_purchase_low", "next_purchase_high", "winback_date")
-OTHER_COLUMNS = ("winback_now", "priority", "segment", "segment_zh_tw", "tier", "tier_zh_tw")
+OTHER_COLUMNS = ("winback_now", "priority", "r_score", "f_score", "m_score", "segment", "segment_zh_tw",
+                 "tier", "tier_zh_tw")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class ModelInfo:
     registered_at: dt.datetime | None = None
     trained_until: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    evaluated_on: str | None = None
+    horizon_days: int | None = None
+    feature_reference: str | None = None
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,18 @@ CategoryCol = Annotated[Optional[str], typer.Option(
 ChannelCol = Annotated[Optional[str], typer.Option("--channel-col", help="Column with the sales channel (optional).")]
 DateFormat = Annotated[Optional[str], typer.Option(
     help="strptime format of text dates, e.g. %Y%m%d; default ISO 8601.")]
-TimezoneOpt = Annotated[str, typer.Option(
-    "--timezone", help="Shop time zone: aware timestamps are converted to it, naive ones taken as in it.")]
+TimezoneOpt = Annotated[Optional[str], typer.Option(
+    "--timezone", help="Shop time zone: aware timestamps are converted to it, naive ones taken as in "
+                       "it. Default UTC, or the model's zone when a model is used.")]
 DuplicatesOpt = Annotated[str, typer.Option(
     help="Exact duplicate rows: auto (drop if an order id is mapped), drop or keep.")]
 RefundsOpt = Annotated[str, typer.Option(help="Negative amounts: exclude (not purchases) or error.")]
 ZerosOpt = Annotated[str, typer.Option("--zero-amounts", help="Zero amounts: keep (purchases without spend) or exclude.")]
+
+
+TrackingOpt = Annotated[Optional[str], typer.Option(
+    help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")]
+ModelUriOpt = Annotated[Optional[str], typer.Option(help="Model to use; default models:/winback@champion.")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -71,16 +77,16 @@ def user_errors(command: Callable) -> Callable:
 def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_id_col: str,
              timestamp_col: str, amount_col: str, order_id_col: str | None,
              quantity_col: str | None, category_col: str | None, channel_col: str | None,
-             date_format: str | None, timezone: str, duplicates: str, refunds: str,
+             date_format: str | None, timezone: str | None, duplicates: str, refunds: str,
              zero_amounts: str):
-    """Open and validate the log the flags describe."""
+    """Open and validate the log the flags describe (time zone default UTC)."""
     from features import ColumnMap, IngestPolicy, cdnow_log, read_transactions
 
     _choice("--duplicates", duplicates, ("auto", "drop", "keep"))
     _choice("--refunds", refunds, ("exclude", "error"))
     _choice("--zero-amounts", zero_amounts, ("keep", "exclude"))
     policy = IngestPolicy(duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts,
-                          timezone=timezone, date_format=date_format)
+                          timezone=timezone or "UTC", date_format=date_format)
     if bool(transactions) == bool(dataset):
         raise ValueError("give either --transactions PATH or --dataset cdnow (exactly one)")
     if dataset:
@@ -114,19 +120,36 @@ def features(
     freq: Annotated[str, typer.Option(help="BG/NBD time unit for recency and T: D (days) or W (weeks).")] = "D",
     check_lifetimes: Annotated[bool, typer.Option(
         help="Also compare the BG/NBD summary with lifetimes' own (in-memory; for small logs).")] = False,
+    model_uri: Annotated[Optional[str], typer.Option(
+        help="Build the features a model reads, with its feature reference (RFM edges, category "
+             "intervals, tiers, time zone), e.g. models:/winback@champion: the snapshot the "
+             "service answers from. Default: a reference fitted on this log.")] = None,
+    tracking_uri: TrackingOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
-    timezone: TimezoneOpt = "UTC", duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
+    timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep",
 ) -> None:
     """Build one row of features per customer as of a cutoff: BG/NBD summary, RFM and
-    segment, purchase cycle, rolling windows, membership tier and replenishment."""
+    segment, purchase cycle, rolling windows, membership tier and replenishment.
+
+    For the scoring service's snapshot pass --model-uri: the table is then built exactly as
+    that model defines its features, and the service checks it."""
     from features.job import write_features
 
     _choice("--freq", freq, ("D", "W"))
     started = time.perf_counter()
+    reference, version = None, None
+    if model_uri:
+        from training.registry import load_scorer
+
+        if freq != "D":
+            raise ValueError("--model-uri builds the model's daily features; drop --freq W")
+        scorer, version = load_scorer(model_uri, tracking_uri)
+        reference = scorer.reference_
+        timezone = timezone or reference.timezone
     with _steps() as progress:
         progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, customer_id_col=customer_id_col,
@@ -137,8 +160,11 @@ def features(
                        refunds=refunds, zero_amounts=zero_amounts)
         cutoff = cutoff or log.report.last_timestamp.date().isoformat()
         progress.add_task(f"building features as of {cutoff}")
-        summary = write_features(log, cutoff, out, freq)
+        summary = write_features(log, cutoff, out, None if reference else freq, reference=reference)
     _print_ingest(log.report)
+    if reference is not None:
+        console.print(f"features defined by model {model_uri} (version {version}), "
+                      f"feature reference {summary.reference_id}")
     table = Table(title=f"{summary.customers:,} customers as of {cutoff} → {summary.out}")
     table.add_column("segment"), table.add_column("customers", justify="right")
     for name, n in summary.segments.items():
@@ -159,9 +185,6 @@ def features(
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
 
-TrackingOpt = Annotated[Optional[str], typer.Option(
-    help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")]
-ModelUriOpt = Annotated[Optional[str], typer.Option(help="Model to use; default models:/winback@champion.")]
 FeaturesOpt = Annotated[Optional[Path], typer.Option(
     "--features", help="A feature table written by `winback features` (.parquet), instead of a log.")]
 
@@ -174,6 +197,9 @@ def train(
     origins: Annotated[int, typer.Option(help="Training origins, stepping back from cutoff − H.")] = 6,
     origin_step_days: Annotated[int, typer.Option(help="Days between training origins.")] = 15,
     next_purchase: Annotated[str, typer.Option(help="auto (keep the better out of time), hazard or classical.")] = "auto",
+    purchase_model: Annotated[str, typer.Option(
+        help="Classical model behind P(alive) and expected purchases: mbgnbd, pareto_nbd or bgnbd "
+             "(bgnbd gives every one-time buyer P(alive) = 1).")] = "mbgnbd",
     seed: Annotated[int, typer.Option(help="Random seed for the learned models.")] = 0,
     gate_metrics: Annotated[str, typer.Option(help="Metrics a new model must not lose on to become champion.")] = "churn_auc,next_purchase_cindex",
     tracking_uri: TrackingOpt = None,
@@ -181,7 +207,7 @@ def train(
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
-    timezone: TimezoneOpt = "UTC", duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
+    timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep",
 ) -> None:
     """Train on rolling origins, evaluate out of time against baselines and the champion,
@@ -192,9 +218,11 @@ def train(
     from training.registry import Gate
 
     _choice("--next-purchase", next_purchase, ("auto", "hazard", "classical"))
+    _choice("--purchase-model", purchase_model, ("mbgnbd", "pareto_nbd", "bgnbd"))
     started = time.perf_counter()
     config = TrainConfig(cutoff=cutoff, horizon_days=horizon_days, origins=origins,
                          origin_step_days=origin_step_days, next_purchase=next_purchase,
+                         purchase_model=purchase_model,
                          random_state=seed, gate=Gate(tuple(m.strip() for m in gate_metrics.split(","))))
     with _steps() as progress:
         task = progress.add_task("reading and validating transactions")
@@ -248,18 +276,23 @@ def models(tracking_uri: TrackingOpt = None) -> None:
         console.print("no model registered yet: run `winback train`")
         return
     table = Table(title=f"registered model '{MODEL_NAME}'")
-    for col in ("version", "aliases", "created", "churn AUC", "next-purchase C-index", "cutoff", "run"):
+    for col in ("version", "aliases", "created", "churn AUC", "next-purchase C-index", "horizon",
+                "evaluated on", "trained until", "verdict", "run"):
         table.add_column(col)
     for found in sorted(versions, key=lambda v: int(v.version), reverse=True):
         v = client.get_model_version(MODEL_NAME, found.version)     # search results omit aliases
         run = client.get_run(v.run_id) if v.run_id else None
         metrics = run.data.metrics if run else {}
         params = run.data.params if run else {}
+        tags = v.tags or {}
         table.add_row(str(v.version), ", ".join(v.aliases) or "-",
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
                       f"{metrics.get('churn_auc', float('nan')):.4f}",
                       f"{metrics.get('next_purchase_cindex', float('nan')):.4f}",
-                      params.get("cutoff", "-"), (v.run_id or "-")[:8])
+                      tags.get("horizon_days", params.get("horizon_days", "-")),
+                      tags.get("evaluated_on", "-"), tags.get("trained_until", "-"),
+                      "no verdict (never gated)" if "verdict" not in tags else tags["verdict"].split(": ", 1)[-1][:60],
+                      (v.run_id or "-")[:8])
     console.print(table)
 
 
@@ -282,10 +315,15 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
     console.print(f"version {version} of {MODEL_NAME} is now champion ({was})")
 
 
-def _scoring_input(features_path, transactions, dataset, as_of, mapping):
-    """(feature table, as-of) from --features, or from a log as of --as-of."""
+def _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer):
+    """(feature table, as-of) from --features, or from a log as of --as-of.
+
+    A feature table must have been built with the scorer's feature reference (``winback
+    features --model-uri``); a log is read in the model's time zone unless --timezone says
+    otherwise (and then it must be the same).
+    """
     from features.build import parse_cutoff
-    from features.job import read_feature_table
+    from features.job import feature_table_metadata, read_feature_table
 
     if features_path is not None:
         if transactions or dataset:
@@ -293,11 +331,17 @@ def _scoring_input(features_path, transactions, dataset, as_of, mapping):
         table, cutoff, freq = read_feature_table(features_path)
         if freq != "D":
             raise ValueError(f"{features_path}: built with --freq {freq}; the scorer needs --freq D")
+        built_with = feature_table_metadata(features_path).get("winback.reference_id")
+        if built_with != scorer.reference_.fingerprint():
+            raise ValueError(f"{features_path} was built with feature reference {built_with or 'none'}, not the "
+                             f"model's {scorer.reference_.fingerprint()}: rebuild it with `winback features "
+                             "--model-uri ...` or score the log itself (--transactions / --dataset)")
         if as_of and parse_cutoff(as_of) != cutoff:
             raise ValueError(f"{features_path} is as of {cutoff.date()}, not {as_of}")
         return table, cutoff
     if not as_of:
         raise ValueError("--as-of is required when scoring a transaction log")
+    mapping = {**mapping, "timezone": mapping.get("timezone") or scorer.reference_.timezone}
     return open_log(transactions, dataset, **mapping), parse_cutoff(as_of)
 
 
@@ -311,7 +355,7 @@ def score(
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, category_col: CategoryCol = None,
-    date_format: DateFormat = None, timezone: TimezoneOpt = "UTC",
+    date_format: DateFormat = None, timezone: TimezoneOpt = None,
 ) -> None:
     """Score every customer with the champion model: churn, next purchase, value, win-back date."""
     from training.batch import write_table
@@ -325,7 +369,7 @@ def score(
     with _steps() as progress:
         progress.add_task("loading the model and the data")
         scorer, version = load_scorer(model_uri, tracking_uri)
-        data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping)
+        data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
         progress.add_task("scoring")
         scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False)
         scores.insert(1, "model_version", version)
@@ -350,7 +394,7 @@ def rank(
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, category_col: CategoryCol = None,
-    date_format: DateFormat = None, timezone: TimezoneOpt = "UTC",
+    date_format: DateFormat = None, timezone: TimezoneOpt = None,
 ) -> None:
     """The win-back list: customers ranked by value at risk (churn probability × 12-month
     value), with win-back date, next-purchase date, segment, tier and reasons."""
@@ -366,9 +410,8 @@ def rank(
                    channel_col=None, date_format=date_format, timezone=timezone,
                    duplicates="auto", refunds="exclude", zero_amounts="keep")
     scorer, version = load_scorer(model_uri, tracking_uri)
-    data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping)
-    table = data if features_path is not None else build_features(
-        data, day, "D", scorer.feature_settings, scorer.reference_)
+    data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
+    table = data if features_path is not None else build_features(data, day, reference=scorer.reference_)
     ranked = ranked_list(scorer, table, day, top, segment, tier, min_value, lang)
     write_table(ranked, out)
     view = Table(title=f"win-back list as of {day.date()} (model version {version}) → {out}")
@@ -422,17 +465,54 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
     tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
     snapshot: Annotated[Optional[Path], typer.Option(
-        help="Feature snapshot to answer lookups from; default out/cdnow_features.parquet.")] = None,
+        help="Feature snapshot to answer lookups from (built with `winback features --model-uri`); "
+             "default out/cdnow_features.parquet.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(
+        help="With --transactions or --dataset: the as-of day of the features the service builds "
+             "(default: the log's last day).")] = None,
     api_keys_file: Annotated[Optional[Path], typer.Option(help="File with more API keys, one a line.")] = None,
     poll_seconds: Annotated[Optional[float], typer.Option(help="How often to check the champion alias.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude", zero_amounts: ZerosOpt = "keep",
 ) -> None:
     """Start the scoring service (BentoML). API keys come from WINBACK_API_KEYS
-    (comma-separated) or --api-keys-file; requests send `Authorization: Bearer KEY`."""
+    (comma-separated) or --api-keys-file; requests send `Authorization: Bearer KEY`.
+
+    Features come from a snapshot file, or, with --transactions/--dataset, are built in the
+    service from the log with the served model's reference (again after every champion swap).
+    The log is read in the model's time zone."""
+    from serving.config import LogSource
     from serving.run import serve as run_service
 
+    source = None
+    if transactions or dataset:
+        if snapshot is not None:
+            raise ValueError("give --snapshot or a log (--transactions / --dataset), not both")
+        if dataset:
+            _choice("--dataset", dataset, ("cdnow",))
+        if as_of:
+            from features.build import parse_cutoff
+
+            parse_cutoff(as_of)
+        for flag, value, allowed in (("--duplicates", duplicates, ("auto", "drop", "keep")),
+                                     ("--refunds", refunds, ("exclude", "error")),
+                                     ("--zero-amounts", zero_amounts, ("keep", "exclude"))):
+            _choice(flag, value, allowed)
+        columns = {"customer_id": customer_id_col, "timestamp": timestamp_col, "amount": amount_col,
+                   "order_id": order_id_col, "quantity": quantity_col, "category": category_col,
+                   "channel": channel_col}
+        policy = {"duplicates": duplicates, "refunds": refunds, "zero_amounts": zero_amounts,
+                  "date_format": date_format}
+        source = LogSource(tuple(str(Path(p).resolve()) for p in transactions or ()), dataset, as_of,
+                           {"policy": policy} if dataset else {"columns": columns, "policy": policy})
+    elif as_of:
+        raise ValueError("--as-of needs a log to build features from (--transactions or --dataset)")
     raise typer.Exit(run_service(host, port, tracking_uri, model_uri, snapshot, api_keys_file,
-                                 poll_seconds, workers))
+                                 poll_seconds, workers, log_source=source))
 
 
 def _print_ingest(report) -> None:

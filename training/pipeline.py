@@ -5,10 +5,19 @@ Time layout for an evaluation cutoff C and a horizon of H days::
     ... train origins ... | calibration origin C−H | evaluation cutoff C | C+H
     labels of every origin end by C, so none overlaps the evaluation window (C, C+H].
 
-Training origins step back from the calibration origin by ``origin_step_days``. The scorer is
+Training origins step back from the calibration origin by ``origin_step_days``. The recipe is
 fit on the training origins, calibrated on C−H, then scored as of C and compared with the
-baselines and with the current champion on exactly the same customers and outcomes. Only a
-finished run registers a model version; the champion alias moves only when the gate passes.
+baselines and with the current champion's recipe on exactly the same customers and outcomes
+(the *backtest*). The backtest measures a recipe; the model served should use it on the latest
+data, so the same recipe is then refit with every origin moved forward until the latest label
+window ends on the log's last day L (calibration origin L−H). Both models are logged; the
+registered version is the refit one, tagged with what it was trained until and evaluated on.
+
+Every origin's features, the evaluation's and the served model's are built with one feature
+reference (:class:`features.FeatureReference`, fixed at the calibration origin), so a feature
+means the same in training as in serving. Only a finished run registers a model version; the
+champion alias moves only when the gate passes, and the gate compares only like with like: the
+same horizon, and a champion whose backtest was trained on data before the evaluation window.
 """
 
 from __future__ import annotations
@@ -31,8 +40,11 @@ from models.pyfunc import log_scorer, scorer_from_pyfunc
 from models.scorer import WinbackScorer
 from training import plots
 from training.evaluate import Evaluation, comparison_table, evaluate
-from training.registry import (CHAMPION, MODEL_NAME, Gate, experiment_id, gate, use_tracking,
-                               version_for)
+from training.registry import (BACKTEST_ARTIFACT, CHAMPION, MODEL_NAME, Gate, experiment_id, gate,
+                               incomparable_reason, UNUSABLE, use_tracking, version_for)
+
+#: The shortest horizon: the scorer answers P(purchase within 30 days) and is judged on it.
+MIN_HORIZON_DAYS = 30
 
 PACKAGES = ("winback", "lifetimes", "lightgbm", "scikit-learn", "mlflow", "bentoml", "pandas",
             "numpy", "duckdb")
@@ -47,6 +59,7 @@ class TrainConfig:
     origins: int = 6
     origin_step_days: int = 15
     next_purchase: str = "auto"
+    purchase_model: str = "mbgnbd"
     churn_estimators: int = 100
     hazard_estimators: int = 80
     random_state: int = 0
@@ -63,6 +76,8 @@ class TrainResult:
     champion_version: str | None
     table: pd.DataFrame
     verdict: str
+    trained_until: str = ""
+    evaluated_on: str = ""
 
 
 def plan_origins(cutoff: pd.Timestamp, horizon_days: int, origins: int, step_days: int,
@@ -70,6 +85,10 @@ def plan_origins(cutoff: pd.Timestamp, horizon_days: int, origins: int, step_day
     """Training origins (oldest first) and the calibration origin, all before the cutoff."""
     if horizon_days < 1 or origins < 1 or step_days < 1:
         raise ValueError("--horizon-days, --origins and --origin-step-days must be at least 1")
+    if horizon_days < MIN_HORIZON_DAYS:
+        raise ValueError(f"--horizon-days must be at least {MIN_HORIZON_DAYS}, got {horizon_days}: the "
+                         "scorer answers P(purchase within 30 days) and is judged on it, which a shorter "
+                         "horizon never observes")
     calibration = cutoff - pd.Timedelta(days=horizon_days)
     train = [calibration - pd.Timedelta(days=step_days * k) for k in range(origins, 0, -1)]
     if train[0] <= first_day:
@@ -84,12 +103,138 @@ def plan_origins(cutoff: pd.Timestamp, horizon_days: int, origins: int, step_day
 
 
 def fingerprint(log: TransactionLog) -> dict:
-    """Size, span and an order-independent hash of the transactions: what the run saw."""
+    """Size, span and an order-independent hash of the transactions: what the run saw.
+
+    The hash is the sum (mod 2^64) of the rows' hashes, so it does not depend on row order and,
+    unlike an XOR, a row given twice changes it; the row count is part of it too.
+    """
     rows, customers, first, last, spend, digest = log.con.execute(
         "SELECT count(*), count(DISTINCT customer_id), min(ts), max(ts), sum(amount), "
-        "bit_xor(hash(customer_id, ts, amount)) FROM transactions").fetchone()
+        "coalesce(sum(hash(customer_id, ts, amount)::HUGEINT) % 18446744073709551616, 0) "
+        "FROM transactions").fetchone()
     return {"rows": rows, "customers": customers, "first": str(first), "last": str(last),
-            "total_amount": round(float(spend), 2), "hash": f"{digest:016x}", "source": log.source}
+            "total_amount": round(float(spend or 0), 2), "hash": f"{int(digest):016x}-{rows}",
+            "source": log.source}
+
+
+def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timestamp],
+               calibration_origin: pd.Timestamp) -> WinbackScorer:
+    """Fit the scorer on ``origins``, calibrated on ``calibration_origin``: one recipe, any window.
+
+    The feature reference is fixed at the calibration origin and used for every origin.
+    """
+    _, _, reference = prepare(log, calibration_origin)
+    train_frame = pd.concat([labelled_features(log, o, config.horizon_days, reference) for o in origins])
+    calibration = labelled_features(log, calibration_origin, config.horizon_days, reference)
+    return WinbackScorer(
+        horizon_days=config.horizon_days, next_purchase=config.next_purchase,
+        purchase_model=config.purchase_model,
+        churn=ChurnModel(n_estimators=config.churn_estimators, random_state=config.random_state),
+        hazard_estimators=config.hazard_estimators, random_state=config.random_state,
+    ).fit(train_frame, calibration, reference)
+
+
+def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = None,
+          step: Callable[[str], None] = lambda _: None) -> TrainResult:
+    """Run the whole training job and return what it decided. See the module docstring."""
+    cutoff = parse_cutoff(config.cutoff)
+    first_day = log.report.first_timestamp.normalize()
+    last_day = log.report.last_timestamp.normalize()
+    origins, calibration_origin = plan_origins(cutoff, config.horizon_days, config.origins,
+                                               config.origin_step_days, first_day)
+    fresh_origins, fresh_calibration = plan_origins(last_day, config.horizon_days, config.origins,
+                                                    config.origin_step_days, first_day)
+    labels = build_labels(log, cutoff, config.horizon_days)        # fails early if data end too soon
+    horizon_end = cutoff + pd.Timedelta(days=config.horizon_days)
+    evaluated_on = f"({cutoff.date()}, {horizon_end.date()}]"
+    uri = use_tracking(tracking_uri)
+    client = MlflowClient(uri)
+    run_name = f"cutoff {cutoff.date()} h{config.horizon_days} {config.purchase_model}"
+    with mlflow.start_run(experiment_id=experiment_id(uri), run_name=run_name) as run:
+        mlflow.log_params({**{k: v for k, v in asdict(config).items() if k != "gate"},
+                           "gate_metrics": ",".join(config.gate.metrics),
+                           "origins_dates": ",".join(str(o.date()) for o in origins),
+                           "calibration_origin": str(calibration_origin.date()),
+                           "refit_origins_dates": ",".join(str(o.date()) for o in fresh_origins),
+                           "refit_calibration_origin": str(fresh_calibration.date()),
+                           "evaluated_on": evaluated_on})
+        mlflow.set_tags({f"version.{k}": v for k, v in _versions().items()})
+        mlflow.log_dict({"fingerprint": fingerprint(log), "ingest": _jsonable(asdict(log.report))},
+                        "data_profile.json")
+
+        step(f"backtest: fitting on {len(origins)} origins to {calibration_origin.date()}")
+        scorer = fit_recipe(log, config, origins, calibration_origin)
+        mlflow.log_dict(scorer.next_purchase_evaluation_, "next_purchase_selection.json")
+        mlflow.log_param("next_purchase_method", scorer.next_purchase_method_)
+
+        step(f"evaluating out of time on {evaluated_on}")
+        features = build_features(log, cutoff, reference=scorer.reference_)
+        evaluation = evaluate(scorer.score(features, cutoff, reasons=False), features, labels,
+                              cutoff, config.horizon_days)
+        champion = version_for(client, CHAMPION)
+        champion_eval, blocked = None, None
+        if champion is not None:
+            blocked = incomparable_reason(client, champion, config.horizon_days, cutoff)
+            if blocked is None:
+                step(f"evaluating the champion's recipe (version {champion.version}) on the same data")
+                champion_eval, blocked = _evaluate_champion(champion, log, features, labels, cutoff,
+                                                            config.horizon_days)
+            if champion_eval is not None:
+                mlflow.log_metrics({f"champion_{k}": v for k, v in champion_eval.metrics.items()})
+        mlflow.log_metrics(evaluation.metrics)
+        table = comparison_table(evaluation, champion_eval)
+        mlflow.log_table(table, "comparison.json")
+
+        step("logging plots")
+        _log_plots(log, scorer, evaluation, cutoff, config.horizon_days)
+
+        step(f"refitting the recipe on the freshest data: {len(fresh_origins)} origins to "
+             f"{fresh_calibration.date()}, labels to {last_day.date()}")
+        served = fit_recipe(log, config, fresh_origins, fresh_calibration)
+        mlflow.log_params({"trained_until": served.trained_until_,
+                           "backtest_trained_until": scorer.trained_until_})
+        example = log.con.execute(
+            "SELECT customer_id, ts AS timestamp, amount FROM transactions "
+            f"WHERE customer_id IN (SELECT customer_id FROM transactions ORDER BY customer_id LIMIT 3) "
+            f"AND ts < DATE '{last_day.date()}' + INTERVAL 1 DAY ORDER BY customer_id, ts").df()
+        log_scorer(scorer, example, str(last_day.date()), name=BACKTEST_ARTIFACT)
+        info = log_scorer(served, example, str(last_day.date()))
+
+    step("registering the model version")
+    tags = {"run_id": run.info.run_id, "horizon_days": str(config.horizon_days),
+            "trained_until": served.trained_until_, "backtest_trained_until": scorer.trained_until_,
+            "evaluated_on": evaluated_on, "cutoff": str(cutoff.date())}
+    version = mlflow.register_model(info.model_uri, MODEL_NAME, tags=tags)
+    try:
+        alias = gate(client, version, evaluation.metrics,
+                     champion_eval.metrics if champion_eval else None, config.gate,
+                     blocked=blocked if champion is not None else None)
+    except Exception:
+        client.delete_model_version(MODEL_NAME, version.version)   # never leave a half-done version
+        raise
+    verdict = _verdict(evaluation, champion_eval, champion.version if champion else None,
+                       version.version, alias, blocked)
+    client.set_model_version_tag(MODEL_NAME, version.version, "verdict", verdict)
+    return TrainResult(run.info.run_id, version.version, alias, evaluation, champion_eval,
+                       champion.version if champion else None, table, verdict,
+                       served.trained_until_, evaluated_on)
+
+
+def _evaluate_champion(champion, log: TransactionLog, features: pd.DataFrame, labels: pd.DataFrame,
+                       cutoff: pd.Timestamp, horizon_days: int) -> tuple[Evaluation | None, str | None]:
+    """The champion's backtest recipe on the same evaluation data, or why it cannot be."""
+    uri = f"runs:/{champion.run_id}/{BACKTEST_ARTIFACT}"
+    try:
+        champion_scorer = scorer_from_pyfunc(mlflow.pyfunc.load_model(uri))
+    except Exception as exc:                 # an older format, a missing artifact, a changed schema
+        return None, (f"{UNUSABLE}: version {champion.version}'s backtest model cannot be loaded by this "
+                      f"code ({_first_line(exc)})")
+    scored = champion_scorer.score(log, cutoff, reasons=False)
+    return evaluate(scored, features, labels, cutoff, horizon_days), None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def _versions() -> dict[str, str]:
@@ -102,86 +247,21 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = None,
-          step: Callable[[str], None] = lambda _: None) -> TrainResult:
-    """Run the whole training job and return what it decided. See the module docstring."""
-    cutoff = parse_cutoff(config.cutoff)
-    first_day = log.report.first_timestamp.normalize()
-    origins, calibration_origin = plan_origins(cutoff, config.horizon_days, config.origins,
-                                               config.origin_step_days, first_day)
-    labels = build_labels(log, cutoff, config.horizon_days)        # fails early if data end too soon
-    uri = use_tracking(tracking_uri)
-    client = MlflowClient(uri)
-    with mlflow.start_run(experiment_id=experiment_id(uri)) as run:
-        mlflow.log_params({**{k: v for k, v in asdict(config).items() if k != "gate"},
-                           "gate_metrics": ",".join(config.gate.metrics),
-                           "origins_dates": ",".join(str(o.date()) for o in origins),
-                           "calibration_origin": str(calibration_origin.date())})
-        mlflow.set_tags({f"version.{k}": v for k, v in _versions().items()})
-        mlflow.log_dict({"fingerprint": fingerprint(log), "ingest": _jsonable(asdict(log.report))},
-                        "data_profile.json")
-
-        step("building training data from rolling origins")
-        train_frame = pd.concat([labelled_features(log, o, config.horizon_days) for o in origins])
-        calibration = labelled_features(log, calibration_origin, config.horizon_days)
-        _, _, reference = prepare(log, calibration_origin)
-
-        step(f"fitting the scorer on {len(train_frame):,} rows")
-        scorer = WinbackScorer(
-            horizon_days=config.horizon_days, next_purchase=config.next_purchase,
-            churn=ChurnModel(n_estimators=config.churn_estimators, random_state=config.random_state),
-            hazard_estimators=config.hazard_estimators, random_state=config.random_state,
-        ).fit(train_frame, calibration, reference)
-        mlflow.log_dict(scorer.next_purchase_evaluation_, "next_purchase_selection.json")
-        mlflow.log_param("next_purchase_method", scorer.next_purchase_method_)
-
-        step(f"evaluating out of time as of {cutoff.date()}")
-        features = build_features(log, cutoff, "D", scorer.feature_settings, scorer.reference_)
-        evaluation = evaluate(scorer.score(features, cutoff, reasons=False), features, labels,
-                              cutoff, config.horizon_days)
-        champion = version_for(client, CHAMPION)
-        champion_eval = None
-        if champion is not None:
-            step(f"evaluating the champion (version {champion.version}) on the same data")
-            champion_scorer = scorer_from_pyfunc(mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{champion.version}"))
-            champion_eval = evaluate(champion_scorer.score(log, cutoff, reasons=False),
-                                     features, labels, cutoff, config.horizon_days)
-            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_eval.metrics.items()})
-        mlflow.log_metrics(evaluation.metrics)
-        table = comparison_table(evaluation, champion_eval)
-        mlflow.log_table(table, "comparison.json")
-
-        step("logging plots and the model")
-        _log_plots(log, scorer, evaluation, cutoff, config.horizon_days)
-        example = log.con.execute(
-            "SELECT customer_id, ts AS timestamp, amount FROM transactions "
-            f"WHERE customer_id IN (SELECT customer_id FROM transactions ORDER BY customer_id LIMIT 3) "
-            f"AND ts < DATE '{cutoff.date()}' + INTERVAL 1 DAY ORDER BY customer_id, ts").df()
-        info = log_scorer(scorer, example, str(cutoff.date()))
-
-    step("registering the model version")
-    version = mlflow.register_model(info.model_uri, MODEL_NAME, tags={"run_id": run.info.run_id})
-    try:
-        alias = gate(client, version, evaluation.metrics,
-                     champion_eval.metrics if champion_eval else None, config.gate)
-    except Exception:
-        client.delete_model_version(MODEL_NAME, version.version)   # never leave a half-done version
-        raise
-    verdict = _verdict(evaluation, champion_eval, champion.version if champion else None,
-                       version.version, alias)
-    client.set_model_version_tag(MODEL_NAME, version.version, "verdict", verdict)
-    return TrainResult(run.info.run_id, version.version, alias, evaluation, champion_eval,
-                       champion.version if champion else None, table, verdict)
-
-
 def _verdict(evaluation: Evaluation, champion: Evaluation | None, champion_version: str | None,
-             version: str, alias: str) -> str:
+             version: str, alias: str, blocked: str | None = None) -> str:
     best_name, best_auc = max(evaluation.baselines.items(), key=lambda kv: kv[1])
     auc = evaluation.metrics["churn_auc"]
-    text = (f"version {version}: churn AUC {auc:.3f}, {auc - best_auc:+.3f} vs the best baseline "
-            f"({best_name}, {best_auc:.3f})")
+    text = (f"version {version}: churn AUC {auc:.4f}, {auc - best_auc:+.4f} vs the best baseline "
+            f"({best_name}, {best_auc:.4f})")
+    verdicts = getattr(evaluation, "verdicts", {})
+    if "churn" in verdicts:
+        m = evaluation.metrics
+        text += (f" [95% CI {m['churn_auc_diff_low']:+.4f} to {m['churn_auc_diff_high']:+.4f}: "
+                 f"{verdicts['churn']}]")
     if champion is not None:
-        text += f", {auc - champion.metrics['churn_auc']:+.3f} vs champion version {champion_version}"
+        text += f", {auc - champion.metrics['churn_auc']:+.4f} vs champion version {champion_version}"
+    if blocked is not None and champion_version is not None:
+        text += f"; not compared with champion version {champion_version}: {blocked}"
     return text + (" → champion" if alias == CHAMPION else " → challenger (the champion stays)")
 
 
@@ -224,7 +304,7 @@ def _cumulative_holdout(log: TransactionLog, scorer: WinbackScorer, scored: pd.D
     counts = np.zeros(horizon_days + 1)
     for d, n in per_day:
         counts[int(d)] = n
-    features = build_features(log, cutoff, "D", scorer.feature_settings, scorer.reference_)
+    features = build_features(log, cutoff, reference=scorer.reference_)
     step = max(1, horizon_days // 30)
     sampled = days[::step]
     predicted = [scorer.purchase_model_.predict_expected_purchases(features, float(d)).sum() for d in sampled]

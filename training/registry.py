@@ -23,6 +23,12 @@ from mlflow.exceptions import MlflowException
 MODEL_NAME = "winback"
 EXPERIMENT = "winback"
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: Each run logs the backtest model (trained before its evaluation window) under this name beside
+#: the served, refit one: the gate compares recipes on their backtests.
+BACKTEST_ARTIFACT = "backtest"
+#: Prefix of an :func:`incomparable_reason` that lets the challenger replace the champion: a
+#: champion this code cannot load or judge cannot be served either.
+UNUSABLE = "unusable"
 DEFAULT_STORE = Path("mlruns")
 
 
@@ -84,15 +90,42 @@ class Gate:
         return all(d >= 0 for d in deltas) and any(d > self.min_improvement for d in deltas)
 
 
+def incomparable_reason(client: MlflowClient, champion: ModelVersion, horizon_days: int,
+                        cutoff, name: str = MODEL_NAME) -> str | None:
+    """Why the champion cannot be compared with a candidate evaluated on (cutoff, cutoff + H],
+    or None when it can: it must predict the same horizon, and its backtest must have been
+    trained on data that ends by the cutoff (else it is judged on what it was trained on)."""
+    import pandas as pd
+
+    tags = client.get_model_version(name, champion.version).tags
+    if "horizon_days" not in tags or "backtest_trained_until" not in tags:
+        return (f"{UNUSABLE}: version {champion.version} was registered by an older Winback without "
+                "its horizon and training window")
+    if int(tags["horizon_days"]) != int(horizon_days):
+        return (f"different horizon: the champion predicts {tags['horizon_days']} days, this run "
+                f"{horizon_days}; promote by hand (`winback promote`) if the horizon should change")
+    trained_until = pd.Timestamp(tags["backtest_trained_until"])
+    if trained_until > pd.Timestamp(cutoff):
+        return (f"overlapping windows: the champion's backtest was trained on data until "
+                f"{trained_until.date()}, after this evaluation window starts ({pd.Timestamp(cutoff).date()}); "
+                "evaluate on a later --cutoff to compare")
+    return None
+
+
 def gate(client: MlflowClient, version: ModelVersion, candidate: dict[str, float],
          champion_metrics: dict[str, float] | None, rule: Gate = Gate(),
-         name: str = MODEL_NAME) -> str:
+         name: str = MODEL_NAME, blocked: str | None = None) -> str:
     """Point ``champion`` at ``version`` if it passes the gate, else ``challenger``; return which.
 
     ``champion_metrics`` must be the current champion evaluated on the same data as the
-    candidate (None when there is no champion yet).
+    candidate (None when there is no champion yet). ``blocked`` says why the champion could not
+    be compared (:func:`incomparable_reason`): the candidate then stays challenger, unless the
+    champion is unusable by this code.
     """
-    alias = CHAMPION if rule.passes(candidate, champion_metrics) else CHALLENGER
+    if blocked is not None:
+        alias = CHAMPION if blocked.startswith(UNUSABLE) else CHALLENGER
+    else:
+        alias = CHAMPION if rule.passes(candidate, champion_metrics) else CHALLENGER
     client.set_registered_model_alias(name, alias, version.version)
     return alias
 

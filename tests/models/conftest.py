@@ -22,9 +22,9 @@ def cdnow_slice(cdnow_raw) -> TransactionLog:
 
 @pytest.fixture(scope="session")
 def fitted_scorer(cdnow_slice) -> WinbackScorer:
-    train = pd.concat([labelled_features(cdnow_slice, c, HORIZON) for c in ("1997-05-31", "1997-06-30")])
-    calibration = labelled_features(cdnow_slice, "1997-09-30", HORIZON)
     _, _, reference = prepare(cdnow_slice, "1997-09-30")
+    train = pd.concat([labelled_features(cdnow_slice, c, HORIZON, reference) for c in ("1997-05-31", "1997-06-30")])
+    calibration = labelled_features(cdnow_slice, "1997-09-30", HORIZON, reference)
     scorer = WinbackScorer(horizon_days=HORIZON, churn=ChurnModel(n_estimators=80, learning_rate=0.08),
                            hazard_estimators=40)
     return scorer.fit(train, calibration, reference)

@@ -36,9 +36,9 @@ def serving_slice(cdnow_raw) -> pd.DataFrame:
 def scorer(cdnow_raw) -> WinbackScorer:
     """Tiny models: fast to fit, still the real scorer."""
     log = TransactionLog.from_frame(cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 3000], CDNOW_COLUMNS)
-    train = labelled_features(log, "1997-06-30", HORIZON)
-    calibration = labelled_features(log, AS_OF, HORIZON)
     _, _, reference = prepare(log, AS_OF)
+    train = labelled_features(log, "1997-06-30", HORIZON, reference)
+    calibration = labelled_features(log, AS_OF, HORIZON, reference)
     model = WinbackScorer(horizon_days=HORIZON, churn=ChurnModel(n_estimators=30, learning_rate=0.1),
                           hazard_estimators=15)
     return model.fit(train, calibration, reference)
