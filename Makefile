@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/winback features --dataset cdnow --cutoff 1997-09-30 --freq W --check-lifetimes --out out/cdnow_features_1997-09-30.parquet
 	$(BIN)/winback classical --dataset cdnow --cutoff 1997-09-30
 	$(BIN)/winback train --dataset cdnow --cutoff 1997-12-31 --horizon-days 180
-	$(BIN)/winback features --dataset cdnow --cutoff 1998-06-30 --out out/cdnow_features.parquet
+	$(BIN)/winback features --dataset cdnow --cutoff 1998-06-30 --model-uri models:/winback@champion --out out/cdnow_features.parquet
 	$(BIN)/winback rank --features out/cdnow_features.parquet --top 20 --out out/winback_top20.csv
 	$(BIN)/winback rank --features out/cdnow_features.parquet --top 20 --lang zh-TW --out out/winback_top20_zh-TW.csv
 	$(BIN)/python -m serving.smoke

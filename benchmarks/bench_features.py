@@ -26,6 +26,9 @@ missing. Example::
 
     .venv/bin/python benchmarks/bench_features.py                       # 1M and 10M rows
     .venv/bin/python benchmarks/bench_features.py --rows 100000000 --variants ours duckdb
+    .venv/bin/python benchmarks/bench_features.py --tiny              # 2,000 rows, seconds (tests)
+
+The exit status is 1 when a variant fails or the BG/NBD columns differ from lifetimes'.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import cpu_seconds, parse_counts, peak_rss  # noqa: E402
+from measure import cpu_seconds, parse_args, parse_counts, peak_rss, print_load  # noqa: E402
 
 CUSTOMERS_PER_ROW = 0.108  # the generator's defaults give ~9.26 rows per customer
 VARIANTS = ("ours", "lifetimes", "duckdb")
@@ -265,10 +268,11 @@ def print_details(results: list[dict]) -> None:
                   f"load {m['load_before']:.2f} -> {m['load_after']:.2f}")
 
 
-def check_parity(results: list[dict], data_dir: Path) -> None:
+def check_parity(results: list[dict], data_dir: Path) -> bool:
     """Our BG/NBD columns must equal lifetimes' on the same log (else the race is unfair)."""
     import pandas as pd
 
+    same = True
     for r in results:
         if not (r.get("ours") and r.get("lifetimes")) or r["ours"].get("failed") or r["lifetimes"].get("failed"):
             continue
@@ -281,6 +285,8 @@ def check_parity(results: list[dict], data_dir: Path) -> None:
         verdict = "OK" if same_ids and diff < 1e-6 else "MISMATCH"
         print(f"parity at {r['rows']:,} rows: {len(ours):,} vs {len(lt):,} customers, "
               f"max |ours - lifetimes| = {diff:.2e} -> {verdict}")
+        same = same and verdict == "OK"
+    return same
 
 
 def print_targets(results: list[dict]) -> None:
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, tiny={"rows": ["2000"]})
 
     if args.child:
         return child_main(args.child, args.log, args.out, args.cutoff, args.memory_limit)
@@ -334,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"cores {os.cpu_count()}, duckdb {duckdb.__version__}, lifetimes {lifetimes.__version__}, "
           f"pandas {pd.__version__}, memory_limit {args.memory_limit}, cutoff {args.cutoff}, seed {args.seed}")
-    print("load average (1/5/15 min) at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    print_load("at start")
 
     results = []
     for target in parse_counts(args.rows, "--rows"):
@@ -353,14 +359,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {r[variant]['seconds']:.1f} s, peak {_mib(r[variant]['peak_rss'])}", flush=True)
         results.append(r)
 
-    print("load average (1/5/15 min) at end:   " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print_load("at end")
     print()
     print_table(results)
     print_details(results)
     print()
-    check_parity(results, data_dir)
+    same = check_parity(results, data_dir)
     print_targets(results)
-    return 0
+    failed = any((r.get(v) or {}).get("failed") for r in results for v in VARIANTS)
+    return 0 if same and not failed else 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Usage
 
     .venv/bin/python benchmarks/bench_models.py --customers 1000000 --seed 42 \\
         [--skip-lifetimes-above N] [--models bg,mbg,pareto,gg]
+    .venv/bin/python benchmarks/bench_models.py --tiny      # 2,000 customers, seconds (tests)
 
 For every model it times, in the same run,
 
@@ -43,7 +44,6 @@ of the weighted fit is the ratio of customers to distinct histories.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +54,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import parse_args as parse_sized_args, peak_rss, print_load  # noqa: E402
 
 from models.base import distinct_rows, fit_lifetimes  # noqa: E402
 from models.classical import (  # noqa: E402
@@ -160,7 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="do not fit lifetimes on every row when there are more than N customers")
     parser.add_argument("--models", default="bg,mbg,pareto,gg",
                         help="comma-separated subset of bg, mbg, pareto, gg")
-    args = parser.parse_args(argv)
+    args = parse_sized_args(parser, argv, tiny={"customers": 2000})
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
         parser.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
@@ -172,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     keys = [k for k in MODELS if k in args.models.split(",")]
     import lifetimes  # noqa: F401  (import cost outside every timing)
 
+    print_load("at start")
     seconds, summary = timed(lambda: simulate_summary(args.customers, args.seed))
     print(f"simulated {args.customers:,} customers (seed {args.seed}) in {seconds:.2f} s; "
           f"{int((summary['frequency'] > 0).sum()):,} repeat buyers")
@@ -206,8 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         seconds, _ = timed(lambda: score_everything(fitted[key], spend, summary))
         lines.append([LABELS[key], f"{seconds:.2f}", f"{args.customers / seconds:,.0f}"])
     print_table(["model", "seconds", "customers/s"], lines)
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"\npeak resident memory: {peak_gib:.1f} GiB")
+    print(f"\npeak resident memory: {peak_rss() / 2**30:.1f} GiB")
+    print_load("at end")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Scoring throughput of the whole WinbackScorer from a feature table, vs lifetimes alone.
 
-    python benchmarks/bench_scorer.py [--customers 1000000] [--seed 42]
+    python benchmarks/bench_scorer.py [--customers 1000000] [--seed 42] [--fit-customers N]
+    python benchmarks/bench_scorer.py --tiny     # 2,000 rows, fitted on 3,000 CDNOW customers (tests)
 
-Fits a scorer on the real CDNOW log (6 origins of 90-day labels before 1997-12-31), then builds
+Fits a scorer on the real CDNOW log (``--fit-customers``: only its first N customers; 6 origins of 90-day labels before 1997-12-31), then builds
 a feature table of N customers by resampling CDNOW's 1997-12-31 feature rows with new ids
 (seeded), and times, in one run:
 
@@ -16,22 +17,35 @@ a feature table of N customers by resampling CDNOW's 1997-12-31 feature rows wit
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def main() -> None:
+from measure import parse_args, print_load  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=1_000_000, help="feature rows scored")
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    parser.add_argument("--fit-customers", type=int, default=None, metavar="N",
+                        help="fit on CDNOW's first N customers only (default: all 23,570)")
+    args = parse_args(parser, argv, tiny={"customers": 2000, "fit_customers": 3000})
 
-    from features import build_features, cdnow_log, labelled_features, prepare
+    from features import TransactionLog, build_features, labelled_features, load_cdnow, prepare
+    from features.cdnow import CDNOW_COLUMNS
     from models.scorer import WinbackScorer
 
-    log = cdnow_log()
+    print_load("at start")
+    raw = load_cdnow()
+    if args.fit_customers:
+        raw = raw[raw["customer_id"].astype(int) <= args.fit_customers]
+    log = TransactionLog.from_frame(raw, CDNOW_COLUMNS)
     cutoff, horizon = pd.Timestamp("1997-12-31"), 90
     calibration = cutoff - pd.Timedelta(days=horizon)
     origins = [calibration - pd.Timedelta(days=15 * k) for k in range(6, 0, -1)]
@@ -39,7 +53,7 @@ def main() -> None:
     train = pd.concat([labelled_features(log, o, horizon) for o in origins])
     _, _, reference = prepare(log, calibration)
     scorer = WinbackScorer(horizon_days=horizon).fit(train, labelled_features(log, calibration, horizon), reference)
-    print(f"fitted on CDNOW in {time.perf_counter() - started:.1f} s (next purchase: {scorer.next_purchase_method_})")
+    print(f"fitted on {raw['customer_id'].nunique():,} CDNOW customers in {time.perf_counter() - started:.1f} s (next purchase: {scorer.next_purchase_method_})")
 
     base = build_features(log, cutoff, reference=scorer.reference_)
     rng = np.random.default_rng(args.seed)
@@ -77,6 +91,7 @@ def main() -> None:
     lifetimes_s = rows[-1][1]
     for name, seconds in rows:
         print(f"{name:<46} {seconds:>8.2f} {args.customers / seconds:>12,.0f} {lifetimes_s / seconds:>12.2f}x")
+    print_load("at end")
     assert len(scores) == args.customers
 
 

@@ -5,12 +5,13 @@ Usage
 ::
 
     .venv/bin/python benchmarks/bench_service.py [--workers 1] [--seconds 15] [--requests 6000]
-        [--tracking-uri URI --snapshot PATH]
+        [--warmup 50] [--cdnow-customers N]
+    .venv/bin/python benchmarks/bench_service.py --tiny   # both real servers, a few requests (tests)
 
 This process is the client (asyncio + httpx, loopback only); the services run as child
-processes on 127.0.0.1. Without ``--tracking-uri`` a scorer is fitted on CDNOW with small
-models into a temporary MLflow store and the whole CDNOW log (23,570 customers) is the
-snapshot. The baseline is a plain ``@bentoml.service`` whose one typed endpoint takes a list of
+processes on 127.0.0.1. A scorer is fitted on CDNOW with small models into a temporary MLflow
+store (registered, alias ``champion``), and the CDNOW log (all 23,570 customers, or the first
+``--cdnow-customers``) is the snapshot. The baseline is a plain ``@bentoml.service`` whose one typed endpoint takes a list of
 feature rows and returns the churn booster's predictions (the same LightGBM model text the
 scorer uses), the usual "wrap a model in BentoML" service.
 
@@ -20,6 +21,10 @@ Measured, each phase bounded by ``--requests`` and ``--seconds``, after a warm-u
 * 32 concurrent clients, one customer per request: requests/s, p50 and p99 latency
   (Winback with and without reasons; reasons are explained on first use, then cached);
 * 4 concurrent clients, 1,000 customers per request: customers/s.
+
+"winback vs plain" is how many times faster Winback is (plain p50 / ours for latency, ours /
+plain for throughput): below 1x the plain service is faster. Both services start from an
+environment without the caller's ``WINBACK_*``, ``MLFLOW_*`` and ``BENTOML_*`` settings.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import random
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -38,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 KEY = "bench-key"
 
@@ -68,9 +75,11 @@ if bentoml is not None and os.environ.get("BENCH_BASELINE_MODEL"):
 # ---------------------------------------------------------------------- setup
 
 
-def fit_store(root: Path) -> tuple[str, Path, Path, list[str], np.ndarray]:
+def fit_store(root: Path, customers: int | None = None, churn_estimators: int = 100,
+              hazard_estimators: int = 50) -> tuple[str, Path, Path, list[str], np.ndarray]:
     """A temporary MLflow store with a champion, the CDNOW snapshot, the churn booster file,
-    the snapshot's customer ids and feature rows for the baseline."""
+    the snapshot's customer ids and feature rows for the baseline. ``customers``: only CDNOW's
+    first N customers (default all)."""
     import mlflow
     import pandas as pd
 
@@ -80,16 +89,17 @@ def fit_store(root: Path) -> tuple[str, Path, Path, list[str], np.ndarray]:
     from models.churn import ChurnModel
     from models.pyfunc import log_scorer
     from models.scorer import CHURN_FEATURES, WinbackScorer
-    from serving.state import model_input
     from training.registry import CHAMPION, MODEL_NAME, experiment_id
 
     raw = load_cdnow()
+    if customers:
+        raw = raw[raw["customer_id"].astype(int) <= customers]
     log = TransactionLog.from_frame(raw, CDNOW_COLUMNS)
     train = pd.concat([labelled_features(log, c, 90) for c in ("1997-04-30", "1997-06-30")])
     calibration = labelled_features(log, "1997-09-30", 90)
     _, _, reference = prepare(log, "1997-09-30")
-    scorer = WinbackScorer(horizon_days=90, churn=ChurnModel(n_estimators=100, learning_rate=0.05),
-                           hazard_estimators=50).fit(train, calibration, reference)
+    scorer = WinbackScorer(horizon_days=90, churn=ChurnModel(n_estimators=churn_estimators, learning_rate=0.05),
+                           hazard_estimators=hazard_estimators).fit(train, calibration, reference)
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
     (root / "mlruns").mkdir()
     mlflow.set_tracking_uri(uri)
@@ -105,7 +115,7 @@ def fit_store(root: Path) -> tuple[str, Path, Path, list[str], np.ndarray]:
     booster = root / "churn_model.txt"
     scorer.churn_model_.booster_.save_model(str(booster))
     features, as_of, _ = read_feature_table(snapshot)
-    rows = np.nan_to_num(model_input(scorer, features)[list(CHURN_FEATURES)].to_numpy(float))  # JSON has no NaN
+    rows = np.nan_to_num(scorer.model_input(features)[list(CHURN_FEATURES)].to_numpy(float))  # JSON has no NaN
     return uri, snapshot, booster, features["customer_id"].astype(str).tolist(), rows
 
 
@@ -151,30 +161,33 @@ def run_phases(winback: str, plain: str, ids: list[str], rows: np.ndarray, args)
     def one_id(reasons: bool):
         return lambda: {"customer_ids": [rng.choice(ids)], "reasons": reasons}
 
+    batch = min(1000, len(ids))
+
     def many_ids():
-        start = rng.randrange(len(ids) - 1000)
-        return {"customer_ids": ids[start:start + 1000], "reasons": False}
+        start = rng.randrange(len(ids) - batch + 1)
+        return {"customer_ids": ids[start:start + batch], "reasons": False}
 
     def one_row():
         return {"rows": [rows[rng.randrange(len(rows))].tolist()]}
 
     def many_rows():
-        start = rng.randrange(len(rows) - 1000)
-        return {"rows": rows[start:start + 1000].tolist()}
+        start = rng.randrange(len(rows) - batch + 1)
+        return {"rows": rows[start:start + batch].tolist()}
 
-    n, s = args.requests, args.seconds
+    n, s, w = args.requests, args.seconds, args.warmup
+    few, w_few = max(n // 20, 4), min(w, 5)
     phases = [
         ("single call, 1 client", "latency p50 ms",
-         lambda: load(f"{winback}/score", one_id(False), 1, min(n, 500), s, auth),
-         lambda: load(f"{plain}/predict", one_row, 1, min(n, 500), s)),
+         lambda: load(f"{winback}/score", one_id(False), 1, min(n, 500), s, auth, w),
+         lambda: load(f"{plain}/predict", one_row, 1, min(n, 500), s, warmup=w)),
         ("1 customer/request, 32 clients", "requests/s",
-         lambda: load(f"{winback}/score", one_id(False), 32, n, s, auth),
-         lambda: load(f"{plain}/predict", one_row, 32, n, s)),
+         lambda: load(f"{winback}/score", one_id(False), 32, n, s, auth, w),
+         lambda: load(f"{plain}/predict", one_row, 32, n, s, warmup=w)),
         ("  same, with reasons", "requests/s",
-         lambda: load(f"{winback}/score", one_id(True), 32, n, s, auth), None),
-        ("1,000 customers/request, 4 clients", "customers/s",
-         lambda: load(f"{winback}/score", many_ids, 4, max(n // 20, 50), s, auth, warmup=5),
-         lambda: load(f"{plain}/predict", many_rows, 4, max(n // 20, 50), s, warmup=5)),
+         lambda: load(f"{winback}/score", one_id(True), 32, n, s, auth, w), None),
+        (f"{batch:,} customers/request, 4 clients", "customers/s",
+         lambda: load(f"{winback}/score", many_ids, 4, few, s, auth, w_few),
+         lambda: load(f"{plain}/predict", many_rows, 4, few, s, warmup=w_few)),
     ]
     results = []
     for name, unit, ours, base in phases:
@@ -185,50 +198,73 @@ def run_phases(winback: str, plain: str, ids: list[str], rows: np.ndarray, args)
     return results
 
 
-def report(results: list[tuple], workers: int) -> None:
+def report(results: list[tuple], workers: int, batch: int) -> None:
+    def ratio(mine: dict, theirs: dict | None, unit: str) -> str:
+        if theirs is None:
+            return "—"
+        faster = theirs["p50"] / mine["p50"] if unit == "latency p50 ms" else mine["rps"] / theirs["rps"]
+        return f"{faster:.2f}x"
+
     def cell(r: dict | None, unit: str) -> str:
         if r is None:
             return "—"
         if unit == "latency p50 ms":
             return f"{r['p50']:.1f} ms (p99 {r['p99']:.1f})"
-        value = r["rps"] * (1000 if unit == "customers/s" else 1)
+        value = r["rps"] * (batch if unit == "customers/s" else 1)
         return f"{value:,.0f}/s  p50 {r['p50']:.1f} ms  p99 {r['p99']:.1f} ms" + (
             f"  ({r['errors']} errors)" if r["errors"] else "")
 
     print(f"\nScoring service vs plain BentoML + LightGBM, {workers} worker(s) each, "
           f"{os.cpu_count()} CPUs, loopback, client in a separate process")
-    print(f"{'phase':<38} {'unit':<15} {'winback /score':<42} {'plain BentoML /predict'}")
+    print(f"{'phase':<38} {'unit':<15} {'winback /score':<42} {'plain BentoML /predict':<42} "
+          "winback vs plain")
     for name, unit, mine, theirs in results:
-        print(f"{name:<38} {unit:<15} {cell(mine, unit):<42} {cell(theirs, unit)}")
+        print(f"{name:<38} {unit:<15} {cell(mine, unit):<42} {cell(theirs, unit):<42} "
+              f"{ratio(mine, theirs, unit)}")
     print("requests per phase: " + ", ".join(
         f"{name.strip()}: {mine['requests']}" + (f"/{theirs['requests']}" if theirs else "")
         for name, _, mine, theirs in results))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    from measure import parse_args, print_load
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1, help="BentoML workers of each service")
     parser.add_argument("--seconds", type=float, default=15.0, help="time bound of each phase")
     parser.add_argument("--requests", type=int, default=6000, help="request bound of each phase")
-    args = parser.parse_args()
+    parser.add_argument("--warmup", type=int, default=50,
+                        help="untimed requests before each phase (at most 5 for 1,000-id requests)")
+    parser.add_argument("--cdnow-customers", type=int, default=None, metavar="N",
+                        help="fit and serve CDNOW's first N customers only (default: all 23,570)")
+    parser.add_argument("--churn-estimators", type=int, default=100, help="trees of the churn model")
+    parser.add_argument("--hazard-estimators", type=int, default=50, help="trees of the hazard model")
+    args = parse_args(parser, argv, tiny={"requests": 20, "seconds": 5.0, "warmup": 2, "cdnow_customers": 3000,
+                                          "churn_estimators": 30, "hazard_estimators": 15})
 
     from serving.run import running, service_env
 
+    print_load("at start")
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         root = Path(tmp)
         print("fitting a scorer on CDNOW and writing the snapshot ...", file=sys.stderr, flush=True)
-        uri, snapshot, booster, ids, rows = fit_store(root)
-        env = service_env(uri, snapshot=snapshot, poll_seconds=0, workers=args.workers)
+        uri, snapshot, booster, ids, rows = fit_store(root, args.cdnow_customers, args.churn_estimators,
+                                                      args.hazard_estimators)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("WINBACK_", "MLFLOW_", "BENTOML_"))}
+        env = service_env(uri, snapshot=snapshot, poll_seconds=0, workers=args.workers, base=base)
         env.update(WINBACK_API_KEYS=KEY, BENTOML_HOME=str(root / "bentoml"))
         print("starting both services ...", file=sys.stderr, flush=True)
-        winback = stack.enter_context(running(env, log=root / "winback.log"))
         plain_env = dict(env, BENCH_BASELINE_MODEL=str(booster),
                          BENTOML_CONFIG_OPTIONS=f"services.plain_lightgbm.workers={args.workers}",
                          PYTHONPATH=os.pathsep.join([str(ROOT / "benchmarks"), env["PYTHONPATH"]]))
-        plain = stack.enter_context(running(plain_env, log=root / "plain.log",
-                                            service="bench_service:PlainLightGBM"))
+        with ThreadPoolExecutor(2) as pool:  # start both at once; each is stopped by the stack
+            starting = [pool.submit(stack.enter_context, running(env, log=root / "winback.log")),
+                        pool.submit(stack.enter_context, running(plain_env, log=root / "plain.log",
+                                                                 service="bench_service:PlainLightGBM"))]
+        winback, plain = (future.result() for future in starting)
         results = run_phases(winback, plain, ids, rows, args)
-    report(results, args.workers)
+    report(results, args.workers, min(1000, len(ids)))
+    print_load("at end")
     return 0
 
 

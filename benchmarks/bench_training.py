@@ -24,6 +24,9 @@ generated into ``--data-dir`` when missing (``tx_c<customers>_s<seed>.parquet``,
 
     .venv/bin/python benchmarks/bench_training.py                           # 100k and 1M customers
     .venv/bin/python benchmarks/bench_training.py --customers 100000 --timeout 600
+    .venv/bin/python benchmarks/bench_training.py --tiny       # 2,000 customers, 30/15 trees (tests)
+
+The exit status is 1 when a run fails or is stopped.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import cpu_seconds, parse_counts, peak_rss  # noqa: E402
+from measure import cpu_seconds, parse_args, parse_counts, peak_rss, print_load  # noqa: E402
 
 LOG_END = "2025-12-31"  # the generator's default last day; the cutoff must leave a horizon after it
 
@@ -58,7 +61,8 @@ def child_main(args: argparse.Namespace) -> int:
     columns = ColumnMap(customer_id="customer_id", timestamp="timestamp", amount="amount",
                         order_id="order_id", category="category")
     config = TrainConfig(cutoff=args.cutoff, horizon_days=args.horizon_days, origins=args.origins,
-                         origin_step_days=args.origin_step_days)
+                         origin_step_days=args.origin_step_days, churn_estimators=args.churn_estimators,
+                         hazard_estimators=args.hazard_estimators)
     marks: list[tuple[str, float]] = []
 
     def mark(name: str) -> None:
@@ -131,6 +135,7 @@ def measure(customers: int, log_path: Path, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--log", str(log_path),
            "--store", str(store), "--cutoff", args.cutoff, "--horizon-days", str(args.horizon_days),
            "--origins", str(args.origins), "--origin-step-days", str(args.origin_step_days),
+           "--churn-estimators", str(args.churn_estimators), "--hazard-estimators", str(args.hazard_estimators),
            "--memory-limit", args.memory_limit]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))}
@@ -249,13 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon-days", type=int, default=90)
     ap.add_argument("--origins", type=int, default=3)
     ap.add_argument("--origin-step-days", type=int, default=30)
+    ap.add_argument("--churn-estimators", type=int, default=100, help="TrainConfig.churn_estimators")
+    ap.add_argument("--hazard-estimators", type=int, default=80, help="TrainConfig.hazard_estimators")
     ap.add_argument("--memory-limit", default="",
                     help="DuckDB memory_limit for the log (default: DuckDB's own, as `winback train`)")
     ap.add_argument("--keep-store", action="store_true", help="keep each run's MLflow store")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    args = parse_args(ap, argv, tiny={"customers": ["2000"], "churn_estimators": 30, "hazard_estimators": 15})
 
     if args.child:
         return child_main(args)
@@ -274,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"cores {os.cpu_count()}, duckdb {duckdb.__version__}, lightgbm {lightgbm.__version__}, "
           f"mlflow {mlflow.__version__}, cutoff {args.cutoff}, horizon {args.horizon_days} d, "
-          f"origins {args.origins} x {args.origin_step_days} d, seed {args.seed}, "
+          f"origins {args.origins} x {args.origin_step_days} d, trees {args.churn_estimators} churn / "
+          f"{args.hazard_estimators} hazard, seed {args.seed}, "
           f"memory_limit {args.memory_limit or 'DuckDB default'}")
-    print("load average (1/5/15 min) at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    print_load("at start")
 
     results = []
     for customers in parse_counts(args.customers, "--customers"):
@@ -289,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         results.append({"customers": customers, "rows": rows, "m": m})
 
-    print("load average (1/5/15 min) at end:   " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print_load("at end")
     print()
     print_table(results)
     print_details(results)
-    return 0
+    return 1 if any(r["m"].get("failed") for r in results) else 0
 
 
 if __name__ == "__main__":

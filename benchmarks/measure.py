@@ -1,7 +1,10 @@
-"""Measurement helpers shared by the benchmark scripts (peak memory, CPU time, size flags)."""
+"""Measurement helpers shared by the benchmark scripts: peak memory, CPU time, load average,
+size flags and ``--tiny``."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import resource
 import sys
 
@@ -37,3 +40,34 @@ def parse_counts(values: list[str], flag: str) -> list[int]:
     if not counts or min(counts) <= 0:
         raise SystemExit(f"{flag} needs positive counts")
     return counts
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages, as ``"1.15 0.45 0.18"``."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # not every platform has one
+        return "unavailable"
+
+
+def print_load(when: str) -> None:
+    """One line with the load average; every benchmark prints it at start and at end."""
+    print(f"load average (1/5/15 min) {when}: {load_average()}", flush=True)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None,
+               tiny: dict[str, object]) -> argparse.Namespace:
+    """Parse ``argv`` after adding ``--tiny``, which makes ``tiny`` the defaults.
+
+    ``--tiny`` is the size the test suite runs (tests/benchmarks/): the same code paths in a few
+    seconds, so no benchmark can rot. Flags given explicitly still win over it.
+    """
+    shown = " ".join(f"--{name.replace('_', '-')} "
+                     + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
+                     for name, value in tiny.items())
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"the seconds-long run the tests use: {shown}")
+    known, _ = parser.parse_known_args(argv)
+    if known.tiny:
+        parser.set_defaults(**tiny)
+    return parser.parse_args(argv)

@@ -94,7 +94,7 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, k: int = 3) -
     ``reasons_zh_tw``, each a list of strings.
     """
     names = np.asarray(contributions.columns)
-    order = np.argsort(-contributions.to_numpy(), axis=1)
+    order = np.argsort(-contributions.to_numpy(), axis=1, kind="stable")
     positive = np.take_along_axis(contributions.to_numpy(), order, axis=1) > 0
     english, chinese = [], []
     records = values.to_dict("records")

@@ -29,7 +29,7 @@ from models.base import PurchaseModel
 from models.beta_geo import BetaGeoModel
 from models.churn import ChurnModel
 from models.gamma_gamma import GammaGammaModel
-from models.metrics import brier_scores, concordance_index
+from models.metrics import brier_scores, concordance_index, integrated_brier
 from models.modified_beta_geo import ModifiedBetaGeoModel
 from models.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel,
                                   DEFAULT_GRID_DAYS, grid_for_horizon,
@@ -182,7 +182,7 @@ class WinbackScorer:
         for name, cdf in (("hazard", hazard.predict_cdf(calibration[columns])),
                           ("classical", classical.predict_cdf(calibration))):
             self.next_purchase_evaluation_[name] = {
-                "integrated_brier": float(brier_scores(bought_by, cdf).mean()),
+                "integrated_brier": integrated_brier(grid, brier_scores(bought_by, cdf)),
                 "cindex": concordance_index(days, event, restricted_mean_days(cdf, grid)),
             }
         chosen = self.next_purchase

@@ -241,15 +241,24 @@ def train(
         table.add_row(row.model, f"{row.churn_auc:.4f}", f"{row._2:+.4f}")
     console.print(table)
     m = result.evaluation.metrics
+    brier = ", ".join(f"Brier({d}d) {m[f'next_purchase_brier_{d}d']:.4f}" for d in (7, 30, 90)
+                      if f"next_purchase_brier_{d}d" in m)
     console.print(
         f"churn: PR AUC {m['churn_pr_auc']:.3f}, Brier {m['churn_brier']:.4f}, ECE {m['churn_ece']:.4f}, "
         f"top-decile lift {m['churn_lift_top_decile']:.2f}\n"
-        f"next purchase: C-index {m['next_purchase_cindex']:.3f}, MAE {m['next_purchase_mae_days']:.1f} days, "
-        f"80% coverage {m['next_purchase_coverage80']:.3f}, Brier(30d) {m['next_purchase_brier_30d']:.4f}\n"
+        f"next purchase: C-index {m['next_purchase_cindex']:.3f}, MAE {m['next_purchase_mae_days']:.1f} days "
+        f"(on {m['next_purchase_mae_share']:.0%} of buyers), 80% interval coverage "
+        f"{m['next_purchase_coverage80']:.3f} (buyers {m['next_purchase_coverage80_buyers']:.3f}, "
+        f"non-buyers {m['next_purchase_coverage80_nonbuyers']:.3f}), {brier}, "
+        f"integrated Brier {m['next_purchase_ibs']:.4f}\n"
         f"classical: BG/NBD forecast {m['bgnbd_forecast_purchases']:,.0f} vs actual {m['actual_purchases']:,.0f} "
         f"({m['bgnbd_forecast_error']:+.1%}), per-customer correlation {m['bgnbd_correlation']:.3f}; "
         f"Pareto/NBD {m['pareto_nbd_forecast_error']:+.1%}, {m['pareto_nbd_correlation']:.3f}\n"
-        f"value: normalized Gini {m['value_gini']:.3f}, decile MAPE {m['value_decile_mape']:.1%}")
+        f"value (shipped clv_12m): normalized Gini {m['value_gini']:.3f}, decile MAPE {m['value_decile_mape']:.1%}")
+    for line in result.evaluation.summary_lines():
+        console.print(line)
+    console.print(f"served model trained until {result.trained_until}; its recipe was evaluated on "
+                  f"{result.evaluated_on}")
     console.print(f"[bold]{result.verdict}[/]")
     console.print(f"MLflow run {result.run_id}; see it with: mlflow ui --backend-store-uri "
                   f"{_display_uri(tracking_uri)}  (done in {time.perf_counter() - started:.0f} s)")

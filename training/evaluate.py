@@ -2,28 +2,81 @@
 
 Everything is measured on one evaluation set: features as of the cutoff C, outcomes in
 (C, C+H]. The baselines are fitted on the same features (so only on data up to C).
+
+Comparisons with a baseline are paired bootstraps over customers: each resample draws
+customers with replacement and scores the model and the baseline on the same ones. The verdict
+("beats", "ties", "loses") comes from the 95 % interval of the difference, never from the
+point estimate:
+
+* churn AUC against the best baseline by AUC (1,000 resamples);
+* next-purchase C-index against Pareto/NBD's expected purchases in 30 days as a ranking
+  (200 resamples: each C-index costs about 20 ms at 25,000 customers);
+* churn Brier against the best classical churn probability, raw or isotonic-recalibrated.
+
+The classical churn probabilities 1 − P(purchase within H) are also recalibrated with isotonic
+regression by 2-fold cross-fitting on the evaluation set itself: each half is mapped by a
+calibration learned on the other half, with the outcomes the model is judged on. No production
+model could do this; it is the strictest fair comparison for the scorer's Brier score.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from models.base import PurchaseModel
 from models.beta_geo import BetaGeoModel
-from models.metrics import concordance_index, expected_calibration_error
+from models.metrics import (bootstrap_auc_difference, bootstrap_brier_difference,
+                            bootstrap_cindex_difference, brier_at_days, concordance_index,
+                            expected_calibration_error, integrated_brier, interval_coverage, verdict)
+from models.modified_beta_geo import ModifiedBetaGeoModel
 from models.pareto_nbd import ParetoNBDModel
+
+#: Days at which P(purchase within d) is scored (columns ``p_purchase_<d>d``), where d ≤ H.
+BRIER_DAYS = (7, 30, 90)
+#: The next-purchase baseline: Pareto/NBD expected purchases in this many days, as a ranking.
+RANKING_BASELINE_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired-bootstrap comparison of the model with one baseline on one metric."""
+
+    metric: str
+    baseline: str
+    model_value: float
+    baseline_value: float
+    difference: float
+    low: float
+    high: float
+    verdict: str
+
+    def line(self) -> str:
+        """E.g. ``churn AUC 0.8123 vs best baseline x 0.8037: +0.0086 (95% CI +0.0041 to +0.0130) → beats``."""
+        return (f"{self.metric} {self.model_value:.4f} vs {self.baseline} {self.baseline_value:.4f}: "
+                f"{self.difference:+.4f} (95% CI {self.low:+.4f} to {self.high:+.4f}) → {self.verdict}")
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Metrics (MLflow keys), the baselines' churn AUCs, and the tables the plots need."""
+    """Metrics (MLflow keys, all floats), the baselines' churn AUCs, the tables the plots need,
+    the verdicts of the bootstrap comparisons and notes on how values were computed."""
 
     metrics: dict[str, float]
     baselines: dict[str, float]
     scored: pd.DataFrame           # scores joined with labels, one row per customer
+    verdicts: dict[str, str] = field(default_factory=dict)
+    comparisons: tuple[Comparison, ...] = ()
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        """One human line per bootstrap comparison, for the CLI."""
+        return [c.line() for c in self.comparisons]
 
 
 def lift_top_decile(y: np.ndarray, score: np.ndarray) -> float:
@@ -50,6 +103,13 @@ def decile_mape(actual: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(errors)) if errors else float("nan")
 
 
+def cross_fitted_isotonic(probability: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Isotonic recalibration of ``probability`` by 2-fold cross-fitting on (probability, y)."""
+    folds = StratifiedKFold(n_splits=2, shuffle=True, random_state=seed)
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+    return cross_val_predict(isotonic, probability, np.asarray(y, dtype=int), cv=folds)
+
+
 def _churn_metrics(prefix: str, churned: np.ndarray, probability: np.ndarray) -> dict[str, float]:
     return {f"{prefix}_auc": roc_auc_score(churned, probability),
             f"{prefix}_pr_auc": average_precision_score(churned, probability),
@@ -59,28 +119,38 @@ def _churn_metrics(prefix: str, churned: np.ndarray, probability: np.ndarray) ->
 
 
 def _next_purchase_metrics(scored: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) -> dict[str, float]:
-    """C-index of the expected days, MAE of the median date where a purchase came, 80 %
-    interval coverage, and the Brier score of P(purchase within 30 days)."""
+    """C-index of the expected days; MAE of the median date among buyers with one, and the
+    share of buyers that is; censoring-aware 80 % interval coverage (overall, buyers,
+    non-buyers); Brier of P(purchase within d) for d in :data:`BRIER_DAYS` up to H, and their
+    time-weighted integral."""
     actual = scored["days_to_next_purchase"].to_numpy(float)
     event = ~scored["next_purchase_censored"].to_numpy(bool)
     days = lambda col: (scored[col] - as_of).dt.days.to_numpy(float)   # NaN where no date
     median, low, high = days("next_purchase_date"), days("next_purchase_low"), days("next_purchase_high")
     dated = event & ~np.isnan(median)
-    high_or_inf = np.where(np.isnan(high), np.inf, high)
-    covered = np.where(event, (np.nan_to_num(low, nan=np.inf) <= actual) & (actual <= high_or_inf),
-                       high_or_inf > horizon_days)
-    return {
+    out = {
         "next_purchase_cindex": concordance_index(actual, event, scored["expected_days_to_purchase"]),
         "next_purchase_mae_days": float(np.abs(median[dated] - actual[dated]).mean()) if dated.any() else float("nan"),
-        "next_purchase_coverage80": float(covered.mean()),
-        "next_purchase_brier_30d": brier_score_loss(event & (actual <= 30), scored["p_purchase_30d"]),
+        "next_purchase_mae_share": float(dated.sum() / event.sum()) if event.any() else float("nan"),
+        "next_purchase_coverage80": interval_coverage(actual, event, low, high, horizon_days),
+        "next_purchase_coverage80_buyers": interval_coverage(actual[event], event[event], low[event],
+                                                             high[event], horizon_days),
+        "next_purchase_coverage80_nonbuyers": interval_coverage(actual[~event], event[~event], low[~event],
+                                                                high[~event], horizon_days),
     }
+    points = [d for d in BRIER_DAYS if d <= horizon_days and f"p_purchase_{d}d" in scored]
+    if points:
+        prob = scored[[f"p_purchase_{d}d" for d in points]].to_numpy(float)
+        brier = brier_at_days(actual, event, prob, points)
+        out.update({f"next_purchase_brier_{d}d": float(b) for d, b in zip(points, brier)})
+        out["next_purchase_ibs"] = integrated_brier(points, brier)
+    return out
 
 
 def _classical_metrics(features: pd.DataFrame, labels: pd.DataFrame, horizon_days: int,
-                       bgnbd: BetaGeoModel, pareto: ParetoNBDModel) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    expected = {"bgnbd": bgnbd.predict_expected_purchases(features, horizon_days),
-                "pareto_nbd": pareto.predict_expected_purchases(features, horizon_days)}
+                       models: dict[str, PurchaseModel]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    expected = {name: model.predict_expected_purchases(features, horizon_days)
+                for name, model in models.items()}
     actual = labels["horizon_purchase_days"].to_numpy(float)
     metrics = {}
     for name, e in expected.items():
@@ -91,22 +161,65 @@ def _classical_metrics(features: pd.DataFrame, labels: pd.DataFrame, horizon_day
     return metrics, expected
 
 
+def _classical_churn_probabilities(features: pd.DataFrame, churned: np.ndarray, horizon_days: int,
+                                   models: dict[str, PurchaseModel], seed: int) -> dict[str, np.ndarray]:
+    """1 − P(purchase within H) per classical model, raw and isotonic-recalibrated (cross-fitted)."""
+    out = {}
+    for name, model in models.items():
+        raw = 1.0 - model.predict_prob_purchase_within(features, horizon_days)
+        out[name] = raw
+        out[f"{name}_isotonic"] = cross_fitted_isotonic(raw, churned, seed)
+    return out
+
+
+def _value_metrics(joined: pd.DataFrame, horizon_days: int) -> tuple[dict[str, float], str]:
+    """Gini of the shipped ``clv_12m`` against horizon spend; decile MAPE of the horizon value."""
+    actual = joined["horizon_spend"].to_numpy(float)
+    clv = joined["clv_12m"].to_numpy(float)
+    if "expected_purchases_horizon" in joined:
+        predicted = joined["expected_order_value"].to_numpy(float) * joined["expected_purchases_horizon"].to_numpy(float)
+        basis = "expected_order_value × expected_purchases_horizon"
+    else:
+        predicted = clv * horizon_days / 365.0
+        basis = f"clv_12m × {horizon_days}/365 (no expected_purchases_horizon in scored)"
+    return {"value_gini": normalized_gini(actual, clv),
+            "value_decile_mape": decile_mape(actual, predicted)}, basis
+
+
+def _comparison(metric: str, baseline: str, model_value: float, baseline_value: float,
+                result: tuple[float, float, float], higher_is_better: bool = True) -> Comparison:
+    difference, low, high = result
+    return Comparison(metric, baseline, float(model_value), float(baseline_value), difference, low, high,
+                      verdict(low, high, higher_is_better))
+
+
+def _record(metrics: dict[str, float], verdicts: dict[str, str], key: str, verdict_key: str,
+            comparison: Comparison) -> None:
+    metrics.update({key: comparison.difference, f"{key}_low": comparison.low, f"{key}_high": comparison.high})
+    verdicts[verdict_key] = comparison.verdict
+
+
 def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
-             as_of: pd.Timestamp, horizon_days: int) -> Evaluation:
+             as_of: pd.Timestamp, horizon_days: int, n_boot: int = 1000, n_boot_cindex: int = 200,
+             seed: int = 0) -> Evaluation:
     """Compare the scorer's output with the outcomes and with the baselines.
 
-    ``scored``: the scorer's output at ``as_of``; ``features`` and ``labels``: the feature table
-    at ``as_of`` and the labels of the following ``horizon_days``, all for the same customers.
+    ``scored``: the scorer's output at ``as_of`` (optionally with ``expected_purchases_horizon``,
+    used for the value forecast over the horizon); ``features`` and ``labels``: the feature
+    table at ``as_of`` and the labels of the following ``horizon_days``, all for the same
+    customers. ``n_boot`` resamples for the AUC and Brier comparisons, ``n_boot_cindex`` for
+    the C-index one; ``seed`` fixes them and the cross-fitting folds.
     """
     joined = scored.merge(labels, on="customer_id", validate="one_to_one")
     feats = features.set_index("customer_id").loc[joined["customer_id"]].reset_index()
     churned = ~joined["purchased"].to_numpy(bool)
-    metrics = _churn_metrics("churn", churned, joined["churn_probability"].to_numpy())
+    probability = joined["churn_probability"].to_numpy(float)
+    metrics = _churn_metrics("churn", churned, probability)
     metrics.update(_next_purchase_metrics(joined, as_of, horizon_days))
 
-    bgnbd = BetaGeoModel().fit(feats)
-    pareto = ParetoNBDModel().fit(feats)
-    classical, expected = _classical_metrics(feats, joined, horizon_days, bgnbd, pareto)
+    models = {"bgnbd": BetaGeoModel().fit(feats), "mbgnbd": ModifiedBetaGeoModel().fit(feats),
+              "pareto_nbd": ParetoNBDModel().fit(feats)}
+    classical, expected = _classical_metrics(feats, joined, horizon_days, models)
     metrics.update(classical)
 
     overdue = feats["overdue_ratio"].fillna(feats["days_since_last_purchase"] / horizon_days)
@@ -114,23 +227,51 @@ def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
         "recency_gap": feats["days_since_last_purchase"].to_numpy(float),
         "bgnbd_expected_purchases": -expected["bgnbd"],
         "pareto_nbd_expected_purchases": -expected["pareto_nbd"],
-        "bgnbd_p_alive": -bgnbd.predict_p_alive(feats),
-        "pareto_nbd_p_alive": -pareto.predict_p_alive(feats),
+        "bgnbd_p_alive": -models["bgnbd"].predict_p_alive(feats),
+        "pareto_nbd_p_alive": -models["pareto_nbd"].predict_p_alive(feats),
         "mean_gap_due_date": overdue.to_numpy(float),
     }
     baseline_auc = {name: float(roc_auc_score(churned, s)) for name, s in baselines.items()}
     metrics.update({f"baseline_{name}_churn_auc": auc for name, auc in baseline_auc.items()})
-    best = max(baseline_auc.values())
-    metrics["churn_auc_over_best_baseline"] = metrics["churn_auc"] - best
+    best = max(baseline_auc, key=baseline_auc.get)
+    metrics["churn_auc_over_best_baseline"] = metrics["churn_auc"] - baseline_auc[best]
 
-    predicted_value = joined["expected_order_value"].to_numpy() * expected["bgnbd"]
-    actual_value = joined["horizon_spend"].to_numpy(float)
-    metrics["value_gini"] = normalized_gini(actual_value, predicted_value)
-    metrics["value_decile_mape"] = decile_mape(actual_value, predicted_value)
+    classical_churn = _classical_churn_probabilities(feats, churned, horizon_days, models, seed)
+    baseline_brier = {name: float(brier_score_loss(churned, p)) for name, p in classical_churn.items()}
+    metrics.update({f"baseline_{name}_churn_brier": b for name, b in baseline_brier.items()})
+    best_brier = min(baseline_brier, key=baseline_brier.get)
+    metrics["churn_brier_over_best_baseline"] = metrics["churn_brier"] - baseline_brier[best_brier]
+
+    actual_days = joined["days_to_next_purchase"].to_numpy(float)
+    event = ~joined["next_purchase_censored"].to_numpy(bool)
+    ranking = -models["pareto_nbd"].predict_expected_purchases(feats, RANKING_BASELINE_DAYS)
+    metrics["baseline_pareto_nbd_ex30_cindex"] = concordance_index(actual_days, event, ranking)
+
+    comparisons = (
+        _comparison("churn AUC", f"best baseline {best}", metrics["churn_auc"], baseline_auc[best],
+                    bootstrap_auc_difference(churned, probability, baselines[best], n_boot, seed)),
+        _comparison("next-purchase C-index", "Pareto/NBD E[X(30)] ranking", metrics["next_purchase_cindex"],
+                    metrics["baseline_pareto_nbd_ex30_cindex"],
+                    bootstrap_cindex_difference(actual_days, event, joined["expected_days_to_purchase"],
+                                                ranking, n_boot_cindex, seed)),
+        _comparison("churn Brier", f"best classical {best_brier}", metrics["churn_brier"], baseline_brier[best_brier],
+                    bootstrap_brier_difference(churned, probability, classical_churn[best_brier],
+                                               n_boot, seed),
+                    higher_is_better=False),
+    )
+    verdicts: dict[str, str] = {}
+    for key, verdict_key, comparison in zip(("churn_auc_diff", "next_purchase_cindex_diff", "churn_brier_diff"),
+                                            ("churn_verdict", "next_purchase_verdict", "churn_brier_verdict"),
+                                            comparisons):
+        _record(metrics, verdicts, key, verdict_key, comparison)
+
+    value, basis = _value_metrics(joined, horizon_days)
+    metrics.update(value)
     joined["bgnbd_expected_purchases"] = expected["bgnbd"]
     joined["days_since_last_purchase"] = feats["days_since_last_purchase"].to_numpy()
     joined["tenure_days"] = feats["tenure_days"].to_numpy()
-    return Evaluation({k: float(v) for k, v in metrics.items()}, baseline_auc, joined)
+    return Evaluation({k: float(v) for k, v in metrics.items()}, baseline_auc, joined, verdicts,
+                      comparisons, {"value_decile_mape_basis": basis})
 
 
 def comparison_table(candidate: Evaluation, champion: Evaluation | None) -> pd.DataFrame:

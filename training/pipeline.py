@@ -169,7 +169,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
 
         step(f"evaluating out of time on {evaluated_on}")
         features = build_features(log, cutoff, reference=scorer.reference_)
-        evaluation = evaluate(scorer.score(features, cutoff, reasons=False), features, labels,
+        evaluation = evaluate(scored_for_evaluation(scorer, features, cutoff), features, labels,
                               cutoff, config.horizon_days)
         champion = version_for(client, CHAMPION)
         champion_eval, blocked = None, None
@@ -229,8 +229,18 @@ def _evaluate_champion(champion, log: TransactionLog, features: pd.DataFrame, la
     except Exception as exc:                 # an older format, a missing artifact, a changed schema
         return None, (f"{UNUSABLE}: version {champion.version}'s backtest model cannot be loaded by this "
                       f"code ({_first_line(exc)})")
-    scored = champion_scorer.score(log, cutoff, reasons=False)
+    own_features = build_features(log, cutoff, reference=champion_scorer.reference_)
+    scored = scored_for_evaluation(champion_scorer, own_features, cutoff)
     return evaluate(scored, features, labels, cutoff, horizon_days), None
+
+
+def scored_for_evaluation(scorer: WinbackScorer, features: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """The scorer's output as of the cutoff, with its own expected purchases over its horizon
+    (what the value metrics compare with the horizon's spend)."""
+    scored = scorer.score(features, cutoff, reasons=False)
+    scored["expected_purchases_horizon"] = scorer.purchase_model_.predict_expected_purchases(
+        features, scorer.horizon_days)
+    return scored
 
 
 def _first_line(exc: BaseException) -> str:
@@ -253,11 +263,10 @@ def _verdict(evaluation: Evaluation, champion: Evaluation | None, champion_versi
     auc = evaluation.metrics["churn_auc"]
     text = (f"version {version}: churn AUC {auc:.4f}, {auc - best_auc:+.4f} vs the best baseline "
             f"({best_name}, {best_auc:.4f})")
-    verdicts = getattr(evaluation, "verdicts", {})
-    if "churn" in verdicts:
+    if "churn_verdict" in evaluation.verdicts:
         m = evaluation.metrics
         text += (f" [95% CI {m['churn_auc_diff_low']:+.4f} to {m['churn_auc_diff_high']:+.4f}: "
-                 f"{verdicts['churn']}]")
+                 f"{evaluation.verdicts['churn_verdict']}]")
     if champion is not None:
         text += f", {auc - champion.metrics['churn_auc']:+.4f} vs champion version {champion_version}"
     if blocked is not None and champion_version is not None:

@@ -48,14 +48,39 @@ def test_reasons_come_in_both_languages_for_the_top_customers(scores):
     assert scores.loc[scores["priority"] > 50, "reasons"].map(len).eq(0).all()
 
 
-def test_churn_model_beats_the_recency_baseline_out_of_time(fitted_scorer, cdnow_slice, scores):
-    truth = labelled_features(cdnow_slice, AS_OF, HORIZON)
-    churned = ~truth["purchased"].to_numpy()
-    ours = roc_auc_score(churned, scores["churn_probability"])
-    recency = roc_auc_score(churned, truth["days_since_last_purchase"])
-    assert ours > recency - 0.01 and ours > 0.75
-    # calibrated: predicted and observed churn rates agree overall
-    assert abs(scores["churn_probability"].mean() - churned.mean()) < 0.05
+# Month ends whose 60-day labels all lie after the last label the scorer saw (calibration as of
+# 1997-09-30, labels to 1997-11-29).
+OUT_OF_TIME = ("1997-11-30", "1997-12-31", "1998-01-31", "1998-02-28", "1998-03-31", "1998-04-30")
+
+
+def test_churn_model_beats_the_recency_baseline_out_of_time(fitted_scorer, cdnow_slice):
+    """Any model that ranks customers by days since the last purchase has exactly the recency
+    AUC (margin 0); ours must rank better, month after month.
+
+    Measured on the fixture (commit ef77fb3, MBG/NBD P(alive)): AUC 0.809 to 0.864; minus the
+    recency AUC, per month above: +0.0137, +0.0170, +0.0101, +0.0064, +0.0068, +0.0058 (mean
+    +0.0100; the BG/NBD scorer before it: mean +0.0083, least +0.0054), each with a
+    paired-bootstrap standard error of about 0.004. The mean must exceed +0.005, half the
+    measured gain; "no worse than recency - 0.01" let a model worse than recency pass.
+    """
+    margins = {}
+    for as_of in OUT_OF_TIME:
+        truth = labelled_features(cdnow_slice, as_of, HORIZON)
+        scores = fitted_scorer.score(cdnow_slice, as_of, reasons=False)
+        assert list(scores["customer_id"]) == list(truth["customer_id"])
+        churned = ~truth["purchased"].to_numpy()
+        ours = roc_auc_score(churned, scores["churn_probability"])
+        recency = roc_auc_score(churned, truth["days_since_last_purchase"])
+        assert ours > 0.78, (as_of, ours)
+        margins[as_of] = ours - recency
+    assert min(margins.values()) > 0, margins
+    assert np.mean(list(margins.values())) > 0.005, margins
+
+
+def test_churn_probability_is_calibrated_out_of_time(cdnow_slice, scores):
+    churned = ~labelled_features(cdnow_slice, AS_OF, HORIZON)["purchased"].to_numpy()
+    # measured: 0.864 predicted, 0.872 observed
+    assert abs(scores["churn_probability"].mean() - churned.mean()) < 0.02
 
 
 def test_scoring_transactions_equals_scoring_their_features(fitted_scorer, cdnow_slice, scores):
@@ -110,8 +135,10 @@ def test_a_one_purchase_customer_gets_finite_sensible_outputs(fitted_scorer):
     numeric = row[["churn_probability", "p_alive", "expected_purchases_30d", "p_purchase_30d",
                    "expected_order_value", "clv_12m", "value_at_risk"]].astype(float)
     assert np.isfinite(numeric).all()
-    assert row["p_alive"] == 1.0 and 0 < row["churn_probability"] < 1
+    assert 0 < row["p_alive"] <= 1 and 0 < row["churn_probability"] < 1   # 1 under BG/NBD, < 1 under MBG/NBD
     assert 0 < row["expected_order_value"] < 200 and row["priority"] == 1
+    later = fitted_scorer.score(log, "1998-06-30", reasons=False).iloc[0]     # the same purchase, older
+    assert later["p_alive"] <= row["p_alive"] and later["churn_probability"] >= row["churn_probability"]
 
 
 def test_unfitted_scorer_and_bad_inputs_say_so(fitted_scorer):

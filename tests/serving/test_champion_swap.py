@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from conftest import register_version, set_champion
 from serving_support import KEYS
@@ -36,22 +38,23 @@ def test_champion_swap_under_load(server, store, scorer):
                 assert response.headers["x-model-version"] == version
                 seen[k].append(version)
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(1.0)
-        new = str(register_version(store["tracking_uri"], scorer, store["example"],
-                               {"churn_auc": 0.81, "next_purchase_cindex": 0.71}))
-        set_champion(store["tracking_uri"], new)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not all(s and s[-1] == new for s in seen):
-            time.sleep(0.2)
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    # An exception in a worker (a failed assert included) ends that worker; its future keeps the
+    # exception, and the test re-raises it below instead of the thread printing it and passing.
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="swap-client") as pool:
+        workers = [pool.submit(client, k) for k in range(4)]
+        try:
+            time.sleep(1.0)
+            new = str(register_version(store["tracking_uri"], scorer, store["example"],
+                                       {"churn_auc": 0.81, "next_purchase_cindex": 0.71}))
+            set_champion(store["tracking_uri"], new)
+            deadline = time.monotonic() + 60
+            while (time.monotonic() < deadline and not any(w.done() for w in workers)
+                   and not all(s and s[-1] == new for s in seen)):
+                time.sleep(0.2)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+    _raise_worker_errors(workers)
     assert not failures, failures[:5]
     assert new != before
     for versions in seen:
@@ -81,6 +84,25 @@ def test_registry_outage_keeps_the_last_good_model(server, store):
         db.write_bytes(good)
     info = _wait_for(url, lambda i: i["status"] == "ok")                # and it recovers
     assert info["registry"]["reachable"] is True
+
+
+def _raise_worker_errors(workers: list[Future]) -> None:
+    errors = [w.exception() for w in workers]
+    failed = [f"worker {k}: {e!r}" for k, e in enumerate(errors) if e is not None]
+    if failed:
+        raise AssertionError(f"{len(failed)} of {len(workers)} client threads failed: {failed}") \
+            from next(e for e in errors if e is not None)
+
+
+def test_a_failing_worker_fails_the_test():
+    def worker(k: int) -> None:
+        assert k != 2, "worker 2 saw a wrong version"
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        workers = [pool.submit(worker, k) for k in range(3)]
+    with pytest.raises(AssertionError, match="1 of 3 client threads failed.*worker 2 saw a wrong version"):
+        _raise_worker_errors(workers)
+    _raise_worker_errors(workers[:2])                                # no failure: nothing raised
 
 
 def _wait_for(url, condition, timeout=30.0):

@@ -10,10 +10,13 @@ from typer.testing import CliRunner
 
 from training import pipeline
 from training.cli import app
-from training.pipeline import plan_origins, train
-from training.registry import CHALLENGER, CHAMPION, MODEL_NAME, Gate, version_for
+from features import TransactionLog
+from training.pipeline import fingerprint, plan_origins, train
+from training.registry import (BACKTEST_ARTIFACT, CHALLENGER, CHAMPION, MODEL_NAME, Gate, gate,
+                               incomparable_reason, version_for)
 
 from conftest import CUTOFF, HORIZON, quick_config   # tests/training/conftest.py
+from features.cdnow import CDNOW_COLUMNS as _CDNOW
 
 REQUIRED_METRICS = ("churn_auc", "churn_pr_auc", "churn_brier", "churn_ece", "next_purchase_cindex",
                     "next_purchase_mae_days", "next_purchase_coverage80",
@@ -30,6 +33,18 @@ def test_origins_never_let_a_label_window_reach_the_evaluation_window():
     assert train_origins == sorted(train_origins)
     with pytest.raises(ValueError, match="not enough history"):      # the papers' 39-week split
         plan_origins(pd.Timestamp("1997-09-30"), 273, 3, 30, pd.Timestamp("1997-01-01"))
+    with pytest.raises(ValueError, match="at least 30"):              # refused before any fitting
+        plan_origins(cutoff, 20, 3, 30, pd.Timestamp("1997-01-01"))
+
+
+def test_the_fingerprint_ignores_row_order_but_counts_duplicates(cdnow_raw):
+    rows = cdnow_raw.head(500)
+    base = fingerprint(TransactionLog.from_frame(rows, _CDNOW))
+    shuffled = fingerprint(TransactionLog.from_frame(rows.sample(frac=1, random_state=1), _CDNOW))
+    pair = pd.concat([rows, rows.iloc[[7, 7]]])                         # one line twice more: XOR cancels it
+    doubled = fingerprint(TransactionLog.from_frame(pair, _CDNOW))
+    assert shuffled["hash"] == base["hash"]
+    assert doubled["hash"] != base["hash"] and doubled["rows"] == base["rows"] + 2
 
 
 def test_first_run_becomes_champion_and_records_everything(small_log, store):
@@ -51,8 +66,24 @@ def test_first_run_becomes_champion_and_records_everything(small_log, store):
     sizes = {p.name: p.stat().st_size for p in Path(local).rglob("*") if p.is_file()}
     assert "scorer.json" in sizes and "churn_model.txt" in sizes
     assert sum(sizes.values()) < 5_000_000
-    # the baselines are in the comparison table, and the verdict says by how much
+    # the baselines are in the comparison table, and the verdict says by how much, with an interval
     assert "best baseline" in result.verdict and len(result.table) >= 7
+    assert "95% CI" in result.verdict and any(w in result.verdict for w in ("beats", "ties", "loses"))
+    # the served version is the recipe refit on the freshest data; the backtest is logged beside it
+    tags = client.get_model_version(MODEL_NAME, result.version).tags
+    assert result.trained_until == tags["trained_until"] == "1998-06-30"      # the log's last day
+    assert tags["backtest_trained_until"] == CUTOFF and tags["horizon_days"] == str(HORIZON)
+    assert tags["evaluated_on"] == result.evaluated_on == "(1997-12-31, 1998-04-30]"
+    from models.pyfunc import scorer_from_pyfunc
+    backtest = scorer_from_pyfunc(mlflow.pyfunc.load_model(f"runs:/{result.run_id}/{BACKTEST_ARTIFACT}"))
+    assert backtest.trained_until_ == CUTOFF
+    # the gate compares like with like only
+    champion = version_for(client, CHAMPION)
+    assert incomparable_reason(client, champion, HORIZON, CUTOFF) is None
+    assert "different horizon" in incomparable_reason(client, champion, HORIZON + 30, CUTOFF)
+    assert "overlapping windows" in incomparable_reason(client, champion, HORIZON, "1997-11-30")
+    assert gate(client, champion, {"churn_auc": 1.0}, {"churn_auc": 0.5}, blocked="different horizon") == CHALLENGER
+    assert gate(client, champion, {"churn_auc": 0.0}, None, blocked="unusable: old format") == CHAMPION
 
 
 def test_a_worse_challenger_does_not_move_the_champion(small_log, store):

@@ -1,0 +1,73 @@
+"""Every script in benchmarks/ runs at its ``--tiny`` size, so none can rot.
+
+Each one runs as a user would run it (``python benchmarks/X.py --tiny``, from the project
+folder) in its own process; the test checks the exit status and that the table came out with
+its rows, the ratio beside the alternative, and the load average before and after. The figures
+themselves are not checked: at this size they measure start-up, not speed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LOAD = re.compile(r"load average \(1/5/15 min\) at (start|end): \d+\.\d\d \d+\.\d\d \d+\.\d\d")
+RATIO = re.compile(r"\d+\.\d+x")
+
+
+def run_benchmark(script: str, *flags: str, timeout: float = 180) -> str:
+    """Run ``benchmarks/<script> --tiny <flags>``; its stdout, after checking it succeeded."""
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", "--tiny", *flags], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{script} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    loads = [m.group(1) for m in LOAD.finditer(done.stdout)]
+    assert loads[0] == "start" and loads[-1] == "end", f"{script} did not print the load average:\n{done.stdout}"
+    return done.stdout
+
+
+def line_with(output: str, label: str) -> str:
+    lines = [line for line in output.splitlines() if label in line]
+    assert lines, f"no line with {label!r} in:\n{output}"
+    return lines[0]
+
+
+def test_bench_features(tmp_path):
+    out = run_benchmark("bench_features.py", "--data-dir", str(tmp_path))
+    row = line_with(out, "| 2,1")  # ~2,000 rows: the table's only row
+    assert len(RATIO.findall(row)) == 2  # lifetimes / ours, without and with lifetimes' read
+    assert "-> OK" in line_with(out, "parity at")
+
+
+def test_bench_models():
+    out = run_benchmark("bench_models.py")
+    for label in ("BG/NBD", "MBG/NBD", "Pareto/NBD", "Gamma-Gamma"):
+        assert RATIO.search(line_with(out, f"{label} ")), label
+    assert "customers/s" in out
+
+
+def test_bench_scorer():
+    out = run_benchmark("bench_scorer.py")
+    for label in ("winback scorer, every output", "same + reasons for the top 1,000",
+                  "lifetimes: P(alive) + 3 horizons + CLV only"):
+        assert RATIO.search(line_with(out, label)), label
+
+
+def test_bench_training(tmp_path):
+    out = run_benchmark("bench_training.py", "--data-dir", str(tmp_path))
+    row = line_with(out, "|     2,000 |")
+    assert re.search(r"\| +0\.\d{4} \| +0\.\d{4} \(", row), row  # churn AUC, best baseline AUC
+    assert "-> champion" in out
+    assert [p.name for p in tmp_path.iterdir()] == ["tx_c2000_s42.parquet"]  # the store is removed
+
+
+def test_bench_service():
+    """Starts the real scoring service and a plain BentoML one on 127.0.0.1, a few requests each."""
+    out = run_benchmark("bench_service.py", timeout=300)
+    for label in ("single call, 1 client", "1 customer/request, 32 clients",
+                  "1,000 customers/request, 4 clients"):
+        assert RATIO.search(line_with(out, label)), label
+    assert "same, with reasons" in out
+    assert "errors" not in line_with(out, "1 customer/request, 32 clients")
