@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     calibration = cutoff - pd.Timedelta(days=horizon)
     origins = [calibration - pd.Timedelta(days=15 * k) for k in range(6, 0, -1)]
     started = time.perf_counter()
-    train = pd.concat([labelled_features(log, o, horizon) for o in origins])
-    _, _, reference = prepare(log, calibration)
-    scorer = WinbackScorer(horizon_days=horizon).fit(train, labelled_features(log, calibration, horizon), reference)
+    _, _, reference = prepare(log, calibration)           # the model's feature contract, for every origin
+    train = pd.concat([labelled_features(log, o, horizon, reference) for o in origins])
+    scorer = WinbackScorer(horizon_days=horizon).fit(train, labelled_features(log, calibration, horizon, reference),
+                                                     reference)
     print(f"fitted on {raw['customer_id'].nunique():,} CDNOW customers in {time.perf_counter() - started:.1f} s (next purchase: {scorer.next_purchase_method_})")
 
     base = build_features(log, cutoff, reference=scorer.reference_)

@@ -88,16 +88,16 @@ def fit_store(root: Path, customers: int | None = None, churn_estimators: int = 
     from features.job import read_feature_table, write_features
     from models.churn import ChurnModel
     from models.pyfunc import log_scorer
-    from models.scorer import CHURN_FEATURES, WinbackScorer
+    from models.scorer import WinbackScorer
     from training.registry import CHAMPION, MODEL_NAME, experiment_id
 
     raw = load_cdnow()
     if customers:
         raw = raw[raw["customer_id"].astype(int) <= customers]
     log = TransactionLog.from_frame(raw, CDNOW_COLUMNS)
-    train = pd.concat([labelled_features(log, c, 90) for c in ("1997-04-30", "1997-06-30")])
-    calibration = labelled_features(log, "1997-09-30", 90)
-    _, _, reference = prepare(log, "1997-09-30")
+    _, _, reference = prepare(log, "1997-09-30")          # the model's feature contract, for every origin
+    train = pd.concat([labelled_features(log, c, 90, reference) for c in ("1997-04-30", "1997-06-30")])
+    calibration = labelled_features(log, "1997-09-30", 90, reference)
     scorer = WinbackScorer(horizon_days=90, churn=ChurnModel(n_estimators=churn_estimators, learning_rate=0.05),
                            hazard_estimators=hazard_estimators).fit(train, calibration, reference)
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
@@ -115,7 +115,7 @@ def fit_store(root: Path, customers: int | None = None, churn_estimators: int = 
     booster = root / "churn_model.txt"
     scorer.churn_model_.booster_.save_model(str(booster))
     features, as_of, _ = read_feature_table(snapshot)
-    rows = np.nan_to_num(scorer.model_input(features)[list(CHURN_FEATURES)].to_numpy(float))  # JSON has no NaN
+    rows = np.nan_to_num(scorer.model_input(features)[scorer.churn_features_].to_numpy(float))  # JSON has no NaN
     return uri, snapshot, booster, features["customer_id"].astype(str).tolist(), rows
 
 

@@ -38,8 +38,9 @@ from models.pareto_nbd import ParetoNBDModel
 from models.policy import WinbackPolicy
 from models.reasons import top_reasons
 
-#: 2: the feature reference holds settings, time zone and freq; the purchase model is named.
-FORMAT_VERSION = 2
+#: 3: the feature reference holds settings, time zone and freq; the purchase model is named; extra
+#: classical models feed the churn model.
+FORMAT_VERSION = 3
 
 #: The classical model behind P(alive), expected purchases and the policy. BG/NBD cannot let a
 #: customer without a repeat purchase drop out (P(alive) = 1 for them, half of CDNOW), so the
@@ -63,6 +64,8 @@ CHURN_FEATURES = (
 )
 #: The next-purchase hazard model also reads the customer's gap statistics.
 HAZARD_FEATURES = CHURN_FEATURES + ("mean_gap_days", "median_gap_days", "std_gap_days", "last_gap_days")
+#: What each extra classical model adds to the churn features, as ``<model>_<output>``.
+EXTRA_OUTPUTS = ("p_alive", "expected_purchases_horizon", "prob_purchase_horizon")
 
 
 class SchemaMismatchError(ValueError):
@@ -87,6 +90,11 @@ class WinbackScorer:
         integrated Brier score on the calibration cutoff; or force one.
     purchase_model : the classical model behind ``p_alive``, expected purchases and the
         policy: "mbgnbd" (default), "pareto_nbd" or "bgnbd" (see :data:`PURCHASE_MODELS`).
+    extra_classical : more classical models (names in :data:`PURCHASE_MODELS`) fitted per origin
+        whose P(alive), expected purchases and P(purchase) in the horizon are churn features
+        (``<name>_p_alive``, ...): default Pareto/NBD, whose P(alive) ranks churn best of the three.
+    churn_tree_candidates : tree counts the time-series cross-validation chooses from (see
+        :meth:`fit`); empty keeps the churn model's ``n_estimators``.
     policy : the win-back timing policy.
     churn : the churn classifier's settings (an unfitted :class:`ChurnModel`).
     hazard_estimators : boosting rounds of the next-purchase hazard model.
@@ -96,10 +104,13 @@ class WinbackScorer:
     def __init__(self, horizon_days: int = 90, next_purchase: str = "auto",
                  purchase_model: str = "mbgnbd", policy: WinbackPolicy = WinbackPolicy(),
                  churn: ChurnModel | None = None, hazard_estimators: int = 80,
-                 random_state: int = 0) -> None:
+                 random_state: int = 0, extra_classical: tuple[str, ...] = ("pareto_nbd",),
+                 churn_tree_candidates: tuple[int, ...] = (30, 60, 90, 150, 250)) -> None:
         self.horizon_days = horizon_days
         self.next_purchase = next_purchase
         self.purchase_model = purchase_model
+        self.extra_classical = extra_classical
+        self.churn_tree_candidates = churn_tree_candidates
         self.policy = policy
         self.churn = churn
         self.hazard_estimators = hazard_estimators
@@ -127,13 +138,23 @@ class WinbackScorer:
             raise ValueError("the scorer needs daily features (a reference with freq='D')")
         if calibration["origin"].min() <= train["origin"].max():
             raise ValueError("the calibration origin must come after every training origin")
-        parts = [self._with_classical(frame, *self._fit_classical(frame))
+        unknown = [m for m in self.extra_classical if m not in PURCHASE_MODELS]
+        if unknown:
+            raise ValueError(f"extra_classical: unknown model(s) {unknown}; one of {', '.join(PURCHASE_MODELS)}")
+        parts = [self._with_classical(frame, self._fit_classical(frame))
                  for _, frame in train.groupby("origin", sort=True)]
         X_train = pd.concat(parts)
-        self.purchase_model_, self.spend_model_ = self._fit_classical(calibration)
-        X_cal = self._with_classical(calibration, self.purchase_model_, self.spend_model_)
+        fitted = self._fit_classical(calibration)
+        self.purchase_model_, self.spend_model_ = fitted["purchase"], fitted["spend"]
+        self.extra_models_ = fitted["extra"]
+        X_cal = self._with_classical(calibration, fitted)
         churn = clone(self.churn) if self.churn is not None else ChurnModel(random_state=self.random_state)
-        columns = list(CHURN_FEATURES)
+        self.churn_features_ = list(CHURN_FEATURES) + [
+            f"{name}_{out}" for name in self.extra_classical for out in EXTRA_OUTPUTS]
+        columns = self.churn_features_
+        self.churn_tuning_ = self._choose_trees(churn, X_train, columns)
+        if self.churn_tuning_:
+            churn.set_params(n_estimators=self.churn_tuning_["chosen"])
         self.churn_model_ = churn.fit(X_train[columns], ~X_train["purchased"].to_numpy(bool),
                                       X_cal[columns], ~X_cal["purchased"].to_numpy(bool))
         self._fit_next_purchase(X_train, X_cal)
@@ -149,19 +170,54 @@ class WinbackScorer:
         self._check_fitted()
         return self.reference_.settings
 
-    def _fit_classical(self, frame: pd.DataFrame) -> tuple[PurchaseModel, GammaGammaModel]:
+    def _choose_trees(self, churn: ChurnModel, X_train: pd.DataFrame, columns: list[str]) -> dict:
+        """Time-series cross-validation of the number of trees, on training origins only.
+
+        The latest training origin validates; the trees are fit on the earlier origins. Customers
+        are split in two by a hash of their id: the trees see one half, the validation the other,
+        because an origin's customers reappear at every origin with overlapping label windows and
+        trees would otherwise be rewarded for memorising them. Returns the validation AUC per
+        candidate and the chosen count ({} when there are fewer than two origins or no candidates).
+        """
+        from sklearn.metrics import roc_auc_score
+
+        origins = sorted(X_train["origin"].unique())
+        if len(origins) < 2 or not self.churn_tree_candidates:
+            return {}
+        half = pd.util.hash_pandas_object(X_train["customer_id"], index=False).to_numpy() % 2 == 0
+        fit_rows = (X_train["origin"] < origins[-1]).to_numpy() & half
+        valid_rows = (X_train["origin"] == origins[-1]).to_numpy() & ~half
+        churned = ~X_train["purchased"].to_numpy(bool)
+        if churned[valid_rows].all() or not churned[valid_rows].any():
+            return {}
+        trees = clone(churn).set_params(n_estimators=max(self.churn_tree_candidates), early_stopping_rounds=None)
+        booster = trees.fit_trees(X_train.loc[fit_rows, columns], churned[fit_rows])
+        valid = X_train.loc[valid_rows, columns].to_numpy(np.float64)
+        auc = {int(k): float(roc_auc_score(churned[valid_rows], booster.predict(valid, num_iteration=k)))
+               for k in sorted(self.churn_tree_candidates)}
+        best = max(auc.values())
+        chosen = min(k for k, v in auc.items() if v >= best - 0.0005)     # fewest trees within noise
+        return {"validation_origin": str(pd.Timestamp(origins[-1]).date()), "auc": auc, "chosen": chosen}
+
+    def _fit_classical(self, frame: pd.DataFrame) -> dict:
+        """The purchase model, Gamma-Gamma and the extra classical models, fit on one origin."""
         purchase = PURCHASE_MODELS[self.purchase_model](time_unit_days=1.0).fit(frame)
         spenders = frame[(frame["frequency"] > 0) & (frame["monetary_value"] > 0)]
-        return purchase, GammaGammaModel().fit(spenders)
+        extra = {name: PURCHASE_MODELS[name](time_unit_days=1.0).fit(frame) for name in self.extra_classical}
+        return {"purchase": purchase, "spend": GammaGammaModel().fit(spenders), "extra": extra}
 
-    def _with_classical(self, frame: pd.DataFrame, purchase: PurchaseModel,
-                        spend: GammaGammaModel) -> pd.DataFrame:
+    def _with_classical(self, frame: pd.DataFrame, fitted: dict) -> pd.DataFrame:
+        purchase, spend = fitted["purchase"], fitted["spend"]
         out = frame.copy()
         out["p_alive"] = purchase.predict_p_alive(frame)
         out["expected_purchases_horizon"] = purchase.predict_expected_purchases(frame, self.horizon_days)
         out["prob_purchase_horizon"] = purchase.predict_prob_purchase_within(frame, self.horizon_days)
         out["expected_order_value"] = spend.predict_expected_order_value(frame)
         out["clv_12m"] = spend.predict_clv(purchase, frame, months=12)
+        for name, model in fitted["extra"].items():
+            out[f"{name}_p_alive"] = model.predict_p_alive(frame)
+            out[f"{name}_expected_purchases_horizon"] = model.predict_expected_purchases(frame, self.horizon_days)
+            out[f"{name}_prob_purchase_horizon"] = model.predict_prob_purchase_within(frame, self.horizon_days)
         return out
 
     def _fit_next_purchase(self, train: pd.DataFrame, calibration: pd.DataFrame) -> None:
@@ -257,7 +313,8 @@ class WinbackScorer:
     def model_input(self, features: pd.DataFrame) -> pd.DataFrame:
         """Feature rows with the classical models' outputs added: what the learned models read."""
         self._check_fitted()
-        return self._with_classical(features, self.purchase_model_, self.spend_model_)
+        return self._with_classical(features, {"purchase": self.purchase_model_, "spend": self.spend_model_,
+                                               "extra": self.extra_models_})
 
     def explain(self, values: pd.DataFrame) -> pd.DataFrame:
         """``reasons`` and ``reasons_zh_tw`` for rows of :meth:`model_input` (TreeSHAP)."""
@@ -294,10 +351,14 @@ class WinbackScorer:
             "format_version": FORMAT_VERSION,
             "config": {"horizon_days": self.horizon_days, "next_purchase": self.next_purchase,
                        "purchase_model": self.purchase_model,
+                       "extra_classical": list(self.extra_classical),
+                       "churn_tree_candidates": list(self.churn_tree_candidates),
                        "policy": asdict(self.policy), "random_state": self.random_state,
                        "hazard_estimators": self.hazard_estimators},
             "purchase_model": self.purchase_model_.to_dict(),
             "spend_model": self.spend_model_.to_dict(),
+            "extra_models": {name: m.to_dict() for name, m in self.extra_models_.items()},
+            "churn_features": self.churn_features_, "churn_tuning": self.churn_tuning_,
             "churn_model": churn, "hazard_model": hazard,
             "next_purchase_method": self.next_purchase_method_,
             "next_purchase_evaluation": self.next_purchase_evaluation_,
@@ -332,9 +393,14 @@ class WinbackScorer:
                 "or column types differ). Retrain the scorer.")
         scorer = cls(config["horizon_days"], config["next_purchase"], config["purchase_model"],
                      WinbackPolicy(**config["policy"]), hazard_estimators=config["hazard_estimators"],
-                     random_state=config["random_state"])
+                     random_state=config["random_state"], extra_classical=tuple(config["extra_classical"]),
+                     churn_tree_candidates=tuple(config["churn_tree_candidates"]))
         scorer.purchase_model_ = PURCHASE_MODELS[config["purchase_model"]].from_dict(state["purchase_model"])
         scorer.spend_model_ = GammaGammaModel.from_dict(state["spend_model"])
+        scorer.extra_models_ = {name: PURCHASE_MODELS[name].from_dict(data)
+                                for name, data in state["extra_models"].items()}
+        scorer.churn_features_ = list(state["churn_features"])
+        scorer.churn_tuning_ = state["churn_tuning"]
         churn = dict(state["churn_model"], booster=(directory / "churn_model.txt").read_text())
         scorer.churn_model_ = ChurnModel.from_dict(churn)
         scorer.next_purchase_method_ = state["next_purchase_method"]

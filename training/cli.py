@@ -194,7 +194,8 @@ FeaturesOpt = Annotated[Optional[Path], typer.Option(
 def train(
     cutoff: Annotated[str, typer.Option(help="Evaluation cutoff YYYY-MM-DD: the model is judged on (cutoff, cutoff + horizon].")],
     horizon_days: Annotated[int, typer.Option(help="Churn horizon H: churn = no purchase within H days.")] = 90,
-    origins: Annotated[int, typer.Option(help="Training origins, stepping back from cutoff − H.")] = 6,
+    origins: Annotated[int, typer.Option(help="Training origins, stepping back from cutoff − H (the latest "
+                                              "validates the churn model's tree count).")] = 4,
     origin_step_days: Annotated[int, typer.Option(help="Days between training origins.")] = 15,
     next_purchase: Annotated[str, typer.Option(help="auto (keep the better out of time), hazard or classical.")] = "auto",
     purchase_model: Annotated[str, typer.Option(

@@ -56,11 +56,12 @@ class TrainConfig:
 
     cutoff: str
     horizon_days: int = 90
-    origins: int = 6
+    origins: int = 4
     origin_step_days: int = 15
     next_purchase: str = "auto"
     purchase_model: str = "mbgnbd"
-    churn_estimators: int = 100
+    extra_classical: tuple[str, ...] = ("pareto_nbd",)
+    churn_estimators: int = 90
     hazard_estimators: int = 80
     random_state: int = 0
     gate: Gate = field(default_factory=Gate)
@@ -128,7 +129,7 @@ def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timest
     calibration = labelled_features(log, calibration_origin, config.horizon_days, reference)
     return WinbackScorer(
         horizon_days=config.horizon_days, next_purchase=config.next_purchase,
-        purchase_model=config.purchase_model,
+        purchase_model=config.purchase_model, extra_classical=tuple(config.extra_classical),
         churn=ChurnModel(n_estimators=config.churn_estimators, random_state=config.random_state),
         hazard_estimators=config.hazard_estimators, random_state=config.random_state,
     ).fit(train_frame, calibration, reference)
@@ -151,7 +152,8 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     client = MlflowClient(uri)
     run_name = f"cutoff {cutoff.date()} h{config.horizon_days} {config.purchase_model}"
     with mlflow.start_run(experiment_id=experiment_id(uri), run_name=run_name) as run:
-        mlflow.log_params({**{k: v for k, v in asdict(config).items() if k != "gate"},
+        mlflow.log_params({**{k: v for k, v in asdict(config).items() if k not in ("gate", "extra_classical")},
+                           "extra_classical": ",".join(config.extra_classical) or "none",
                            "gate_metrics": ",".join(config.gate.metrics),
                            "origins_dates": ",".join(str(o.date()) for o in origins),
                            "calibration_origin": str(calibration_origin.date()),
@@ -165,6 +167,9 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         step(f"backtest: fitting on {len(origins)} origins to {calibration_origin.date()}")
         scorer = fit_recipe(log, config, origins, calibration_origin)
         mlflow.log_dict(scorer.next_purchase_evaluation_, "next_purchase_selection.json")
+        mlflow.log_dict(scorer.churn_tuning_, "churn_tree_selection.json")
+        if scorer.churn_tuning_:
+            mlflow.log_param("churn_trees_chosen", scorer.churn_tuning_["chosen"])
         mlflow.log_param("next_purchase_method", scorer.next_purchase_method_)
 
         step(f"evaluating out of time on {evaluated_on}")

@@ -19,7 +19,7 @@ from models.churn import ChurnModel
 from models.scorer import WinbackScorer
 from serving.run import running, service_env
 
-from serving_support import AS_OF, KEYS
+from serving_support import AS_OF, KEYS, register_version, set_champion
 
 HORIZON = 60
 CANONICAL = {"date": "timestamp", "dollar_value": "amount"}
@@ -42,29 +42,6 @@ def scorer(cdnow_raw) -> WinbackScorer:
     model = WinbackScorer(horizon_days=HORIZON, churn=ChurnModel(n_estimators=30, learning_rate=0.1),
                           hazard_estimators=15)
     return model.fit(train, calibration, reference)
-
-
-def register_version(tracking_uri: str, scorer: WinbackScorer, example: pd.DataFrame, metrics: dict) -> str:
-    """Log ``scorer`` in a run, register it as a new version of ``winback``; return the version."""
-    import mlflow
-
-    from models.pyfunc import log_scorer
-    from training.registry import MODEL_NAME, experiment_id
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run(experiment_id=experiment_id(tracking_uri)):
-        mlflow.log_metrics(metrics)
-        info = log_scorer(scorer, example, AS_OF)
-    return mlflow.register_model(info.model_uri, MODEL_NAME).version
-
-
-def set_champion(tracking_uri: str, version: str) -> None:
-    from mlflow import MlflowClient
-
-    from training.registry import CHAMPION, MODEL_NAME
-
-    MlflowClient(tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(MODEL_NAME, CHAMPION, version)
 
 
 @pytest.fixture(scope="session")

@@ -24,3 +24,26 @@ def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame, with_priority:
         assert [None if pd.isna(d) else d for d in got[col]] == want, col
     for col in LABELS + (["priority"] if with_priority else []):
         assert list(got[col]) == list(expected[col]), col
+
+
+def register_version(tracking_uri: str, scorer: WinbackScorer, example: pd.DataFrame, metrics: dict) -> str:
+    """Log ``scorer`` in a run, register it as a new version of ``winback``; return the version."""
+    import mlflow
+
+    from models.pyfunc import log_scorer
+    from training.registry import MODEL_NAME, experiment_id
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id(tracking_uri)):
+        mlflow.log_metrics(metrics)
+        info = log_scorer(scorer, example, AS_OF)
+    return mlflow.register_model(info.model_uri, MODEL_NAME).version
+
+
+def set_champion(tracking_uri: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    from training.registry import CHAMPION, MODEL_NAME
+
+    MlflowClient(tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(MODEL_NAME, CHAMPION, version)

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import register_version, set_champion
+from serving_support import register_version, set_champion
 from serving_support import KEYS
 
 AUTH = {"Authorization": f"Bearer {KEYS[0]}"}

@@ -53,6 +53,16 @@ def test_first_run_becomes_champion_and_records_everything(small_log, store):
     assert result.alias == CHAMPION and version_for(client, CHAMPION).version == result.version
     run = client.get_run(result.run_id)
     assert set(REQUIRED_METRICS) <= set(run.data.metrics)
+    m = run.data.metrics
+    # values, not just names (CDNOW at 180 days gives 0.805 / 0.80 / 0.775 / 0.76 / 0.72)
+    assert 0.75 < m["churn_auc"] < 0.95
+    assert m["baseline_pareto_nbd_expected_purchases_churn_auc"] > 0.75
+    assert m["baseline_bgnbd_p_alive_churn_auc"] < 0.5          # BG/NBD's blind spot shows up as such
+    assert 0.7 < m["next_purchase_cindex"] < 0.9
+    assert 0.5 < m["next_purchase_coverage80_buyers"] <= 1.0
+    assert m["next_purchase_coverage80"] < m["next_purchase_coverage80_buyers"]   # non-buyers count too
+    assert 0.5 < m["value_gini"] <= 1.0
+    assert m["churn_auc_diff_low"] <= m["churn_auc_diff"] <= m["churn_auc_diff_high"]
     assert run.data.params["cutoff"] == CUTOFF and "version.lightgbm" in run.data.tags
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"data_profile.json", "comparison.json", "plots"} <= artifacts
