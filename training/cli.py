@@ -301,7 +301,8 @@ def models(tracking_uri: TrackingOpt = None) -> None:
                       f"{metrics.get('next_purchase_cindex', float('nan')):.4f}",
                       tags.get("horizon_days", params.get("horizon_days", "-")),
                       tags.get("evaluated_on", "-"), tags.get("trained_until", "-"),
-                      "no verdict (never gated)" if "verdict" not in tags else tags["verdict"].split(": ", 1)[-1][:60],
+                      "never gated" if tags.get("gate") == "pending" or "verdict" not in tags
+                      else tags["verdict"].split(": ", 1)[-1][:60],
                       (v.run_id or "-")[:8])
     console.print(table)
 
@@ -309,6 +310,8 @@ def models(tracking_uri: TrackingOpt = None) -> None:
 @app.command()
 @user_errors
 def promote(version: Annotated[str, typer.Argument(help="The version to make champion.")],
+            force: Annotated[bool, typer.Option(
+                help="Promote even a version that was never gated (its run stopped after registering it).")] = False,
             tracking_uri: TrackingOpt = None) -> None:
     """Make VERSION the champion by hand, overriding the gate, and say what it replaced."""
     from mlflow import MlflowClient
@@ -318,7 +321,7 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
 
     client = MlflowClient(use_tracking(tracking_uri))
     try:
-        previous = promote_version(client, version)
+        previous = promote_version(client, version, force=force)
     except MlflowException as exc:
         raise ValueError(f"cannot promote version {version} of {MODEL_NAME}: {exc.message}") from None
     was = f"replacing version {previous.version}" if previous else "there was no champion before"

@@ -23,7 +23,9 @@ same horizon, and a champion whose backtest was trained on data before the evalu
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Callable
@@ -40,8 +42,9 @@ from models.pyfunc import log_scorer, scorer_from_pyfunc
 from models.scorer import WinbackScorer
 from training import plots
 from training.evaluate import Evaluation, comparison_table, evaluate
-from training.registry import (BACKTEST_ARTIFACT, CHAMPION, MODEL_NAME, Gate, experiment_id, gate,
-                               incomparable_reason, UNUSABLE, use_tracking, version_for)
+from training.registry import (BACKTEST_ARTIFACT, CHAMPION, GATE_TAG, MODEL_NAME, PENDING, Gate,
+                               experiment_id, fail_abandoned_runs, gate, incomparable_reason, UNUSABLE,
+                               use_tracking, version_for)
 
 #: The shortest horizon: the scorer answers P(purchase within 30 days) and is judged on it.
 MIN_HORIZON_DAYS = 30
@@ -151,7 +154,11 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     uri = use_tracking(tracking_uri)
     client = MlflowClient(uri)
     run_name = f"cutoff {cutoff.date()} h{config.horizon_days} {config.purchase_model}"
-    with mlflow.start_run(experiment_id=experiment_id(uri), run_name=run_name) as run:
+    experiment = experiment_id(uri)
+    for abandoned in fail_abandoned_runs(client, experiment):
+        step(f"run {abandoned[:8]} was killed earlier: marked FAILED")
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
+        mlflow.set_tags({"winback.host": socket.gethostname(), "winback.pid": str(os.getpid())})
         mlflow.log_params({**{k: v for k, v in asdict(config).items() if k not in ("gate", "extra_classical")},
                            "extra_classical": ",".join(config.extra_classical) or "none",
                            "gate_metrics": ",".join(config.gate.metrics),
@@ -206,7 +213,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         info = log_scorer(served, example, str(last_day.date()))
 
     step("registering the model version")
-    tags = {"run_id": run.info.run_id, "horizon_days": str(config.horizon_days),
+    tags = {"run_id": run.info.run_id, GATE_TAG: PENDING, "horizon_days": str(config.horizon_days),
             "trained_until": served.trained_until_, "backtest_trained_until": scorer.trained_until_,
             "evaluated_on": evaluated_on, "cutoff": str(cutoff.date())}
     version = mlflow.register_model(info.model_uri, MODEL_NAME, tags=tags)

@@ -26,6 +26,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 #: Each run logs the backtest model (trained before its evaluation window) under this name beside
 #: the served, refit one: the gate compares recipes on their backtests.
 BACKTEST_ARTIFACT = "backtest"
+#: A version's gating state: registered with ``gate=pending``, ``gate=done`` once an alias is set.
+GATE_TAG, PENDING, DONE = "gate", "pending", "done"
 #: Prefix of an :func:`incomparable_reason` that lets the challenger replace the champion: a
 #: champion this code cannot load or judge cannot be served either.
 UNUSABLE = "unusable"
@@ -42,13 +44,39 @@ def resolve_tracking_uri(tracking_uri: str | None = None, store: Path = DEFAULT_
 
 
 def use_tracking(tracking_uri: str | None = None, store: Path = DEFAULT_STORE) -> str:
-    """Point MLflow at the store (creating the embedded one if it is the default); return the URI."""
+    """Point MLflow at the store (creating a SQLite one safely if it is new); return the URI."""
     uri = resolve_tracking_uri(tracking_uri, store)
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def create_sqlite_store(path: Path) -> None:
+    """Create a new SQLite store so that a kill at any moment leaves none or a whole one.
+
+    MLflow builds its schema in many steps; killed half-way, a store answered ``duplicate column
+    name`` forever. So the schema is built in a temporary file beside the store and renamed onto
+    it when complete, under a lock so two processes never race; temporary files a killed
+    creation left behind are removed on the next one.
+    """
+    import fcntl
+
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for stale in path.parent.glob(f".{path.name}.init-*"):
+            stale.unlink(missing_ok=True)
+        if path.exists():
+            return
+        tmp = path.parent / f".{path.name}.init-{os.getpid()}"
+        client = MlflowClient(f"sqlite:///{tmp}", registry_uri=f"sqlite:///{tmp}")
+        client.search_experiments()                       # builds the tracking schema
+        client.search_registered_models()                 # and the registry's
+        os.replace(tmp, path)                             # committed: the rename is all or nothing
 
 
 def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
@@ -127,14 +155,50 @@ def gate(client: MlflowClient, version: ModelVersion, candidate: dict[str, float
     else:
         alias = CHAMPION if rule.passes(candidate, champion_metrics) else CHALLENGER
     client.set_registered_model_alias(name, alias, version.version)
+    client.set_model_version_tag(name, version.version, GATE_TAG, DONE)
     return alias
 
 
-def promote(client: MlflowClient, version: str | int, name: str = MODEL_NAME) -> ModelVersion | None:
-    """Make ``version`` the champion by hand; return the version it replaced (or None)."""
+def fail_abandoned_runs(client: MlflowClient, experiment: str) -> list[str]:
+    """End as FAILED the runs of this machine still marked RUNNING whose process is gone
+    (a ``kill -9``, a power cut); return their ids. Runs record ``winback.host``/``winback.pid``."""
+    import socket
+
+    host = socket.gethostname()
+    ended = []
+    for run in client.search_runs([experiment], "attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get("winback.host") != host or not tags.get("winback.pid", "").isdigit():
+            continue
+        if not _alive(int(tags["winback.pid"])):
+            client.set_terminated(run.info.run_id, "FAILED")
+            ended.append(run.info.run_id)
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def promote(client: MlflowClient, version: str | int, name: str = MODEL_NAME,
+            force: bool = False) -> ModelVersion | None:
+    """Make ``version`` the champion by hand; return the version it replaced (or None).
+
+    A version whose run was killed between registering it and gating it is marked
+    ``gate=pending``: it was never compared with anything, so promoting it needs ``force``.
+    """
     target = client.get_model_version(name, str(version))          # raises if it does not exist
     if target.status != "READY":
         raise ValueError(f"version {version} of {name} is {target.status}, not READY")
+    if (target.tags or {}).get(GATE_TAG) == PENDING and not force:
+        raise ValueError(f"version {version} of {name} was never gated (its training run stopped after "
+                         "registering it); check its run, then promote it with --force")
     previous = version_for(client, CHAMPION, name)
     client.set_registered_model_alias(name, CHAMPION, target.version)
     return previous
