@@ -10,6 +10,7 @@ spells ``min_by``/``max_by``), so the same definitions port to Spark SQL.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pandas as pd
 
@@ -37,10 +38,19 @@ def as_log(transactions: TransactionsLike, timezone: str = "UTC") -> Transaction
     raise TypeError(f"transactions must be a TransactionLog or a DataFrame, not {type(transactions).__name__}")
 
 
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}([ T]00:00(:00(\.0+)?)?)?")
+
+
 def parse_cutoff(cutoff: dt.date | str | pd.Timestamp) -> pd.Timestamp:
-    """The cutoff as a midnight Timestamp, after checking it is a whole day."""
+    """The cutoff as a midnight Timestamp, after checking it is a whole day.
+
+    Text must be ISO ``YYYY-MM-DD``: ``03/04/2024`` is read month-first by some and day-first
+    by others, so it is refused rather than guessed.
+    """
+    if isinstance(cutoff, str) and not _ISO_DAY.fullmatch(cutoff.strip()):
+        raise ValueError(f"cutoff must be a date written YYYY-MM-DD, like 1997-09-30, got {cutoff!r}")
     try:
-        day = pd.Timestamp(cutoff)
+        day = pd.Timestamp(cutoff.strip() if isinstance(cutoff, str) else cutoff)
     except (ValueError, TypeError):
         raise ValueError(f"cutoff must be a date like 1997-09-30, got {cutoff!r}") from None
     if pd.isna(day) or day != day.normalize() or day.tzinfo is not None:

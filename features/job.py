@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.build import parse_cutoff, prepare
-from features.output import atomic_path
+from features.output import atomic_path, check_output_path
 from features.reference import FeatureReference
 from features.settings import FeatureSettings, Freq
 from features.transactions import TransactionLog, sql_escape
@@ -34,14 +34,18 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
     """Build the feature table and write it to ``out`` (``.parquet`` or ``.csv``) atomically.
 
     DuckDB streams the result straight to the file, so the table never has to fit in memory.
-    A Parquet table records its cutoff, ``freq`` and the feature reference it was built with
+    The output path is checked before any work; a cutoff before every purchase is an error,
+    not an empty table. A Parquet table records its cutoff, ``freq`` and the feature reference it was built with
     (a model's, when ``reference`` is given), which the service checks against its model.
     """
-    out = Path(out)
+    out = check_output_path(out)
     day = parse_cutoff(cutoff).date().isoformat()
-    if out.suffix.lower() not in (".parquet", ".csv"):
-        raise ValueError(f"--out must end in .parquet or .csv, got {out.name!r}")
     log, query, used = prepare(log, cutoff, freq, settings, reference)
+    if not log.con.execute("SELECT count(*) FROM daily").fetchone()[0]:
+        first = log.report.first_timestamp
+        starts = f"; the log starts on {first:%Y-%m-%d}" if first is not None else ""
+        raise ValueError(f"no purchases on or before the cutoff {day} in {log.source}{starts}, "
+                         "so there is no customer to write; choose a later --cutoff")
     if out.suffix.lower() == ".parquet":
         meta = {"winback.cutoff": day, "winback.freq": used.freq,
                 "winback.reference_id": used.fingerprint(),

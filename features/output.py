@@ -4,9 +4,61 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+#: Temporary outputs are named ``.<target>.winback-<pid>-<random>.tmp`` beside the target, so a
+#: run killed before it could clean up (kill -9, power loss) is recognised and cleaned by the next.
+TEMP_MARK = "winback-"
+
+
+def temp_prefix(target: Path) -> str:
+    return f".{target.name}.{TEMP_MARK}{os.getpid()}-"
+
+
+def check_output_path(target: str | Path, suffixes: tuple[str, ...] = (".parquet", ".csv")) -> Path:
+    """Refuse an output path that cannot be written, before any work is done."""
+    target = Path(target)
+    if target.suffix.lower() not in suffixes:
+        raise ValueError(f"--out must end in {' or '.join(suffixes)}, got {target.name!r}")
+    if target.is_dir():
+        raise ValueError(f"--out {target} is a directory; name the file to write, e.g. {target / ('features' + suffixes[0])}")
+    parent = next((p for p in target.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ValueError(f"--out {target}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {target}: cannot write in {parent}")
+    return target
+
+
+def remove_stale_temp_files(target: str | Path) -> list[Path]:
+    """Delete temporary outputs for ``target`` left by runs whose process is gone."""
+    target = Path(target)
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{TEMP_MARK}(\d+)-.*\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and not pid_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    removed.append(entry)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id is running (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -14,11 +66,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``.
 
     The rename is atomic on one file system, so readers see the old file or the whole new one.
-    On any exception the temporary file is removed and ``target`` is left as it was.
+    On any exception the temporary file is removed and ``target`` is left as it was. Temporary
+    files that killed runs left for the same target are removed first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temp_files(target)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

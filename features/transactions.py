@@ -8,14 +8,26 @@ by DuckDB in place, or a pandas DataFrame) with canonical columns::
 
 Unmapped optional columns are NULL. Rows are checked once when the log is opened: a missing
 column, an empty customer id, an unparseable timestamp or a non-numeric amount raises
-:class:`TransactionDataError` naming the file, the row and the column. The
-:class:`~features.settings.IngestPolicy` then decides about duplicates, refunds and zero amounts.
+:class:`TransactionDataError` naming the file, the row and the column. So do values no shop
+records: a NUL byte in an id, an amount above :data:`MAX_AMOUNT` or a nonzero one below
+:data:`MIN_AMOUNT` (sums are exact to 1/10,000 of the currency unit), a date outside the
+plausible range (:data:`PLAUSIBLE_DATES`). A CSV file that is not well formed (a ragged line, an
+unbalanced quote, another encoding) is an error naming the file and line; a log with no rows is
+an error. The :class:`~features.settings.IngestPolicy` then decides about duplicates, refunds and
+zero amounts.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import csv
+import datetime as dt
 import glob
 import os
+import re
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,9 +35,24 @@ from typing import Sequence
 import duckdb
 import pandas as pd
 
+from features.output import pid_alive
 from features.settings import ColumnMap, IngestPolicy
 
 CANONICAL_COLUMNS = ("customer_id", "ts", "amount", "order_id", "quantity", "category", "channel")
+
+#: The largest amount (in size) one row may carry: larger ones are typing or unit mistakes, and
+#: amounts are summed as DECIMAL(18, 4), which holds up to 1e14 per row.
+MAX_AMOUNT = 1e12
+#: The smallest nonzero amount (in size): sums are exact to 1/10,000 of the currency unit, so a
+#: smaller one would silently count as a purchase with no spend.
+MIN_AMOUNT = 1e-4
+#: Purchases must fall on or after the first and before the second date (shop time): a row
+#: dated 1900 or 2999 is a placeholder or a typo, and would become the default cutoff.
+PLAUSIBLE_DATES = (dt.date(1970, 1, 1), dt.date(2100, 1, 1))
+#: Encodings DuckDB's CSV reader decodes itself; others are transcoded to a temporary UTF-8 copy.
+_DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-16": "utf-16", "iso8859-1": "latin-1"}
+#: Temporary files the reader makes carry this prefix and their process id.
+TEMP_PREFIX = "winback-transcoded-"
 
 
 class TransactionDataError(ValueError):
@@ -76,7 +103,8 @@ class TransactionLog:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, columns: ColumnMap = ColumnMap(),
                    policy: IngestPolicy = IngestPolicy(), *, source: str = "<DataFrame>",
-                   memory_limit: str | None = None) -> "TransactionLog":
+                   memory_limit: str | None = None,
+                   dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES) -> "TransactionLog":
         """Validate a DataFrame of transactions; rows are numbered from 1 in frame order."""
         con = _connect(policy, memory_limit)
         framed = frame.reset_index(drop=True)
@@ -85,49 +113,205 @@ class TransactionLog:
             "CREATE TEMP VIEW raw AS SELECT *, "
             f"'{sql_escape(source)}' AS _file, row_number() OVER () AS _row FROM raw_frame"
         )
-        return cls._open(con, columns, policy, source, row_numbers="exact")
+        return cls._open(con, columns, policy, source, row_numbers="exact", dates=dates)
 
     @classmethod
     def _open(cls, con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: IngestPolicy,
-              source: str, row_numbers: str) -> "TransactionLog":
+              source: str, row_numbers: str, dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES,
+              csv_specs: dict[str, "_CsvSpec"] | None = None) -> "TransactionLog":
         raw_types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE raw)").fetchall())
         _check_columns(raw_types, columns, source)
         con.execute(_typed_view_sql(raw_types, columns, policy))
-        report = _validate(con, columns, policy, source, row_numbers)
+        try:
+            report = _validate(con, columns, policy, source, row_numbers, dates, csv_specs or {})
+        except duckdb.InvalidInputException as exc:
+            raise _csv_error(str(exc), csv_specs or {}, source) from None
         con.execute(_final_view_sql(columns, policy))
         return cls(con, columns, report, source, policy)
 
 
 def read_transactions(paths: str | Path | Sequence[str | Path], columns: ColumnMap = ColumnMap(),
-                      policy: IngestPolicy = IngestPolicy(), *,
-                      memory_limit: str | None = None) -> TransactionLog:
+                      policy: IngestPolicy = IngestPolicy(), *, memory_limit: str | None = None,
+                      encoding: str = "utf-8",
+                      dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES) -> TransactionLog:
     """Open CSV or Parquet files (paths or globs) as a validated :class:`TransactionLog`.
 
     Files are read in place by DuckDB, so logs larger than memory work. All files must share
-    one format, chosen by extension (``.csv``, ``.txt``, ``.tsv``, ``.parquet``, ``.pq``).
+    one format, chosen by extension (``.csv``, ``.txt``, ``.tsv``, ``.parquet``, ``.pq``), and a
+    file may be named only once (after globs and symbolic links are resolved): the same file
+    twice would count every purchase twice. CSV files are read in ``encoding`` (any Python
+    codec name; UTF-8, UTF-16 and Latin-1 are read in place, others through a temporary UTF-8
+    copy), with the delimiter (``,``, ``;``, tab or ``|``) taken from the header line.
     """
     files = _expand(paths)
     kind = _format_of(files)
+    if kind == "csv":
+        return _read_csv_files(files, columns, policy, memory_limit, encoding, dates)
     for f in files:
-        _check_file_columns(f, kind, columns)
+        _check_file_columns(f, columns)
     con = _connect(policy, memory_limit)
     listing = "[" + ", ".join(f"'{sql_escape(f)}'" for f in files) + "]"
-    if kind == "csv":
-        con.execute(
-            f"CREATE TEMP VIEW raw AS SELECT *, filename AS _file, NULL::BIGINT AS _row "
-            f"FROM read_csv({listing}, all_varchar = true, header = true, filename = true, "
-            f"union_by_name = true)"
-        )
-        row_numbers = "rescan"
+    con.execute(
+        f"CREATE TEMP VIEW raw AS SELECT * EXCLUDE (filename, file_row_number), "
+        f"filename AS _file, file_row_number + 1 AS _row "
+        f"FROM read_parquet({listing}, filename = true, file_row_number = true, "
+        f"union_by_name = true)"
+    )
+    return TransactionLog._open(con, columns, policy, ", ".join(files), "exact", dates)
+
+
+def _read_csv_files(files: list[str], columns: ColumnMap, policy: IngestPolicy,
+                    memory_limit: str | None, encoding: str,
+                    dates: tuple[dt.date, dt.date]) -> TransactionLog:
+    """CSV files with one dialect read by one ``read_csv``; transcoded copies one by one."""
+    _remove_stale_temp_files()
+    specs: dict[str, _CsvSpec] = {}
+    try:
+        for f in files:
+            specs[f] = _csv_spec(f, encoding)
+            _check_columns(dict.fromkeys(specs[f].names, ""), columns, f)
+        groups: dict[tuple, list[_CsvSpec]] = {}
+        for spec in specs.values():
+            key = (spec.delimiter, spec.names, spec.encoding) if spec.path == spec.file else (spec.file,)
+            groups.setdefault(key, []).append(spec)
+        selects = []
+        for group in groups.values():
+            if group[0].path == group[0].file:
+                selects.append(f"SELECT * EXCLUDE (filename), filename AS _file, NULL::BIGINT AS _row "
+                               f"FROM {group[0].reader([s.path for s in group])}")
+            else:
+                selects.append(f"SELECT *, '{sql_escape(group[0].file)}' AS _file, NULL::BIGINT AS _row "
+                               f"FROM {group[0].reader()}")
+        con = _connect(policy, memory_limit)
+        con.execute(f"CREATE TEMP VIEW raw AS {' UNION ALL BY NAME '.join(selects)}")
+        log = TransactionLog._open(con, columns, policy, ", ".join(files), "rescan", dates, specs)
+    except BaseException:
+        _unlink([s.path for s in specs.values() if s.path != s.file])
+        raise
+    copies = [s.path for s in specs.values() if s.path != s.file]
+    weakref.finalize(log, _unlink, copies)        # the view reads the copies until the log goes
+    return log
+
+
+@dataclass(frozen=True)
+class _CsvSpec:
+    """How to read one CSV file: where its UTF-8 (or natively decoded) text is, and its dialect."""
+
+    file: str                   # the file the user named
+    path: str                   # what DuckDB reads: the file itself or a transcoded copy
+    encoding: str               # DuckDB's name for the encoding of ``path``
+    delimiter: str
+    names: tuple[str, ...]
+
+    def reader(self, paths: list[str] | None = None) -> str:
+        """``read_csv`` of this file, or of several files with the same dialect (with filenames)."""
+        columns = ", ".join(f"'{sql_escape(n)}': 'VARCHAR'" for n in self.names)
+        listing = ("[" + ", ".join(f"'{sql_escape(p)}'" for p in paths) + "], filename = true"
+                   if paths else f"'{sql_escape(self.path)}'")
+        return (f"read_csv({listing}, header = true, auto_detect = false, "
+                f"delim = '{sql_escape(self.delimiter)}', quote = '\"', escape = '\"', "
+                f"strict_mode = true, null_padding = false, encoding = '{self.encoding}', "
+                f"columns = {{{columns}}})")
+
+
+def _csv_spec(file: str, encoding: str) -> _CsvSpec:
+    """Read the header line of a CSV file: its encoding, delimiter and column names."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise TransactionDataError(f"unknown encoding {encoding!r} (--encoding); try utf-8, big5, "
+                                   "cp950, latin-1 or cp1252") from None
+    with open(file, "rb") as handle:
+        head = handle.read(1 << 20)
+    try:                    # the first MiB: the header, and early lines named exactly on error
+        text = codecs.getincrementaldecoder(codec)().decode(head, final=len(head) < 1 << 20)
+    except UnicodeDecodeError as exc:
+        raise _encoding_error(file, head[:exc.start].count(b"\n") + 1, encoding, exc) from None
+    header = text.split("\n", 1)[0].lstrip("\ufeff").rstrip("\r")
+    if not header.strip():
+        raise TransactionDataError(f"no transactions in {file}: the file is empty (no header line)",
+                                   source=file, row=0)
+    delimiter = max(",;\t|", key=header.count) if any(d in header for d in ",;\t|") else ","
+    if Path(file).suffix.lower() == ".tsv":
+        delimiter = "\t"
+    names = tuple(next(csv.reader([header], delimiter=delimiter)))
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated or any(not n.strip() for n in names):
+        problem = (f"column {repeated[0]!r} appears more than once" if repeated
+                   else "a column has no name")
+        raise TransactionDataError(f"{file}: line 1 (the header): {problem}; the columns are: "
+                                   f"{', '.join(map(repr, names))}.", source=file, row=0)
+    path, duck_encoding = file, _DUCKDB_ENCODINGS.get(codec)
+    if duck_encoding is None:
+        path, duck_encoding = _transcode(file, codec, encoding), "utf-8"
+    return _CsvSpec(file, path, duck_encoding, delimiter, names)
+
+
+def _transcode(file: str, codec: str, encoding: str) -> str:
+    """A temporary UTF-8 copy of a file in an encoding DuckDB cannot read, line by line."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".csv")
+    decoder, line = codecs.getincrementaldecoder(codec)(), 0
+    try:    # line by line in bytes: exact line numbers (b"\n" is never part of a multibyte
+            # character in the ASCII-compatible encodings this path serves)
+        with open(file, "rb") as src, os.fdopen(fd, "w", encoding="utf-8", newline="") as dst:
+            for line, raw in enumerate(src, start=1):
+                dst.write(decoder.decode(raw))
+            dst.write(decoder.decode(b"", final=True))
+    except UnicodeDecodeError as exc:
+        os.unlink(tmp)
+        raise _encoding_error(file, max(line, 1), encoding, exc) from None
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _remove_stale_temp_files() -> None:
+    """Delete transcoded copies left by runs that were killed (their process is gone)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{TEMP_PREFIX}*")):
+        match = re.match(rf"{TEMP_PREFIX}(\d+)-", os.path.basename(path))
+        if match and not pid_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _unlink(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _encoding_error(file: str, line: int, encoding: str, exc: Exception) -> TransactionDataError:
+    return TransactionDataError(
+        f"{file}: line {line} is not valid {encoding} text ({exc.reason if hasattr(exc, 'reason') else exc}); "
+        "give the file's encoding with --encoding, e.g. --encoding big5, cp950 or latin-1.",
+        source=file, row=line)
+
+
+def _csv_error(message: str, specs: dict[str, _CsvSpec], source: str) -> TransactionDataError:
+    """DuckDB's many-line CSV error as one paragraph naming the file and line."""
+    line = re.search(r"CSV Error on Line: (\d+)", message)
+    named = re.search(r"^\s*file = (.*)$", message, re.MULTILINE)
+    path = named.group(1).strip() if named else source
+    file = next((s.file for s in specs.values() if s.path == path), path)
+    text = message.lower()
+    if "unterminated quote" in text:
+        problem = ('a value opens a quote (") that is never closed; quote the whole value and '
+                   'double any quote inside it')
+    elif "expected number of columns" in text:
+        found = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", message)
+        problem = (f"the line is ragged: {found.group(2)} fields where the header has "
+                   f"{found.group(1)}" if found else "the line is ragged")
+        problem += " (a stray delimiter, or a value with the delimiter that is not quoted)"
+    elif "unicode" in text or "encod" in text:
+        problem = ("the text is not valid in the file's encoding; give it with --encoding, "
+                   "e.g. --encoding big5, cp950 or latin-1")
     else:
-        con.execute(
-            f"CREATE TEMP VIEW raw AS SELECT * EXCLUDE (filename, file_row_number), "
-            f"filename AS _file, file_row_number + 1 AS _row "
-            f"FROM read_parquet({listing}, filename = true, file_row_number = true, "
-            f"union_by_name = true)"
-        )
-        row_numbers = "exact"
-    return TransactionLog._open(con, columns, policy, ", ".join(files), row_numbers)
+        first = next((l for l in message.splitlines() if l.strip() and "CSV Error" not in l), message)
+        problem = f"cannot be read as CSV ({first.strip()})"
+    where = f"{file}: line {line.group(1)}" if line else f"{file}"
+    return TransactionDataError(f"{where}: {problem}.", source=file,
+                                row=int(line.group(1)) - 1 if line else None)
 
 
 def _connect(policy: IngestPolicy, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
@@ -135,7 +319,8 @@ def _connect(policy: IngestPolicy, memory_limit: str | None) -> duckdb.DuckDBPyC
     try:
         con.execute(f"SET TimeZone = '{sql_escape(policy.timezone)}'")
     except duckdb.Error as exc:
-        raise TransactionDataError(f"unknown time zone {policy.timezone!r}: {exc}") from None
+        raise TransactionDataError(f"unknown time zone {policy.timezone!r} (--timezone); give an IANA "
+                                   "name such as UTC, Asia/Taipei or Europe/Berlin") from None
     if memory_limit:
         con.execute(f"SET memory_limit = '{sql_escape(memory_limit)}'")
     return con
@@ -153,6 +338,15 @@ def _expand(paths: str | Path | Sequence[str | Path]) -> list[str]:
             if not os.path.isfile(f):
                 raise TransactionDataError(f"{f}: no such file", source=f)
         files.extend(matched)
+    seen: dict[str, str] = {}
+    for f in files:
+        real = os.path.realpath(f)
+        if real in seen:
+            same = f"{seen[real]} and {f} are the same file" if seen[real] != f else f"{f} is named twice"
+            raise TransactionDataError(
+                f"{same}: reading it twice would count every purchase twice; give each file once.",
+                source=f)
+        seen[real] = f
     return files
 
 
@@ -173,16 +367,15 @@ def _format_of(files: list[str]) -> str:
     return kinds.pop()
 
 
-def _check_file_columns(path: str, kind: str, columns: ColumnMap) -> None:
-    """Every mapped column must be in every file: name the file and the missing column."""
-    reader = "read_csv" if kind == "csv" else "read_parquet"
-    options = ", all_varchar = true, header = true" if kind == "csv" else ""
+def _check_file_columns(path: str, columns: ColumnMap) -> None:
+    """Every mapped column must be in every Parquet file: name the file and the missing column."""
     try:
         names = [row[0] for row in duckdb.execute(
-            f"SELECT column_name FROM (DESCRIBE SELECT * FROM {reader}('{sql_escape(path)}'{options}))"
+            f"SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet('{sql_escape(path)}'))"
         ).fetchall()]
     except duckdb.Error as exc:
-        raise TransactionDataError(f"{path}: cannot be read as {kind.upper()}: {exc}", source=path) from None
+        first = str(exc).strip().splitlines()[0]
+        raise TransactionDataError(f"{path}: cannot be read as Parquet ({first})", source=path) from None
     _check_columns(dict.fromkeys(names, ""), columns, path)
 
 
@@ -202,8 +395,8 @@ def _timestamp_expr(column: str, raw_type: str, policy: IngestPolicy) -> str:
     tz = sql_escape(policy.timezone)
     if policy.date_format:
         return f"try_strptime(CAST({col} AS VARCHAR), '{sql_escape(policy.date_format)}')"
-    if raw_type.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"CAST({col} AT TIME ZONE '{tz}' AS TIMESTAMP)"
+    if raw_type.startswith("TIMESTAMP WITH TIME ZONE") or raw_type.startswith("TIMESTAMPTZ"):
+        return f"CAST(CAST({col} AS TIMESTAMPTZ) AT TIME ZONE '{tz}' AS TIMESTAMP)"
     if raw_type.startswith("TIMESTAMP") or raw_type == "DATE":
         return f"CAST({col} AS TIMESTAMP)"
     return f"CAST(TRY_CAST(CAST({col} AS VARCHAR) AS TIMESTAMPTZ) AT TIME ZONE '{tz}' AS TIMESTAMP)"
@@ -234,31 +427,52 @@ def _typed_view_sql(raw_types: dict[str, str], columns: ColumnMap, policy: Inges
         FROM raw"""
 
 
-# (column checked, the failing condition on the typed view, what was expected)
-_CHECKS = (
-    ("customer_id", "customer_id IS NULL", "a non-empty customer id", None),
-    ("timestamp", "ts IS NULL", "a date or timestamp", "_ts_raw"),
-    ("amount", "amount IS NULL", "a number", "_amount_raw"),
-    ("quantity", "quantity IS NULL AND _quantity_raw IS NOT NULL AND trim(_quantity_raw) <> ''",
-     "a number", "_quantity_raw"),
-)
+def _checks(dates: tuple[dt.date, dt.date]) -> tuple[tuple[str, str, str, str | None], ...]:
+    """(column checked, the failing condition on the typed view, what was expected, raw value)."""
+    earliest, latest = (d.isoformat() for d in dates)
+    nul = "chr(0)"
+    texts = " OR ".join(f"contains({c}, {nul})" for c in ("order_id", "category", "channel"))
+    return (
+        ("customer_id", "customer_id IS NULL", "a non-empty customer id", None),
+        ("customer_id", f"contains(customer_id, {nul})", "an id without NUL bytes", "customer_id"),
+        ("order_id", f"contains(order_id, {nul})", "an id without NUL bytes", "order_id"),
+        ("category", f"contains(category, {nul})", "text without NUL bytes", "category"),
+        ("channel", f"contains(channel, {nul})", "text without NUL bytes", "channel"),
+        ("timestamp", "ts IS NULL", "a date or timestamp", "_ts_raw"),
+        ("timestamp", f"ts < DATE '{earliest}' OR ts >= DATE '{latest}'",
+         f"a date from {earliest} to before {latest}", "_ts_raw"),
+        ("amount", "amount IS NULL", "a number", "_amount_raw"),
+        ("amount", f"abs(amount) > {MAX_AMOUNT!r}",
+         f"an amount of at most {MAX_AMOUNT:,.0f} in size", "_amount_raw"),
+        ("amount", f"amount <> 0 AND abs(amount) < {MIN_AMOUNT!r}",
+         f"0 or an amount of at least {MIN_AMOUNT} in size (sums are exact to 1/10,000)", "_amount_raw"),
+        ("quantity", "quantity IS NULL AND _quantity_raw IS NOT NULL AND trim(_quantity_raw) <> ''",
+         "a number", "_quantity_raw"),
+    )
 
 
 def _validate(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: IngestPolicy,
-              source: str, row_numbers: str) -> IngestReport:
-    counts = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond, _, _ in _CHECKS)
+              source: str, row_numbers: str, dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES,
+              specs: dict[str, "_CsvSpec"] | None = None) -> IngestReport:
+    checks = [c for c in _checks(dates) if c[0] in ("customer_id", "timestamp", "amount")
+              or getattr(columns, c[0]) is not None]
+    counts = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond, _, _ in checks)
     stats = con.execute(
         f"SELECT count(*), {counts}, count(*) FILTER (WHERE amount < 0), "
         "count(*) FILTER (WHERE amount = 0), min(ts), max(ts) FROM typed"
     ).fetchone()
-    n_rows, bad = stats[0], stats[1:1 + len(_CHECKS)]
-    refunds, zeros, first_ts, last_ts = stats[1 + len(_CHECKS):]
-    for (field, cond, expected, raw_col), n_bad in zip(_CHECKS, bad):
+    n_rows, bad = stats[0], stats[1:1 + len(checks)]
+    refunds, zeros, first_ts, last_ts = stats[1 + len(checks):]
+    if n_rows == 0:
+        raise TransactionDataError(f"no transactions in {source}: it has a header but no rows",
+                                   source=source, row=0)
+    for (field, cond, expected, raw_col), n_bad in zip(checks, bad):
         if n_bad:
-            _raise_first_bad(con, columns, field, cond, expected, raw_col, n_bad, policy, row_numbers)
+            _raise_first_bad(con, columns, field, cond, expected, raw_col, n_bad, policy, row_numbers,
+                             specs or {})
     if refunds and policy.refunds == "error":
         _raise_first_bad(con, columns, "amount", "amount < 0", "no refunds (refunds='error')",
-                         "_amount_raw", refunds, policy, row_numbers)
+                         "_amount_raw", refunds, policy, row_numbers, specs or {})
     zero_excluded = zeros if policy.zero_amounts == "exclude" else 0
     duplicates = 0
     if _drops_duplicates(columns, policy):                  # one pass over the distinct rows
@@ -275,24 +489,25 @@ def _validate(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: Ingest
 
 def _raise_first_bad(con: duckdb.DuckDBPyConnection, columns: ColumnMap, field: str, cond: str,
                      expected: str, raw_col: str | None, n_bad: int, policy: IngestPolicy,
-                     row_numbers: str) -> None:
+                     row_numbers: str, specs: dict[str, "_CsvSpec"]) -> None:
     value_expr = raw_col or "NULL"
     file, row, value = con.execute(
         f"SELECT _file, _row, {value_expr} FROM typed WHERE {cond} ORDER BY _file, _row LIMIT 1"
     ).fetchone()
     if row is None and row_numbers == "rescan":
-        row = _csv_row_number(file, columns, policy, cond)
+        row = _csv_row_number(specs[file], columns, policy, cond)
     column = getattr(columns, field)
     where = f"{file}: row {row}" + (f" (line {row + 1})" if row_numbers == "rescan" else "")
     shown = "an empty value" if value is None or str(value).strip() == "" else repr(value)
-    hint = " (set the format with --date-format, e.g. %Y%m%d)" if field == "timestamp" else ""
+    hint = (" (set the format with --date-format, e.g. %Y%m%d)"
+            if field == "timestamp" and cond == "ts IS NULL" else "")
     more = f"; {n_bad - 1} more row(s) have the same problem" if n_bad > 1 else ""
     raise TransactionDataError(
         f"{where}, column {column!r}: expected {expected}, found {shown}{hint}{more}.",
         source=file, row=row, column=column)
 
 
-def _csv_row_number(file: str, columns: ColumnMap, policy: IngestPolicy, cond: str) -> int | None:
+def _csv_row_number(spec: "_CsvSpec", columns: ColumnMap, policy: IngestPolicy, cond: str) -> int | None:
     """Find the data row (1-based, header excluded) of the first bad value in one CSV file.
 
     Only runs on the error path: a single-threaded rescan of that file keeps file order.
@@ -301,8 +516,8 @@ def _csv_row_number(file: str, columns: ColumnMap, policy: IngestPolicy, cond: s
     single.execute("SET threads = 1")
     single.execute(f"SET TimeZone = '{sql_escape(policy.timezone)}'")
     single.execute(
-        f"CREATE TEMP VIEW raw AS SELECT *, '{sql_escape(file)}' AS _file, "
-        f"row_number() OVER () AS _row FROM read_csv('{sql_escape(file)}', all_varchar = true, header = true)"
+        f"CREATE TEMP VIEW raw AS SELECT *, '{sql_escape(spec.file)}' AS _file, "
+        f"row_number() OVER () AS _row FROM {spec.reader()}"
     )
     raw_types = dict(single.execute("SELECT column_name, column_type FROM (DESCRIBE raw)").fetchall())
     single.execute(_typed_view_sql(raw_types, columns, policy))

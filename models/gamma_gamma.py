@@ -220,3 +220,35 @@ class GammaGammaModel(ClassicalModel):
         coefficients = discount - np.append(discount[1:], 0.0)
         expected = purchase_model._expected_purchases_combination(x, t_x, T, horizons, coefficients)
         return order_value * expected
+
+
+def fit_spend_model(summary: pd.DataFrame) -> GammaGammaModel:
+    """Gamma-Gamma fitted on ``summary``, or, where spend carries no information, its limit
+    that values every order at the mean order value.
+
+    A log whose amounts are all equal (visits, a subscription box, a shop that exports no
+    prices) has nothing for Gamma-Gamma to learn and its fit does not converge. Then the model
+    returned has ``p`` so large that no customer is shrunk: a repeat buyer's expected order
+    value is their own mean (all equal here) and anyone else's the population mean. The
+    returned model's ``fallback_`` says which happened, so a run can report it.
+    """
+    from models.base import ConvergenceError
+
+    repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
+    spends = repeat["monetary_value"].to_numpy(float)
+    if len(spends) and np.ptp(spends) > 1e-9 * max(1.0, abs(spends).max()):
+        try:
+            model = GammaGammaModel().fit(repeat)
+            model.fallback_ = None
+            return model
+        except (ConvergenceError, ValueError) as exc:
+            reason = f"Gamma-Gamma did not fit ({str(exc).splitlines()[0][:120]})"
+    else:
+        reason = "every repeat buyer spends the same per order"
+    mean = float(spends.mean()) if len(spends) else float(summary["monetary_value"].mean() or 0.0)
+    model = GammaGammaModel()
+    p = 1e6
+    model.params_ = {"p": p, "q": 2.0, "gamma": max(mean, 1e-12) / p}   # population mean p·γ/(q−1) = mean
+    model.log_likelihood_, model.n_customers_ = float("nan"), int(len(spends))
+    model.fallback_ = f"{reason}: orders valued at the mean order value {mean:.4g}"
+    return model

@@ -28,7 +28,7 @@ from features.output import atomic_path
 from models.base import PurchaseModel
 from models.beta_geo import BetaGeoModel
 from models.churn import ChurnModel
-from models.gamma_gamma import GammaGammaModel
+from models.gamma_gamma import GammaGammaModel, fit_spend_model
 from models.metrics import brier_scores, concordance_index, integrated_brier
 from models.modified_beta_geo import ModifiedBetaGeoModel
 from models.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel,
@@ -146,6 +146,7 @@ class WinbackScorer:
         X_train = pd.concat(parts)
         fitted = self._fit_classical(calibration)
         self.purchase_model_, self.spend_model_ = fitted["purchase"], fitted["spend"]
+        self.spend_fallback_ = fitted["spend"].fallback_
         self.extra_models_ = fitted["extra"]
         X_cal = self._with_classical(calibration, fitted)
         churn = clone(self.churn) if self.churn is not None else ChurnModel(random_state=self.random_state)
@@ -202,9 +203,8 @@ class WinbackScorer:
     def _fit_classical(self, frame: pd.DataFrame) -> dict:
         """The purchase model, Gamma-Gamma and the extra classical models, fit on one origin."""
         purchase = PURCHASE_MODELS[self.purchase_model](time_unit_days=1.0).fit(frame)
-        spenders = frame[(frame["frequency"] > 0) & (frame["monetary_value"] > 0)]
         extra = {name: PURCHASE_MODELS[name](time_unit_days=1.0).fit(frame) for name in self.extra_classical}
-        return {"purchase": purchase, "spend": GammaGammaModel().fit(spenders), "extra": extra}
+        return {"purchase": purchase, "spend": fit_spend_model(frame), "extra": extra}
 
     def _with_classical(self, frame: pd.DataFrame, fitted: dict) -> pd.DataFrame:
         purchase, spend = fitted["purchase"], fitted["spend"]
@@ -359,6 +359,7 @@ class WinbackScorer:
             "spend_model": self.spend_model_.to_dict(),
             "extra_models": {name: m.to_dict() for name, m in self.extra_models_.items()},
             "churn_features": self.churn_features_, "churn_tuning": self.churn_tuning_,
+            "spend_fallback": self.spend_fallback_,
             "churn_model": churn, "hazard_model": hazard,
             "next_purchase_method": self.next_purchase_method_,
             "next_purchase_evaluation": self.next_purchase_evaluation_,
@@ -401,6 +402,7 @@ class WinbackScorer:
                                 for name, data in state["extra_models"].items()}
         scorer.churn_features_ = list(state["churn_features"])
         scorer.churn_tuning_ = state["churn_tuning"]
+        scorer.spend_fallback_ = state["spend_fallback"]
         churn = dict(state["churn_model"], booster=(directory / "churn_model.txt").read_text())
         scorer.churn_model_ = ChurnModel.from_dict(churn)
         scorer.next_purchase_method_ = state["next_purchase_method"]

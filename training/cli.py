@@ -53,6 +53,8 @@ DuplicatesOpt = Annotated[str, typer.Option(
     help="Exact duplicate rows: auto (drop if an order id is mapped), drop or keep.")]
 RefundsOpt = Annotated[str, typer.Option(help="Negative amounts: exclude (not purchases) or error.")]
 ZerosOpt = Annotated[str, typer.Option("--zero-amounts", help="Zero amounts: keep (purchases without spend) or exclude.")]
+EncodingOpt = Annotated[str, typer.Option(
+    "--encoding", help="Text encoding of CSV files, e.g. big5, cp950, latin-1; default utf-8.")]
 
 
 TrackingOpt = Annotated[Optional[str], typer.Option(
@@ -62,14 +64,18 @@ ModelUriOpt = Annotated[Optional[str], typer.Option(help="Model to use; default 
 
 def user_errors(command: Callable) -> Callable:
     """Turn a user's mistake into a message and exit status 2 instead of a traceback."""
+    from rich.markup import escape
+
     from features.transactions import TransactionDataError
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (TransactionDataError, ValueError, FileNotFoundError) as exc:
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        except (TransactionDataError, ValueError, OSError) as exc:
+            message = str(exc) if not isinstance(exc, OSError) or not exc.filename else (
+                f"{exc.filename}: {exc.strerror or exc}")
+            errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -78,7 +84,7 @@ def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_i
              timestamp_col: str, amount_col: str, order_id_col: str | None,
              quantity_col: str | None, category_col: str | None, channel_col: str | None,
              date_format: str | None, timezone: str | None, duplicates: str, refunds: str,
-             zero_amounts: str):
+             zero_amounts: str, encoding: str = "utf-8"):
     """Open and validate the log the flags describe (time zone default UTC)."""
     from features import ColumnMap, IngestPolicy, cdnow_log, read_transactions
 
@@ -95,7 +101,7 @@ def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_i
     columns = ColumnMap(customer_id=customer_id_col, timestamp=timestamp_col, amount=amount_col,
                         order_id=order_id_col, quantity=quantity_col, category=category_col,
                         channel=channel_col)
-    return read_transactions([str(p) for p in transactions], columns, policy)
+    return read_transactions([str(p) for p in transactions], columns, policy, encoding=encoding)
 
 
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -130,16 +136,21 @@ def features(
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
-    zero_amounts: ZerosOpt = "keep",
+    zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
 ) -> None:
     """Build one row of features per customer as of a cutoff: BG/NBD summary, RFM and
     segment, purchase cycle, rolling windows, membership tier and replenishment.
 
     For the scoring service's snapshot pass --model-uri: the table is then built exactly as
     that model defines its features, and the service checks it."""
+    from features.build import parse_cutoff
     from features.job import write_features
+    from features.output import check_output_path
 
     _choice("--freq", freq, ("D", "W"))
+    check_output_path(out)                          # before the whole job, not after it
+    if cutoff is not None:
+        parse_cutoff(cutoff)
     started = time.perf_counter()
     reference, version = None, None
     if model_uri:
@@ -157,8 +168,9 @@ def features(
                        order_id_col=order_id_col, quantity_col=quantity_col,
                        category_col=category_col, channel_col=channel_col,
                        date_format=date_format, timezone=timezone, duplicates=duplicates,
-                       refunds=refunds, zero_amounts=zero_amounts)
-        cutoff = cutoff or log.report.last_timestamp.date().isoformat()
+                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
+        if cutoff is None:
+            cutoff = log.report.last_timestamp.date().isoformat()
         progress.add_task(f"building features as of {cutoff}")
         summary = write_features(log, cutoff, out, None if reference else freq, reference=reference)
     _print_ingest(log.report)
@@ -260,6 +272,8 @@ def train(
         console.print(line)
     console.print(f"served model trained until {result.trained_until}; its recipe was evaluated on "
                   f"{result.evaluated_on}")
+    if result.spend_note:
+        console.print(f"spend: {result.spend_note}")
     console.print(f"[bold]{result.verdict}[/]")
     console.print(f"MLflow run {result.run_id}; see it with: mlflow ui --backend-store-uri "
                   f"{_display_uri(tracking_uri)}  (done in {time.perf_counter() - started:.0f} s)")

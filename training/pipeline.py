@@ -82,6 +82,7 @@ class TrainResult:
     verdict: str
     trained_until: str = ""
     evaluated_on: str = ""
+    spend_note: str | None = None
 
 
 def plan_origins(cutoff: pd.Timestamp, horizon_days: int, origins: int, step_days: int,
@@ -204,7 +205,10 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
              f"{fresh_calibration.date()}, labels to {last_day.date()}")
         served = fit_recipe(log, config, fresh_origins, fresh_calibration)
         mlflow.log_params({"trained_until": served.trained_until_,
-                           "backtest_trained_until": scorer.trained_until_})
+                           "backtest_trained_until": scorer.trained_until_,
+                           "spend_model": served.spend_fallback_ or "gamma_gamma"})
+        if served.spend_fallback_:
+            step(f"spend: {served.spend_fallback_}")
         example = log.con.execute(
             "SELECT customer_id, ts AS timestamp, amount FROM transactions "
             f"WHERE customer_id IN (SELECT customer_id FROM transactions ORDER BY customer_id LIMIT 3) "
@@ -229,7 +233,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     client.set_model_version_tag(MODEL_NAME, version.version, "verdict", verdict)
     return TrainResult(run.info.run_id, version.version, alias, evaluation, champion_eval,
                        champion.version if champion else None, table, verdict,
-                       served.trained_until_, evaluated_on)
+                       served.trained_until_, evaluated_on, served.spend_fallback_)
 
 
 def _evaluate_champion(champion, log: TransactionLog, features: pd.DataFrame, labels: pd.DataFrame,

@@ -164,26 +164,18 @@ def fail_abandoned_runs(client: MlflowClient, experiment: str) -> list[str]:
     (a ``kill -9``, a power cut); return their ids. Runs record ``winback.host``/``winback.pid``."""
     import socket
 
+    from features.transactions import pid_alive
+
     host = socket.gethostname()
     ended = []
     for run in client.search_runs([experiment], "attributes.status = 'RUNNING'"):
         tags = run.data.tags
         if tags.get("winback.host") != host or not tags.get("winback.pid", "").isdigit():
             continue
-        if not _alive(int(tags["winback.pid"])):
+        if not pid_alive(int(tags["winback.pid"])):
             client.set_terminated(run.info.run_id, "FAILED")
             ended.append(run.info.run_id)
     return ended
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def promote(client: MlflowClient, version: str | int, name: str = MODEL_NAME,

@@ -174,3 +174,13 @@ def test_cli_train_models_promote_score_and_rank(small_log, store, tmp_path, cdn
     bad = runner.invoke(app, ["rank", *data, "--as-of", "1998-06-30", "--lang", "fr", "--out", str(ranked),
                               "--tracking-uri", store])
     assert bad.exit_code == 2 and "--lang must be one of en, zh-TW" in bad.output
+
+
+def test_a_log_whose_amounts_are_all_equal_trains_and_says_so(cdnow_raw, store):
+    raw = (cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 4000]   # one 10-dollar visit a day at most
+           .drop_duplicates(["customer_id", "date"]).assign(dollar_value=10.0))
+    result = train(TransactionLog.from_frame(raw, _CDNOW), quick_config(), store)
+    assert result.spend_note and "mean order value 10" in result.spend_note
+    assert result.evaluation.metrics["churn_auc"] > 0.7
+    run = MlflowClient(store).get_run(result.run_id)
+    assert run.data.params["spend_model"].startswith("every repeat buyer spends the same")
