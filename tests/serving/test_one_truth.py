@@ -154,3 +154,33 @@ def _with_reference(scorer, reference):
     other.reference_ = reference
     return other
 
+
+
+def test_a_swap_rebuilds_the_log_snapshot_with_the_new_models_reference(tmp_path, scorer, store, serving_slice):
+    """From a log, the service rebuilds its features with each new champion's own reference;
+    from a snapshot file built for the old one, it keeps the old model and says why."""
+    import copy
+
+    from serving.champion import Champion
+    from serving.config import LogSource, ServiceSettings
+    from serving_support import register_version, set_champion
+
+    other = copy.copy(scorer)                          # same trees, other RFM edges: every r_score moves
+    edges = dict(scorer.reference_.rfm_edges, recency=[1.0, 2.0, 3.0, 4.0])
+    other.reference_ = dataclasses.replace(scorer.reference_, rfm_edges=edges)
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (tmp_path / "mlruns").mkdir()
+    first = register_version(uri, scorer, store["example"], {"churn_auc": 0.8})
+    set_champion(uri, first)
+    log_file = tmp_path / "log.csv"
+    serving_slice.to_csv(log_file, index=False)
+    from_log = Champion(ServiceSettings(tracking_uri=uri, log_source=LogSource((str(log_file),), None, AS_OF, {}),
+                                        poll_seconds=0))
+    from_file = Champion(ServiceSettings(tracking_uri=uri, snapshot=store["snapshot"], poll_seconds=0))
+    before = from_log.current.records([0, 1, 2])
+    set_champion(uri, register_version(uri, other, store["example"], {"churn_auc": 0.9}))
+    assert from_log.poll() and from_log.current.model.feature_reference == other.reference_.fingerprint()
+    after = from_log.current.records([0, 1, 2])
+    assert all(a["r_score"] == 1 for a in after) and any(b["r_score"] != 1 for b in before)
+    assert not from_file.poll() and from_file.current.model.version == str(first)
+    assert from_file.degraded and "feature reference" in from_file.registry.last_error
