@@ -57,8 +57,14 @@ class Champion:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
+        self._registry_file = RegistryFile.of(settings.tracking_uri)
+        if self._registry_file is not None and not self._registry_file.path.is_file():
+            raise ConfigError(missing_registry_message(settings.tracking_uri))
         _use_registry(settings.tracking_uri)
-        version = self._resolve()                    # at start a failure is fatal: nothing to serve
+        try:
+            version = self._resolve()                # at start a failure is fatal: nothing to serve
+        except Exception as exc:
+            raise ConfigError(no_model_message(settings.tracking_uri, settings.model_uri, exc)) from exc
         self.registry = RegistryState(True, _now())
         self.current: ScoredSnapshot = self._build(version)
         logger.info("serving %s version %s on a snapshot of %d customers as of %s",
@@ -72,7 +78,13 @@ class Champion:
         return MlflowClient(self.settings.tracking_uri, registry_uri=self.settings.tracking_uri)
 
     def _resolve(self):
-        """The model version the URI points at now (raises when the registry cannot say)."""
+        """The model version the URI points at now (raises when the registry cannot say).
+
+        A sqlite registry is checked first: if its file is gone the poll fails (MLflow would
+        create an empty one), and if it was replaced the pooled connections to the old file are
+        closed, so the new file is read."""
+        if self._registry_file is not None:
+            self._registry_file.check()
         client = self._client()
         if self.ref.alias is not None:
             return client.get_model_version_by_alias(self.ref.name, self.ref.alias)
@@ -93,10 +105,7 @@ class Champion:
 
         path = self.settings.snapshot
         if not path.is_file():
-            raise ConfigError(f"WINBACK_SNAPSHOT: no feature table at {path.resolve()}; build one with "
-                              "`winback features --model-uri models:/winback@champion ... --out X.parquet` "
-                              "(make demo writes the default), or serve from a log (WINBACK_DATASET, "
-                              "WINBACK_TRANSACTIONS)")
+            raise ConfigError(missing_snapshot_message(path))
         mtime = path.stat().st_mtime_ns
         built_with = feature_table_metadata(path).get("winback.reference_id")
         wanted = scorer.reference_.fingerprint()
@@ -206,6 +215,97 @@ class Champion:
                 self.poll()
             except Exception:                                   # never let the poller die
                 logger.exception("champion poll failed")
+
+
+class RegistryFile:
+    """The file of a ``sqlite:///`` registry, followed by identity (device, inode).
+
+    MLflow keeps one SQLAlchemy engine per URI for the life of the process, and its pooled
+    connections keep reading a file that was replaced (``mv new.db mlflow.db``): the old inode.
+    :meth:`check` notices the new inode and disposes those engines, so the next query opens the
+    file by its path again."""
+
+    def __init__(self, uri: str, path: Path) -> None:
+        self.uri, self.path = uri, path
+        self._identity: tuple[int, int] | None = None
+
+    @classmethod
+    def of(cls, uri: str) -> "RegistryFile | None":
+        path = sqlite_path(uri)
+        return None if path is None else cls(uri, path)
+
+    def check(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"the registry file {self.path} is gone") from None
+        identity = (stat.st_dev, stat.st_ino)
+        if self._identity is not None and identity != self._identity:
+            logger.warning("the registry file %s was replaced; reopening it", self.path)
+            dispose_engines(self.uri)
+        self._identity = identity
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URI; None for other stores (and in-memory ones)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def dispose_engines(uri: str) -> None:
+    """Close the pooled connections MLflow's stores hold for ``uri`` (they reconnect by path)."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    for store in (TrackingStore, RegistryStore):
+        with store._engine_map_lock:
+            engines = [e for key, e in store._engine_map.items() if key == uri]
+        for engine in engines:
+            engine.dispose()
+
+
+def missing_registry_message(uri: str) -> str:
+    return (f"WINBACK_TRACKING_URI: there is no registry database at {sqlite_path(uri)} ({uri}). "
+            "MLflow would create an empty one and find no model in it: check the path (a relative "
+            "sqlite:/// path is relative to the directory the service starts in), or train and "
+            "register a model first (`winback train ...`).")
+
+
+def no_model_message(uri: str, model_uri: str, exc: BaseException) -> str:
+    return (f"WINBACK_MODEL_URI: the registry at {uri} has no {model_uri} ({_short(exc)}). Check the "
+            "model name and alias (or version), or promote a version first "
+            "(`winback promote ...`); see `winback models` for what is registered.")
+
+
+def check_startup(settings: ServiceSettings) -> None:
+    """Raise :class:`ConfigError` with one paragraph if the service could not start with
+    ``settings``: a sqlite registry file that does not exist, a model URI the registry does not
+    resolve, or a missing snapshot. Reads the registry; loads nothing."""
+    ref = parse_model_uri(settings.model_uri)
+    path = sqlite_path(settings.tracking_uri)
+    if path is not None and not path.is_file():
+        raise ConfigError(missing_registry_message(settings.tracking_uri))
+    if settings.log_source is None and not settings.snapshot.is_file():
+        raise ConfigError(missing_snapshot_message(settings.snapshot))
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+    try:
+        if ref.alias is not None:
+            client.get_model_version_by_alias(ref.name, ref.alias)
+        else:
+            client.get_model_version(ref.name, ref.version)
+    except Exception as exc:
+        raise ConfigError(no_model_message(settings.tracking_uri, settings.model_uri, exc)) from None
+
+
+def missing_snapshot_message(path: Path) -> str:
+    return (f"WINBACK_SNAPSHOT: no feature table at {path.resolve()}; build one with "
+            "`winback features --model-uri models:/winback@champion ... --out X.parquet` "
+            "(make demo writes the default), or serve from a log (WINBACK_DATASET, "
+            "WINBACK_TRANSACTIONS)")
 
 
 def _use_registry(uri: str) -> None:

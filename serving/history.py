@@ -59,11 +59,15 @@ def transactions_frame(as_of: dt.date, customers: Sequence[CustomerHistory],
         seen.add(customer.customer_id)
         for j, line in enumerate(customer.transactions):
             stamp = line.timestamp
-            if stamp.tzinfo is not None:
-                stamp = stamp.astimezone(zone).replace(tzinfo=None)
+            out_of_range = HistoryError(400, f"customers[{i}].transactions[{j}].timestamp",
+                                        f"must be between {EARLIEST} and {LATEST}")
+            try:                                            # 9999-12-31T23:59:59-14:00 overflows
+                if stamp.tzinfo is not None:
+                    stamp = stamp.astimezone(zone).replace(tzinfo=None)
+            except (OverflowError, ValueError):
+                raise out_of_range from None
             if not EARLIEST <= stamp.date() < LATEST:
-                raise HistoryError(400, f"customers[{i}].transactions[{j}].timestamp",
-                                   f"must be between {EARLIEST} and {LATEST}")
+                raise out_of_range
             rows.append({"customer_id": customer.customer_id, "timestamp": stamp, "amount": line.amount,
                          **{c: getattr(line, c) for c in OPTIONAL}})
             fields.append(f"customers[{i}].transactions[{j}]")
@@ -78,6 +82,9 @@ def score_history(scorer: WinbackScorer, as_of: dt.date, customers: Sequence[Cus
     """JSON-ready scores, one per posted customer in request order. A customer with no purchase
     on or before ``as_of`` (or only refunds) gets ``status: no_purchases``."""
     frame, fields = transactions_frame(as_of, customers, limits, scorer.reference_.timezone)
+    by_as_of = frame["timestamp"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    if not (by_as_of & (frame["amount"] > 0)).any():      # nothing to build features from
+        return [{"customer_id": c.customer_id, "status": "no_purchases"} for c in customers]
     try:
         scores = scorer.score(frame, as_of, reasons=reasons)
     except TransactionDataError as exc:

@@ -77,17 +77,54 @@ def serve(host: str = "127.0.0.1", port: int = 3000, tracking_uri: str | None = 
     if snapshot is not None and not Path(snapshot).is_file():
         raise FileNotFoundError(f"--snapshot: no feature table at {snapshot}; build one with "
                                 "`winback features ... --out X.parquet`")
+    from serving.champion import check_startup
+    from serving.config import ServiceSettings
     from training.registry import resolve_tracking_uri
 
     tracking_uri = tracking_uri or os.environ.get("WINBACK_TRACKING_URI") or resolve_tracking_uri(None)
     env = service_env(_absolute_sqlite(tracking_uri), model_uri, _absolute(snapshot),
                       _absolute(api_keys_file), poll_seconds, workers, log_source=log_source)
-    process = subprocess.Popen(command(host, port), env=env)
+    check_startup(ServiceSettings.from_env(env))         # fail here, once, not in a worker loop
+    return supervise(command(host, port), env)
+
+
+def supervise(argv: list[str], env: Mapping[str, str], grace: float = 20.0) -> int:
+    """Run ``argv`` in its own process group until it exits; SIGTERM and SIGINT sent to us are
+    passed to the whole group (the BentoML arbiter and its workers), then we wait for it.
+
+    Without the group a signal to ``winback serve`` ended only this process and left the server
+    and its workers running on the port. If the group is still there ``grace`` seconds after a
+    signal it is killed. A server that stops on its own (a worker found the configuration
+    unusable) gives a non-zero status."""
+    process = subprocess.Popen(argv, env=dict(env), start_new_session=True)
+    asked = []
+
+    def forward(signum, _frame):
+        asked.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        return process.wait()
+        deadline = None
+        while True:
+            try:
+                status = process.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if asked and deadline is None:
+                    deadline = time.monotonic() + grace
+                if deadline is not None and time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        with contextlib.suppress(ProcessLookupError):      # no worker outlives the arbiter
+            os.killpg(process.pid, signal.SIGKILL)
+    if asked:
+        return max(status, 0)                               # stopped because we were asked to
+    return status or 1
 
 
 @contextlib.contextmanager

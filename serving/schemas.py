@@ -17,10 +17,19 @@ CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
+#: Requests are strict: a field the model does not know is an error, not ignored, and values are
+#: not coerced (``"reasons": "yes"`` and ``"limit": "10"`` are refused; JSON dates are strings).
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+#: The largest amount (and quantity) a purchase line can plausibly have; beyond it the sums the
+#: features are built from lose their meaning long before they overflow.
+MAX_AMOUNT = 1e12
+
+
 class _Strict(BaseModel):
     """Request parts refuse fields they do not know, so a misspelt field is an error, not ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
 
 class Transaction(_Strict):
@@ -28,10 +37,10 @@ class Transaction(_Strict):
     (its days are the shop's days); without one it is taken as in that zone. A negative
     ``amount`` is a refund and is excluded."""
 
-    timestamp: dt.datetime
-    amount: float = Field(allow_inf_nan=False)
+    timestamp: dt.datetime = Field(strict=False)            # a date alone ("1997-01-03") is midnight
+    amount: float = Field(allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
     order_id: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
-    quantity: Optional[float] = Field(default=None, allow_inf_nan=False)
+    quantity: Optional[float] = Field(default=None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
     category: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
     channel: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
 

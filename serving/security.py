@@ -1,8 +1,9 @@
 """API keys, body size and the model-version header, as one ASGI middleware; and a log filter.
 
 Every path except the health and documentation ones needs ``Authorization: Bearer KEY`` with a
-configured key, compared in constant time. Bodies larger than the limit are refused with 413
-before the service parses them. Every answer, errors included, carries ``X-Model-Version``.
+configured key, compared in constant time. A POST must be ``application/json`` (415 otherwise:
+BentoML would parse any other type as JSON, or as a form). Bodies larger than the limit are
+refused with 413 before the service parses them. Every answer, errors included, carries ``X-Model-Version``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class Guard:
             return await _reply(send_with_version, 401, {
                 "error": "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
                 "field": "Authorization"}, [(b"www-authenticate", b'Bearer realm="winback"')])
+        if scope["method"] in ("POST", "PUT", "PATCH") and not _is_json(headers.get(b"content-type")):
+            return await _reply(send_with_version, 415, {
+                "error": "send the request as JSON: 'Content-Type: application/json'",
+                "field": "Content-Type"})
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             return await _reply(send_with_version, 413, _too_large(max_body))
@@ -97,6 +102,10 @@ class Guard:
 
             return await self.app(scope, replay, send_with_version)
         return await self.app(scope, receive, send_with_version)
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    return content_type is not None and content_type.split(b";")[0].strip().lower() == b"application/json"
 
 
 def _too_large(limit: int) -> dict:

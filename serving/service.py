@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import traceback
 from typing import Annotated, Literal
 
 import bentoml
@@ -22,8 +23,9 @@ from fastapi import FastAPI
 from pydantic import Field
 from starlette.responses import Response
 
-from serving.schemas import (CustomerHistory, CustomerId, InfoResponse, Label, ScoreResponse,
+from serving.schemas import (STRICT, CustomerHistory, CustomerId, InfoResponse, Label, ScoreResponse,
                              WinbackResponse)
+from serving.openapi import OpenAPIDocument
 from serving.security import Guard, KeyRing, install_log_filter
 
 logger = logging.getLogger("winback.serving")
@@ -40,6 +42,22 @@ def _guard_context():
     return service.keys, service.settings.limits.max_body_bytes, service.champion.current.model.version
 
 
+def _api(route: str):
+    """``bentoml.api`` with a strict input model.
+
+    BentoML builds each endpoint's input model from the method's signature
+    (``IODescriptor.from_input``) with pydantic's lax defaults: unknown fields ignored, ``"10"``
+    taken as 10. The same model, subclassed with :data:`serving.schemas.STRICT`, refuses both
+    (a 400 whose ``detail`` names the field and never quotes the input)."""
+
+    def decorate(func):
+        spec = bentoml.IODescriptor.from_input(func, skip_self=True)
+        strict = type(spec.__name__, (spec,), {"__module__": func.__module__, "model_config": STRICT})
+        return bentoml.api(route=route, input_spec=strict)(func)
+
+    return decorate
+
+
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -51,16 +69,19 @@ class WinbackService:
 
     def __init__(self) -> None:
         from serving.champion import Champion
-        from serving.config import ServiceSettings
+        from serving.config import ConfigError, ServiceSettings
 
         install_log_filter()
-        self.settings = ServiceSettings.from_env()
-        self.keys = KeyRing(self.settings.api_keys)
-        if not self.keys:
-            logger.warning("no API keys configured (WINBACK_API_KEYS, WINBACK_API_KEYS_FILE): "
-                           "every scoring call will be refused with 401")
-        _quick_failing_http_registry()
-        self.champion = Champion(self.settings)
+        try:
+            self.settings = ServiceSettings.from_env()
+            self.keys = KeyRing(self.settings.api_keys)
+            if not self.keys:
+                logger.warning("no API keys configured (WINBACK_API_KEYS, WINBACK_API_KEYS_FILE): "
+                               "every scoring call will be refused with 401")
+            _quick_failing_http_registry()
+            self.champion = Champion(self.settings)
+        except ConfigError as exc:
+            _stop_the_server(str(exc))
         self.champion.start()
         _live["service"] = self
 
@@ -70,7 +91,7 @@ class WinbackService:
 
     # ------------------------------------------------------------------ endpoints
 
-    @bentoml.api(route="/score")
+    @_api(route="/score")
     async def score(
         self,
         customer_ids: Annotated[list[CustomerId], Field(min_length=1, description="Customer ids to look up.")],
@@ -100,7 +121,7 @@ class WinbackService:
         return _json({"model_name": state.model.name, "model_version": state.model.version,
                       "as_of": as_of, "customers": customers})
 
-    @bentoml.api(route="/score_history")
+    @_api(route="/score_history")
     async def score_history(
         self,
         as_of: Annotated[dt.date, Field(description="Score as of the end of this day (YYYY-MM-DD); "
@@ -118,10 +139,14 @@ class WinbackService:
                                              self.settings.limits, reasons)
         except HistoryError as exc:
             return _error(exc.status, exc.field, exc.message)
+        except Exception as exc:                                 # a bug: say where, not with what
+            logger.error("/score_history failed: %s\n%s", type(exc).__name__,
+                         "".join(traceback.format_tb(exc.__traceback__)))
+            return _error(500, "customers", "the histories could not be scored; the server log says where")
         return _json({"model_name": state.model.name, "model_version": state.model.version,
                       "as_of": as_of.isoformat(), "customers": scores})
 
-    @bentoml.api(route="/winback")
+    @_api(route="/winback")
     async def winback(
         self,
         limit: Annotated[int, Field(ge=1, description="Customers to return, best first.")] = 100,
@@ -194,6 +219,7 @@ class WinbackService:
 
 
 WinbackService.add_asgi_middleware(Guard, context=_guard_context)
+WinbackService.add_asgi_middleware(OpenAPIDocument)
 
 
 def _json(payload: dict) -> Response:
@@ -210,6 +236,25 @@ def _error(status: int, field: str, message: str) -> Response:
 def _tier_labels(scorer) -> set[str]:
     tiers = scorer.feature_settings.tiers
     return {*(name for name, _ in tiers.thresholds), *(zh for _, zh in tiers.labels_zh_tw)}
+
+
+def _stop_the_server(message: str) -> None:
+    """End the whole server, not just this worker, with ``message`` in the log.
+
+    BentoML (circus) restarts a worker whose ``__init__`` raises, again and again: a wrong
+    registry path or a missing snapshot would loop forever behind a port that never gets ready.
+    A configuration error cannot heal by retrying, so the worker asks its parent, the
+    ``bentoml serve`` arbiter, to stop (SIGTERM: it stops every worker and exits) and leaves at
+    once. ``winback serve`` checks the same things before it starts the server
+    (:func:`serving.champion.check_startup`) and exits with status 2 and the message."""
+    import os
+    import signal
+
+    logger.critical("the scoring service cannot start, stopping the server: %s", message)
+    for handler in [*logging.getLogger().handlers, *logger.handlers]:
+        handler.flush()
+    os.kill(os.getppid(), signal.SIGTERM)
+    os._exit(3)
 
 
 def _quick_failing_http_registry() -> None:
