@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,9 +61,26 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
         counts = log.con.execute(
             f"SELECT 'segment', segment, count(*) FROM {written} GROUP BY ALL UNION ALL "
             f"SELECT 'tier', tier, count(*) FROM {written} GROUP BY ALL ORDER BY 3 DESC").fetchall()
+        if reader == "read_csv":
+            with_bom(tmp)
     segments = {name: n for kind, name, n in counts if kind == "segment"}
     tiers = {name: n for kind, name, n in counts if kind == "tier"}
     return FeatureJobSummary(out, sum(segments.values()), segments, tiers, used.fingerprint())
+
+
+def with_bom(path: Path) -> None:
+    """Put a UTF-8 byte-order mark before a CSV file's text, so Excel reads its zh-TW labels as
+    UTF-8 (streamed through a sibling file: the table need not fit in memory)."""
+    import shutil
+
+    staged = path.with_name(path.name + ".bom")
+    try:
+        with open(path, "rb") as src, open(staged, "wb") as dst:
+            dst.write(b"\xef\xbb\xbf")
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def feature_table_metadata(path: str | Path) -> dict[str, str]:

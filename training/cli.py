@@ -189,7 +189,7 @@ def features(
         from features.parity import lifetimes_parity
 
         worst = lifetimes_parity(log, pd.read_parquet(out) if out.suffix == ".parquet"
-                                 else pd.read_csv(out, dtype={"customer_id": str}), cutoff, freq)
+                                 else pd.read_csv(out, encoding="utf-8-sig", dtype={"customer_id": str}), cutoff, freq)
         verdict = "[green]equal[/]" if max(worst.values()) < 1e-9 else "[red]DIFFERENT[/]"
         console.print(f"parity with lifetimes.summary_data_from_transaction_data (freq={freq}): "
                       f"{verdict}; largest differences " +
@@ -342,6 +342,10 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
     console.print(f"version {version} of {MODEL_NAME} is now champion ({was})")
 
 
+CurrencyOpt = Annotated[Optional[str], typer.Option(
+    help="Currency symbol of money columns in .xlsx, e.g. NT$, €; default NT$ with --lang zh-TW, else $.")]
+
+
 def _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer):
     """(feature table, as-of) from --features, or from a log as of --as-of.
 
@@ -380,18 +384,21 @@ def score(
     reasons: Annotated[int, typer.Option(help="Explain the N customers with the highest value at risk (0: none).")] = 100,
     features_path: FeaturesOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    currency: CurrencyOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
-    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, category_col: CategoryCol = None,
-    date_format: DateFormat = None, timezone: TimezoneOpt = None,
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
+    zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
 ) -> None:
     """Score every customer with the champion model: churn, next purchase, value, win-back date."""
     from training.batch import write_table
     from training.registry import load_scorer
 
     mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
-                   order_id_col=order_id_col, quantity_col=None, category_col=category_col,
-                   channel_col=None, date_format=date_format, timezone=timezone,
-                   duplicates="auto", refunds="exclude", zero_amounts="keep")
+                   order_id_col=order_id_col, quantity_col=quantity_col, category_col=category_col,
+                   channel_col=channel_col, date_format=date_format, timezone=timezone,
+                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
     started = time.perf_counter()
     with _steps() as progress:
         progress.add_task("loading the model and the data")
@@ -400,7 +407,7 @@ def score(
         progress.add_task("scoring")
         scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False)
         scores.insert(1, "model_version", version)
-        write_table(scores, out)
+        write_table(scores, out, currency=currency)
     console.print(f"scored {len(scores):,} customers as of {day.date()} with model version {version} "
                   f"→ {out}; mean churn probability {scores['churn_probability'].mean():.3f}, "
                   f"win back now: {int(scores['winback_now'].sum()):,} "
@@ -410,7 +417,8 @@ def score(
 @app.command()
 @user_errors
 def rank(
-    out: Annotated[Path, typer.Option(help="The list: .csv (UTF-8 with BOM, opens in Excel) or .xlsx.")],
+    out: Annotated[Path, typer.Option(help="The list: .csv (UTF-8 with BOM, opens in Excel) or .xlsx "
+                                           "(formatted, ids kept as text with their leading zeros).")],
     top: Annotated[int, typer.Option(help="How many customers.")] = 100,
     segment: Annotated[Optional[list[str]], typer.Option(help="Only these RFM segments (repeatable; English or zh-TW).")] = None,
     tier: Annotated[Optional[list[str]], typer.Option(help="Only these tiers (repeatable).")] = None,
@@ -419,28 +427,37 @@ def rank(
     as_of: Annotated[Optional[str], typer.Option(help="Rank as of this date YYYY-MM-DD.")] = None,
     features_path: FeaturesOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    currency: CurrencyOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
-    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, category_col: CategoryCol = None,
-    date_format: DateFormat = None, timezone: TimezoneOpt = None,
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
+    zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
 ) -> None:
     """The win-back list: customers ranked by value at risk (churn probability × 12-month
     value), with win-back date, next-purchase date, segment, tier and reasons."""
     from features import build_features
-    from training.batch import ranked_list, write_table
+    from training.batch import LIST_SHEET, ranked_list, write_table
     from training.registry import load_scorer
 
     _choice("--lang", lang, ("en", "zh-TW"))
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise ValueError(f"--out must end in .csv or .xlsx, got {out.name!r}")
     mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
-                   order_id_col=order_id_col, quantity_col=None, category_col=category_col,
-                   channel_col=None, date_format=date_format, timezone=timezone,
-                   duplicates="auto", refunds="exclude", zero_amounts="keep")
+                   order_id_col=order_id_col, quantity_col=quantity_col, category_col=category_col,
+                   channel_col=channel_col, date_format=date_format, timezone=timezone,
+                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
     scorer, version = load_scorer(model_uri, tracking_uri)
     data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
     table = data if features_path is not None else build_features(data, day, reference=scorer.reference_)
     ranked = ranked_list(scorer, table, day, top, segment, tier, min_value, lang)
-    write_table(ranked, out)
+    write_table(ranked, out, sheet=LIST_SHEET[lang], currency=currency, lang=lang)
+    if ranked.empty:
+        asked = [f"--segment {s}" for s in segment or ()] + [f"--tier {t}" for t in tier or ()]
+        asked += [f"--min-value {min_value:g}"] if min_value else []
+        console.print(f"0 customers match {' '.join(asked) or 'the filters'} as of {day.date()}; "
+                      f"{out} has only its headers", markup=False, highlight=False)
+        return
     view = Table(title=f"win-back list as of {day.date()} (model version {version}) → {out}")
     for col in ranked.columns[:9]:
         view.add_column(str(col))

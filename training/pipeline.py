@@ -159,7 +159,8 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     for abandoned in fail_abandoned_runs(client, experiment):
         step(f"run {abandoned[:8]} was killed earlier: marked FAILED")
     with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
-        mlflow.set_tags({"winback.host": socket.gethostname(), "winback.pid": str(os.getpid())})
+        mlflow.set_tags({"winback.host": socket.gethostname(), "winback.pid": str(os.getpid()),
+                         **({"mlflow.source.git.commit": commit} if (commit := _git_commit()) else {})})
         mlflow.log_params({**{k: v for k, v in asdict(config).items() if k not in ("gate", "extra_classical")},
                            "extra_classical": ",".join(config.extra_classical) or "none",
                            "gate_metrics": ",".join(config.gate.metrics),
@@ -169,8 +170,9 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
                            "refit_calibration_origin": str(fresh_calibration.date()),
                            "evaluated_on": evaluated_on})
         mlflow.set_tags({f"version.{k}": v for k, v in _versions().items()})
-        mlflow.log_dict({"fingerprint": fingerprint(log), "ingest": _jsonable(asdict(log.report))},
-                        "data_profile.json")
+        seen = fingerprint(log)
+        mlflow.log_dict({"fingerprint": seen, "ingest": _jsonable(asdict(log.report))}, "data_profile.json")
+        mlflow.log_input(_dataset(seen), context="training")
 
         step(f"backtest: fitting on {len(origins)} origins to {calibration_origin.date()}")
         scorer = fit_recipe(log, config, origins, calibration_origin)
@@ -234,6 +236,38 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     return TrainResult(run.info.run_id, version.version, alias, evaluation, champion_eval,
                        champion.version if champion else None, table, verdict,
                        served.trained_until_, evaluated_on, served.spend_fallback_)
+
+
+def _dataset(seen: dict) -> "mlflow.data.dataset.Dataset":
+    """The transaction log as an MLflow dataset: its source, the fingerprint hash as the digest,
+    and rows, customers and span as the profile (the data itself is not copied)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    class TransactionsDataset(MetaDataset):
+        @property
+        def profile(self) -> dict:
+            return {k: seen[k] for k in ("rows", "customers", "first", "last", "total_amount")}
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    return TransactionsDataset(LocalArtifactDatasetSource(str(seen["source"])), name="transactions",
+                               digest=seen["hash"])
+
+
+def _git_commit() -> str | None:
+    """The commit of this code when it is a git checkout; None without git or a repository."""
+    import subprocess
+    from pathlib import Path
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and len(commit) == 40 else None
 
 
 def _evaluate_champion(champion, log: TransactionLog, features: pd.DataFrame, labels: pd.DataFrame,

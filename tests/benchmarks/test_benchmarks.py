@@ -71,3 +71,13 @@ def test_bench_service():
         assert RATIO.search(line_with(out, label)), label
     assert "same, with reasons" in out
     assert "errors" not in line_with(out, "1 customer/request, 32 clients")
+
+
+def test_bench_soak():
+    """The soak: valid and invalid requests mixed against the real service; none may get a 5xx or
+    an unexpected status (the script exits non-zero if one did)."""
+    out = run_benchmark("bench_soak.py", timeout=300)
+    for label in ("score 1 id", "score_history", "bad: unknown field", "bad: text/plain", "bad: wrong key"):
+        assert line_with(out, label).split()[-1] == "0", label
+    assert "errors (5xx or an unexpected status): 0" in out
+    assert re.search(r"service RSS after warm-up \d+ MiB, at end \d+ MiB", out)

@@ -257,7 +257,7 @@ def test_a_named_encoding_reads_the_file(tmp_path, encoding):
     copies = _transcoded_copies()
     result = _run([log], out, "--encoding", encoding)
     assert result.exit_code == 0, result.output
-    assert pd.read_csv(out, dtype={"customer_id": str})["customer_id"].tolist() == [name]
+    assert pd.read_csv(out, encoding="utf-8-sig", dtype={"customer_id": str})["customer_id"].tolist() == [name]
     import gc
 
     gc.collect()
@@ -270,7 +270,7 @@ def test_amounts_at_the_limits_are_kept(tmp_path):
     out = tmp_path / "f.csv"
     result = _run([log], out)
     assert result.exit_code == 0, result.output
-    table = pd.read_csv(out, dtype={"customer_id": str}).set_index("customer_id")
+    table = pd.read_csv(out, encoding="utf-8-sig", dtype={"customer_id": str}).set_index("customer_id")
     assert table.loc["A", "total_spend"] == 2e12 and table.loc["B", "total_spend"] == 1e-4
     assert table.loc["C", "total_spend"] == 0
 

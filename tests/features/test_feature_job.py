@@ -38,7 +38,8 @@ def test_job_output_equals_build_features(tmp_path):
     from features import ColumnMap
 
     expected = build_features(read_transactions(log, ColumnMap(category="category")), "2024-03-01")
-    written = pd.read_csv(out, dtype={"customer_id": str})
+    assert out.read_bytes().startswith(b"\xef\xbb\xbf")          # BOM: Excel reads the zh-TW labels
+    written = pd.read_csv(out, encoding="utf-8-sig", dtype={"customer_id": str})
     assert list(written.columns) == list(expected.columns)
     pd.testing.assert_series_equal(written["total_spend"], expected["total_spend"])
 
