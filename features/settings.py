@@ -16,13 +16,15 @@ Freq = Literal["D", "W"]
 class ColumnMap:
     """Which column of the input holds each field.
 
-    ``customer_id``, ``timestamp`` and ``amount`` are required; the others are optional and
-    ``None`` means the input has no such column.
+    ``customer_id`` and ``timestamp`` are required; the others are optional and ``None`` means
+    the input has no such column. Without ``amount`` (visits, a subscription box, a shop that
+    exports no prices) every purchase counts 1: the purchase-based scores are unchanged and value
+    is in purchases (Gamma-Gamma then values every order at the mean, 1).
     """
 
     customer_id: str = "customer_id"
     timestamp: str = "timestamp"
-    amount: str = "amount"
+    amount: str | None = "amount"
     order_id: str | None = None
     quantity: str | None = None
     category: str | None = None
@@ -30,7 +32,8 @@ class ColumnMap:
 
     def required(self) -> dict[str, str]:
         """Canonical name -> input column, for the columns every log must have."""
-        return {"customer_id": self.customer_id, "timestamp": self.timestamp, "amount": self.amount}
+        required = {"customer_id": self.customer_id, "timestamp": self.timestamp}
+        return {**required, "amount": self.amount} if self.amount else required
 
     def optional(self) -> dict[str, str]:
         """Canonical name -> input column, for the optional columns that are mapped."""

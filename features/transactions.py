@@ -410,7 +410,7 @@ def _typed_view_sql(raw_types: dict[str, str], columns: ColumnMap, policy: Inges
 
     quantity = (f"TRY_CAST({_ident(optional['quantity'])} AS DOUBLE)"
                 if "quantity" in optional else "NULL::DOUBLE")
-    amount = f"TRY_CAST({_ident(columns.amount)} AS DOUBLE)"
+    amount = f"TRY_CAST({_ident(columns.amount)} AS DOUBLE)" if columns.amount else "1.0::DOUBLE"
     return f"""
         CREATE TEMP VIEW typed AS SELECT
             NULLIF(trim(CAST({_ident(columns.customer_id)} AS VARCHAR)), '') AS customer_id,
@@ -421,7 +421,7 @@ def _typed_view_sql(raw_types: dict[str, str], columns: ColumnMap, policy: Inges
             {text('category')} AS category,
             {text('channel')} AS channel,
             CAST({_ident(columns.timestamp)} AS VARCHAR) AS _ts_raw,
-            CAST({_ident(columns.amount)} AS VARCHAR) AS _amount_raw,
+            {f"CAST({_ident(columns.amount)} AS VARCHAR)" if columns.amount else "'1'"} AS _amount_raw,
             {f"CAST({_ident(optional['quantity'])} AS VARCHAR)" if "quantity" in optional else "NULL"} AS _quantity_raw,
             _file, _row
         FROM raw"""

@@ -38,7 +38,8 @@ DatasetOpt = Annotated[Optional[str], typer.Option(
     help="A bundled dataset instead of files: 'cdnow' (lifetimes' CDNOW log).")]
 CustomerCol = Annotated[str, typer.Option("--customer-id-col", help="Column with the customer id.")]
 TimestampCol = Annotated[str, typer.Option("--timestamp-col", help="Column with the purchase date or time.")]
-AmountCol = Annotated[str, typer.Option("--amount-col", help="Column with the order amount.")]
+AmountCol = Annotated[str, typer.Option(
+    "--amount-col", help="Column with the order amount; 'none' when the log has no amounts (each purchase counts 1).")]
 OrderCol = Annotated[Optional[str], typer.Option("--order-id-col", help="Column with the order id (optional).")]
 QuantityCol = Annotated[Optional[str], typer.Option("--quantity-col", help="Column with the quantity (optional).")]
 CategoryCol = Annotated[Optional[str], typer.Option(
@@ -98,7 +99,8 @@ def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_i
     if dataset:
         _choice("--dataset", dataset, ("cdnow",))
         return cdnow_log(policy)
-    columns = ColumnMap(customer_id=customer_id_col, timestamp=timestamp_col, amount=amount_col,
+    columns = ColumnMap(customer_id=customer_id_col, timestamp=timestamp_col,
+                        amount=None if amount_col.lower() == "none" else amount_col,
                         order_id=order_id_col, quantity=quantity_col, category=category_col,
                         channel=channel_col)
     return read_transactions([str(p) for p in transactions], columns, policy, encoding=encoding)
@@ -546,7 +548,8 @@ def serve(
                                      ("--refunds", refunds, ("exclude", "error")),
                                      ("--zero-amounts", zero_amounts, ("keep", "exclude"))):
             _choice(flag, value, allowed)
-        columns = {"customer_id": customer_id_col, "timestamp": timestamp_col, "amount": amount_col,
+        columns = {"customer_id": customer_id_col, "timestamp": timestamp_col,
+                   "amount": None if amount_col.lower() == "none" else amount_col,
                    "order_id": order_id_col, "quantity": quantity_col, "category": category_col,
                    "channel": channel_col}
         policy = {"duplicates": duplicates, "refunds": refunds, "zero_amounts": zero_amounts,

@@ -184,3 +184,21 @@ def test_a_log_whose_amounts_are_all_equal_trains_and_says_so(cdnow_raw, store):
     assert result.evaluation.metrics["churn_auc"] > 0.7
     run = MlflowClient(store).get_run(result.run_id)
     assert run.data.params["spend_model"].startswith("every repeat buyer spends the same")
+
+
+def test_a_log_without_amounts_trains_and_scores_from_the_cli(cdnow_raw, store, tmp_path):
+    visits = tmp_path / "visits.csv"
+    (cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 4000][["customer_id", "date"]]
+     .to_csv(visits, index=False))                                       # no amount column at all
+    data = ["-t", str(visits), "--timestamp-col", "date", "--amount-col", "none"]
+    runner = CliRunner()
+    done = runner.invoke(app, ["train", *data, "--cutoff", CUTOFF, "--horizon-days", str(HORIZON),
+                               "--origins", "2", "--origin-step-days", "30", "--tracking-uri", store])
+    assert done.exit_code == 0, done.output
+    assert "served model trained until 1998-06-30" in done.output   # value: lines per purchase day
+    out = tmp_path / "scores.parquet"
+    done = runner.invoke(app, ["score", *data, "--as-of", "1998-06-30", "--out", str(out), "--reasons", "0",
+                               "--tracking-uri", store])
+    assert done.exit_code == 0, done.output
+    scores = pd.read_parquet(out)
+    assert len(scores) == 4000 and scores["churn_probability"].between(0, 1).all()
