@@ -5,6 +5,7 @@ the whole server, and an OpenAPI document that says how to authenticate."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import signal
@@ -282,3 +283,41 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+
+
+# ---------------------------------------------------------------------- fuzzing posted histories
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_zones = st.one_of(st.none(), st.integers(-14 * 60, 14 * 60).map(lambda m: dt.timezone(dt.timedelta(minutes=m))))
+_stamps = st.builds(lambda d, tz: d.replace(tzinfo=tz), st.datetimes(dt.datetime(1, 1, 2), dt.datetime(9999, 12, 30)), _zones)
+_amounts = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-10**16, 10**16))
+_lines = st.lists(st.fixed_dictionaries({"timestamp": _stamps, "amount": _amounts}), min_size=1, max_size=6)
+_histories = st.lists(st.fixed_dictionaries({"customer_id": st.text(min_size=1, max_size=12), "transactions": _lines}),
+                      min_size=1, max_size=4, unique_by=lambda c: c["customer_id"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(histories=_histories, as_of=st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)))
+def test_any_posted_history_is_scored_or_refused_with_a_400(scorer, histories, as_of):
+    """Hypothesis-generated histories (any dates and offsets, any finite amounts, any ids): the
+    scoring path either answers or raises the 4xx error that names a field, never anything else."""
+    from pydantic import ValidationError
+
+    from serving.config import Limits
+    from serving.history import HistoryError, score_history
+    from serving.schemas import CustomerHistory
+
+    try:
+        customers = [CustomerHistory.model_validate(h) for h in histories]
+    except ValidationError:
+        return                                            # refused by the request model: a 400
+    try:
+        answers = score_history(scorer, as_of, customers, Limits(), reasons=False)
+    except HistoryError as exc:
+        assert 400 <= exc.status < 500 and exc.field.startswith(("customers", "as_of")), exc
+        return
+    assert [a["customer_id"] for a in answers] == [c.customer_id for c in customers]
+    assert all(a["status"] in ("ok", "no_purchases") for a in answers)
