@@ -402,7 +402,7 @@ class WinbackScorer:
                                 for name, data in state["extra_models"].items()}
         scorer.churn_features_ = list(state["churn_features"])
         scorer.churn_tuning_ = state["churn_tuning"]
-        scorer.spend_fallback_ = state["spend_fallback"]
+        scorer.spend_fallback_ = state.get("spend_fallback")
         churn = dict(state["churn_model"], booster=(directory / "churn_model.txt").read_text())
         scorer.churn_model_ = ChurnModel.from_dict(churn)
         scorer.next_purchase_method_ = state["next_purchase_method"]

@@ -16,6 +16,8 @@ variable                       meaning                                          
                               served model's reference, again after every swap
 ``WINBACK_DATASET``            instead of a snapshot: ``cdnow`` (the bundled log)      none
 ``WINBACK_AS_OF``              the as-of day for a log source                         the log's last day
+``WINBACK_TRIGGERS_STATE``     where ``winback triggers run`` records events, for      none (404)
+                              ``GET /triggers?date=`` (a SQLAlchemy URI)
 ``WINBACK_INGEST``             a log source's column map and input policy as JSON:    CDNOW/canonical names
                               ``{"columns": {...}, "policy": {...}}`` (the time zone
                               is always the model's)
@@ -114,6 +116,7 @@ class ServiceSettings:
     model_uri: str = DEFAULT_MODEL_URI
     snapshot: Path = DEFAULT_SNAPSHOT
     log_source: LogSource | None = None
+    triggers_state: str | None = None
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     poll_seconds: float = 30.0
     limits: Limits = Limits()
@@ -135,6 +138,7 @@ class ServiceSettings:
             model_uri=env.get("WINBACK_MODEL_URI") or DEFAULT_MODEL_URI,
             snapshot=Path(env.get("WINBACK_SNAPSHOT") or DEFAULT_SNAPSHOT),
             log_source=LogSource.from_env(env),
+            triggers_state=env.get("WINBACK_TRIGGERS_STATE") or None,
             api_keys=tuple(dict.fromkeys(keys)),
             poll_seconds=_number(env, "WINBACK_POLL_SECONDS", 30.0),
             limits=limits,

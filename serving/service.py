@@ -189,6 +189,30 @@ class WinbackService:
                       "as_of": state.as_of.date().isoformat(), "lang": lang,
                       "total_matching": total, "customers": entries})
 
+    @info_app.get("/triggers")
+    def triggers(self, date: str) -> Response:
+        """The trigger events of a day for CRM systems that pull instead of receiving webhooks:
+        the ``send`` group only (holdout customers get nothing), from ``WINBACK_TRIGGERS_STATE``."""
+        import json as _json_module
+
+        from features.build import parse_cutoff
+        from training.outbox import Outbox
+
+        if not self.settings.triggers_state:
+            return _error(404, "date", "no trigger state configured (WINBACK_TRIGGERS_STATE)")
+        try:
+            day = parse_cutoff(date).date().isoformat()
+        except ValueError:
+            return _error(400, "date", "must be a date like 1998-06-30")
+        events = Outbox(self.settings.triggers_state).events(as_of=day)
+        events = events[events["group"] == "send"]
+        items = [{"idempotency_key": e.idempotency_key, "customer_id": e.customer_id, "rule": e.rule,
+                  "as_of": e.as_of, "template": e.template, "priority": int(e.priority),
+                  "fields": _json_module.loads(e.fields), "status": e.status}
+                 for e in events.itertuples(index=False)]
+        state = self.champion.current
+        return _json({"model_version": state.model.version, "date": day, "events": items})
+
     @info_app.get("/info", response_model=InfoResponse)
     def info(self) -> InfoResponse:
         """The model answering (name, version, alias, when registered, metrics), the snapshot

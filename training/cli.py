@@ -562,6 +562,168 @@ def serve(
                                  poll_seconds, workers, log_source=source))
 
 
+triggers_app = typer.Typer(help="CRM triggers: the day's win-back, tier, replenishment and silence events, "
+                                "exactly once, with holdout groups.", no_args_is_help=True)
+app.add_typer(triggers_app, name="triggers")
+
+RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules file (TOML); default: the shipped "
+                                                                  "models/triggers_default.toml.")]
+StateOpt = Annotated[str, typer.Option("--state-uri", help="Where fired events live: SQLite by default, or a "
+                                                           "PostgreSQL SQLAlchemy URI.")]
+WebhookOpt = Annotated[Optional[str], typer.Option(
+    "--webhook-url", help="POST signed JSON batches here (secret from WINBACK_WEBHOOK_SECRET).")]
+OutDirOpt = Annotated[Optional[Path], typer.Option("--out-dir", help="Write Parquet and CSV files per rule and day here.")]
+DEFAULT_STATE = "sqlite:///out/triggers.db"
+
+
+def _state_uri(uri: str) -> str:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
+def _print_trigger_run(run) -> None:
+    console.print(f"triggers as of {run.as_of}: {run.new_events:,} new event(s); the day's events:")
+    table = Table()
+    for col in ("rule", "group", "events"):
+        table.add_column(col, justify="right" if col == "events" else "left")
+    for (rule, group), n in sorted(run.counts.items()):
+        table.add_row(rule, group, f"{n:,}")
+    console.print(table)
+    if run.files:
+        console.print(f"files: {len(run.files)} in {run.files[0].parent}")
+    if run.webhook is not None:
+        console.print("webhook: " + ", ".join(f"{k} {v:,}" for k, v in run.webhook.items()))
+
+
+@triggers_app.command("run")
+@user_errors
+def triggers_run(
+    as_of: Annotated[str, typer.Option(help="The day to run, YYYY-MM-DD.")],
+    rules: RulesOpt = None, state_uri: StateOpt = DEFAULT_STATE, out_dir: OutDirOpt = None,
+    webhook_url: WebhookOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude", zero_amounts: ZerosOpt = "keep",
+) -> None:
+    """Evaluate the trigger rules on the champion's scores as of a day, record the new events
+    (re-running a day adds nothing) and deliver them to files and a webhook."""
+    from models.triggers import TriggerRules
+    from training.outbox import Outbox, secret_from_env
+    from training.registry import load_scorer
+    from training.triggers_job import run_triggers
+
+    secret = secret_from_env() if webhook_url else None
+    scorer, _ = load_scorer(model_uri, tracking_uri)
+    log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
+                   amount_col=amount_col, order_id_col=order_id_col, quantity_col=quantity_col,
+                   category_col=category_col, channel_col=channel_col, date_format=date_format,
+                   timezone=scorer.reference_.timezone, duplicates=duplicates, refunds=refunds,
+                   zero_amounts=zero_amounts)
+    with _steps() as progress:
+        task = progress.add_task("triggers")
+        run = run_triggers(scorer, log, as_of, TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri)),
+                           out_dir, webhook_url, secret, step=lambda t: progress.update(task, description=t))
+    _print_trigger_run(run)
+
+
+@triggers_app.command("replay")
+@user_errors
+def triggers_replay(
+    webhook_url: Annotated[str, typer.Option("--webhook-url", help="Where to resend the dead letters.")],
+    state_uri: StateOpt = DEFAULT_STATE,
+) -> None:
+    """Resend the events whose delivery failed too often (the dead letters)."""
+    from training.outbox import Outbox, secret_from_env
+
+    done = Outbox(_state_uri(state_uri)).replay(webhook_url, secret_from_env())
+    console.print("replayed: " + ", ".join(f"{k} {v:,}" for k, v in done.items()))
+
+
+@triggers_app.command("report")
+@user_errors
+def triggers_report(
+    out: Annotated[Optional[Path], typer.Option(help="Also write the table (.csv or .xlsx).")] = None,
+    by_day: Annotated[bool, typer.Option(help="One row per rule, day and window.")] = False,
+    state_uri: StateOpt = DEFAULT_STATE,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", date_format: DateFormat = None, timezone: TimezoneOpt = None,
+) -> None:
+    """Treated vs holdout: purchase rate and revenue within 30/60/90 days per rule, the
+    difference with a 95 % interval, and the messages sent."""
+    from training.batch import write_table
+    from training.outbox import Outbox
+    from training.trigger_report import lift_report
+
+    log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
+                   amount_col=amount_col, order_id_col=None, quantity_col=None, category_col=None,
+                   channel_col=None, date_format=date_format, timezone=timezone, duplicates="auto",
+                   refunds="exclude", zero_amounts="keep")
+    report = lift_report(Outbox(_state_uri(state_uri)).events(), log, by_day=by_day)
+    view = Table(title="triggers: treated (send) vs holdout")
+    keys = ["rule", *(["as_of"] if by_day else []), "window_days"]
+    for col in (*keys, "observed", "sent", "held out", "purchase rate diff [95% CI]", "revenue diff [95% CI]"):
+        view.add_column(col)
+    for r in report.to_dict("records"):
+        view.add_row(*[str(r[k]) for k in keys], str(r["observed"]), f"{r['messages_sent']:,}", f"{r['n_holdout']:,}",
+                     f"{r['purchase_rate_diff']:+.4f} [{r['purchase_rate_diff_low']:+.4f}, {r['purchase_rate_diff_high']:+.4f}]",
+                     f"{r['revenue_per_customer_diff']:+.2f} [{r['revenue_per_customer_diff_low']:+.2f}, "
+                     f"{r['revenue_per_customer_diff_high']:+.2f}]")
+    console.print(view)
+    if out is not None:
+        write_table(report, out)
+
+
+@app.command()
+@user_errors
+def daily(
+    as_of: Annotated[str, typer.Option(help="The day to run, YYYY-MM-DD.")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Snapshot, scores and trigger files go here.")] = Path("out/daily"),
+    rules: RulesOpt = None, state_uri: StateOpt = DEFAULT_STATE, webhook_url: WebhookOpt = None,
+    tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude", zero_amounts: ZerosOpt = "keep",
+) -> None:
+    """The whole day for cron or an orchestrator: the feature snapshot (with the champion's
+    reference), every customer's scores, then the triggers. A lock keeps two runs apart."""
+    from features.job import write_features
+    from models.triggers import TriggerRules
+    from training.batch import write_table
+    from training.outbox import Outbox, secret_from_env
+    from training.registry import load_scorer
+    from training.triggers_job import exclusive, run_triggers
+
+    started = time.perf_counter()
+    secret = secret_from_env() if webhook_url else None
+    with exclusive(out_dir / "daily.lock"):
+        scorer, version = load_scorer(model_uri, tracking_uri)
+        log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
+                       amount_col=amount_col, order_id_col=order_id_col, quantity_col=quantity_col,
+                       category_col=category_col, channel_col=channel_col, date_format=date_format,
+                       timezone=scorer.reference_.timezone, duplicates=duplicates, refunds=refunds,
+                       zero_amounts=zero_amounts)
+        with _steps() as progress:
+            task = progress.add_task(f"features as of {as_of}")
+            snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_)
+            progress.update(task, description="scores")
+            from features.job import read_feature_table
+
+            table, day, _ = read_feature_table(snapshot.out)
+            write_table(scorer.score(table, day, reasons=100), out_dir / f"scores_{as_of}.parquet")
+            run = run_triggers(scorer, log, as_of, TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri)),
+                               out_dir / "triggers", webhook_url, secret,
+                               step=lambda t: progress.update(task, description=t))
+    _print_trigger_run(run)
+    console.print(f"daily run as of {as_of} with model version {version}: {snapshot.customers:,} customers "
+                  f"→ {out_dir} ({time.perf_counter() - started:.0f} s)")
+
+
 def _print_ingest(report) -> None:
     console.print(
         f"read {report.rows_read:,} rows, used {report.rows_used:,} "

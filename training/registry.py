@@ -211,6 +211,9 @@ def load_scorer(model_uri: str | None = None, tracking_uri: str | None = None):
     except MlflowException as exc:
         raise ValueError(f"cannot load {model_uri} from {uri}: {exc.message}. "
                          "Train one first with `winback train`.") from None
+    except (ValueError, KeyError, OSError) as exc:               # a scorer this code cannot read
+        raise ValueError(f"cannot load {model_uri} from {uri}: {type(exc).__name__}: {exc}. It was saved "
+                         "by another version of Winback: retrain it with `winback train`.") from None
     version = None
     if model_uri.startswith(f"models:/{MODEL_NAME}@"):
         found = version_for(MlflowClient(uri), model_uri.rsplit("@", 1)[1])

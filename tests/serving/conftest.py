@@ -56,7 +56,25 @@ def store(tmp_path_factory, scorer, cdnow_raw, serving_slice) -> dict:
     log = TransactionLog.from_frame(cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 3000], CDNOW_COLUMNS)
     snapshot = root / "snapshot.parquet"
     write_features(log, AS_OF, snapshot, "D", reference=scorer.reference_)
-    return {"root": root, "tracking_uri": uri, "snapshot": snapshot, "example": example, "version": version}
+    triggers = f"sqlite:///{root / 'triggers.db'}"
+    _record_trigger_events(triggers)
+    return {"root": root, "tracking_uri": uri, "snapshot": snapshot, "example": example, "version": version,
+            "triggers": triggers}
+
+
+def _record_trigger_events(state_uri: str) -> None:
+    """Two events of a day in the outbox, one of them held out, for ``GET /triggers``."""
+    import json
+
+    from models.triggers import EVENT_COLUMNS, idempotency_key
+    from training.outbox import Outbox
+
+    rows = [(cid, group) for cid, group in (("00001", "send"), ("00002", "holdout"))]
+    events = pd.DataFrame([{"idempotency_key": idempotency_key(cid, "winback_due", "1997-09-30"),
+                            "customer_id": cid, "rule": "winback_due", "as_of": "1997-09-30", "group": group,
+                            "template": "winback_offer", "priority": 10,
+                            "fields": json.dumps({"churn_probability": 0.9})} for cid, group in rows])
+    Outbox(state_uri).record(events[list(EVENT_COLUMNS)])
 
 
 def _env(tmp: Path, store: dict, tracking_uri: str | None = None, poll: float = 1.0) -> dict:
@@ -67,7 +85,7 @@ def _env(tmp: Path, store: dict, tracking_uri: str | None = None, poll: float = 
                       base=base)
     env.update(BENTOML_HOME=str(home), WINBACK_API_KEYS=",".join(KEYS), WINBACK_MAX_IDS="2000",
                WINBACK_MAX_CUSTOMERS="50", WINBACK_MAX_TRANSACTIONS="500", WINBACK_MAX_LIMIT="500",
-               WINBACK_MAX_BODY_BYTES="1000000")
+               WINBACK_MAX_BODY_BYTES="1000000", WINBACK_TRIGGERS_STATE=store["triggers"])
     return env
 
 
