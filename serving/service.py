@@ -204,7 +204,9 @@ class WinbackService:
             day = parse_cutoff(date).date().isoformat()
         except ValueError:
             return _error(400, "date", "must be a date like 1998-06-30")
-        events = Outbox(self.settings.triggers_state).events(as_of=day)
+        if getattr(self, "_outbox", None) is None:              # one engine for the worker's lifetime
+            self._outbox = Outbox(self.settings.triggers_state)
+        events = self._outbox.events(as_of=day)
         events = events[events["group"] == "send"]
         items = [{"idempotency_key": e.idempotency_key, "customer_id": e.customer_id, "rule": e.rule,
                   "as_of": e.as_of, "template": e.template, "priority": int(e.priority),

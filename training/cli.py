@@ -613,7 +613,7 @@ def triggers_run(
     from models.triggers import TriggerRules
     from training.outbox import Outbox, secret_from_env
     from training.registry import load_scorer
-    from training.triggers_job import run_triggers
+    from training.triggers_job import model_features, run_triggers
 
     secret = secret_from_env() if webhook_url else None
     scorer, _ = load_scorer(model_uri, tracking_uri)
@@ -624,8 +624,9 @@ def triggers_run(
                    zero_amounts=zero_amounts)
     with _steps() as progress:
         task = progress.add_task("triggers")
-        run = run_triggers(scorer, log, as_of, TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri)),
-                           out_dir, webhook_url, secret, step=lambda t: progress.update(task, description=t))
+        run = run_triggers(scorer, model_features(scorer, log, as_of), as_of, TriggerRules.from_toml(rules),
+                           Outbox(_state_uri(state_uri)), out_dir, webhook_url, secret,
+                           step=lambda t: progress.update(task, description=t))
     _print_trigger_run(run)
 
 
@@ -716,7 +717,7 @@ def daily(
 
             table, day, _ = read_feature_table(snapshot.out)
             write_table(scorer.score(table, day, reasons=100), out_dir / f"scores_{as_of}.parquet")
-            run = run_triggers(scorer, log, as_of, TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri)),
+            run = run_triggers(scorer, table, as_of, TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri)),
                                out_dir / "triggers", webhook_url, secret,
                                step=lambda t: progress.update(task, description=t))
     _print_trigger_run(run)

@@ -41,6 +41,11 @@ class TriggerRun:
     webhook: dict | None = None
 
 
+def model_features(scorer: WinbackScorer, log, as_of: str) -> pd.DataFrame:
+    """The feature table as of ``as_of`` exactly as the scorer defines it (its reference)."""
+    return build_features(log, parse_cutoff(as_of), reference=scorer.reference_)
+
+
 def customers_for_rules(scorer: WinbackScorer, features: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """The scorer's output joined with the feature columns the rules read, one row a customer."""
     scores = scorer.score(features, as_of, reasons=False)
@@ -66,13 +71,13 @@ def explain_fired(scorer: WinbackScorer, features: pd.DataFrame, customers: pd.D
     return out
 
 
-def run_triggers(scorer: WinbackScorer, log, as_of: str, rules: TriggerRules, outbox: Outbox,
-                 out_dir: Path | None = None, webhook_url: str | None = None, secret: str | None = None,
-                 step: Callable[[str], None] = lambda _: None) -> TriggerRun:
-    """Evaluate the rules as of ``as_of``, record the new events, deliver what is pending."""
+def run_triggers(scorer: WinbackScorer, features: pd.DataFrame, as_of: str, rules: TriggerRules,
+                 outbox: Outbox, out_dir: Path | None = None, webhook_url: str | None = None,
+                 secret: str | None = None, step: Callable[[str], None] = lambda _: None) -> TriggerRun:
+    """Evaluate the rules on ``features`` (as of ``as_of``, built with the scorer's reference:
+    :func:`model_features`), record the new events, deliver what is pending."""
     day = parse_cutoff(as_of)
     step(f"scoring as of {day.date()}")
-    features = build_features(log, day, reference=scorer.reference_)
     customers = customers_for_rules(scorer, features, day)
     past = outbox.past()
     fired = evaluate(rules, customers, day.date(), past)
