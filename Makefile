@@ -4,9 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install system-deps demo test test-all bench clean
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# From Debian, when missing: Chromium for the dashboard's browser tests and screenshots, and
+# Java 17+ for the Spark engine. Both are checked again by the tests that need them.
+system-deps:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium (browser tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
+	@java -version 2>&1 | grep -Eq 'version "(1[7-9]|2[0-9])' || { echo "installing Java 17 (Spark engine)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null) \
+	  || { echo "Spark needs Java 17 or later: run 'apt-get install openjdk-17-jre-headless' as root"; exit 1; }; }
 
 # Pinned: constraints.txt is the tested set (see README, "Pinned versions").
 $(STAMP): pyproject.toml constraints.txt

@@ -63,23 +63,30 @@ def cutoff_literal(cutoff: dt.date | str | pd.Timestamp) -> str:
     return f"DATE '{parse_cutoff(cutoff).date().isoformat()}'"
 
 
-def stage(log: TransactionLog, cutoff: str) -> None:
-    """Reduce the transactions on or before the cutoff to per-day tables the features read.
+def stage_statements(cutoff: str, has_order_id: bool, has_category: bool) -> list[tuple[str, str]]:
+    """The staging step as (table name, SELECT over ``transactions``) pairs, engine-neutral SQL.
 
     ``daily``: customer_id, day, spend, orders. ``cat_days``: customer_id, category, day, where
-    the log has categories.
+    the log has categories. DuckDB runs them here; the Spark engine transpiles the same text.
     """
-    orders = "count(DISTINCT order_id)" if log.has_order_id else "count(*)"
+    orders = "count(DISTINCT order_id)" if has_order_id else "count(*)"
     seen = f"ts < {cutoff} + INTERVAL 1 DAY"
-    log.con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE daily AS
+    categories = f"{seen} AND category IS NOT NULL" if has_category else "false"
+    return [
+        ("daily", f"""
         SELECT customer_id, CAST(ts AS DATE) AS day, {money_sum('amount')} AS spend, {orders} AS orders
-        FROM transactions WHERE {seen} GROUP BY customer_id, day""")
-    categories = f"{seen} AND category IS NOT NULL" if log.has_category else "false"
-    log.con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE cat_days AS
+        FROM transactions WHERE {seen} GROUP BY customer_id, day"""),
+        ("cat_days", f"""
         SELECT DISTINCT customer_id, category, CAST(ts AS DATE) AS day
-        FROM transactions WHERE {categories}""")
+        FROM transactions WHERE {categories}"""),
+    ]
+
+
+def stage(log: TransactionLog, cutoff: str) -> None:
+    """Reduce the transactions on or before the cutoff to the per-day tables the features read
+    (:func:`stage_statements`)."""
+    for table, select in stage_statements(cutoff, log.has_order_id, log.has_category):
+        log.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
 
 
 def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:

@@ -37,8 +37,14 @@ def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_
         raise ValueError(
             f"the horizon ends on {horizon_end.date()}, after the log's last day "
             f"({end.date() if end is not None else 'empty log'}): choose an earlier cutoff or a shorter horizon")
-    orders = "count(DISTINCT f.order_id)" if log.has_order_id else "count(f.ts)"
-    return log.con.execute(f"""
+    return log.con.execute(labels_sql(c, int(horizon_days), log.has_order_id)).df()
+
+
+def labels_sql(cutoff: str, horizon_days: int, has_order_id: bool) -> str:
+    """The labels as one SELECT over ``transactions`` (engine-neutral SQL; see :func:`build_labels`)."""
+    c = cutoff
+    orders = "count(DISTINCT f.order_id)" if has_order_id else "count(f.ts)"
+    return f"""
         SELECT b.customer_id,
             count(f.ts) > 0 AS purchased,
             count(DISTINCT CAST(f.ts AS DATE)) AS horizon_purchase_days,
@@ -50,7 +56,7 @@ def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_
         LEFT JOIN (SELECT * FROM transactions
                    WHERE ts >= {c} + INTERVAL 1 DAY AND ts < {c} + INTERVAL {int(horizon_days) + 1} DAY) AS f
             USING (customer_id)
-        GROUP BY b.customer_id ORDER BY b.customer_id""").df()
+        GROUP BY b.customer_id ORDER BY b.customer_id"""
 
 
 def labelled_features(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,

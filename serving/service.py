@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from pydantic import Field
 from starlette.responses import Response
 
+from serving.dashboard import app as dashboard_app
 from serving.schemas import (STRICT, CustomerHistory, CustomerId, InfoResponse, Label, ScoreResponse,
                              WinbackResponse)
 from serving.openapi import OpenAPIDocument
@@ -62,6 +63,7 @@ info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 @bentoml.service(name="winback", workers=1, traffic={"timeout": 120})
+@bentoml.asgi_app(dashboard_app, path="/ui")
 @bentoml.asgi_app(info_app, path="/")
 class WinbackService:
     """Churn, next-purchase and win-back scores for CRM systems. Every call but the health
