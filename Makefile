@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/winback features --dataset cdnow --cutoff 1998-06-30 --model-uri models:/winback@champion --out out/cdnow_features.parquet
 	$(BIN)/winback rank --features out/cdnow_features.parquet --top 20 --out out/winback_top20.csv
 	$(BIN)/winback rank --features out/cdnow_features.parquet --top 20 --lang zh-TW --out out/winback_top20_zh-TW.csv
-	$(BIN)/python -m serving.smoke
+	$(BIN)/python -m serving.smoke --dataset cdnow --as-of 1998-06-30
 	$(BIN)/python -m training.trigger_smoke --as-of 1998-06-30
 
 test: install

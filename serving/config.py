@@ -21,8 +21,14 @@ variable                       meaning                                          
 ``WINBACK_INGEST``             a log source's column map and input policy as JSON:    CDNOW/canonical names
                               ``{"columns": {...}, "policy": {...}}`` (the time zone
                               is always the model's)
-``WINBACK_API_KEYS``           accepted API keys, comma-separated                     none (every scoring call is 401)
+``WINBACK_API_KEYS``           accepted keys, comma-separated, each ``KEY`` or         none (every scoring call is 401)
+                              ``ROLE:KEY`` (see *Roles* below)
 ``WINBACK_API_KEYS_FILE``      file with more keys, one a line (``#`` comments)        none
+``WINBACK_CURRENCY``           currency sign of the dashboard, in every language      ``NT$`` in zh-TW, ``$`` in en
+``WINBACK_MLFLOW_UI_URL``      where the dashboard's Model page links to              ``http://127.0.0.1:5000``
+``WINBACK_SESSION_HOURS``      how long a dashboard sign-in lasts                     ``8``
+``WINBACK_SESSION_SECRET``     key that signs dashboard sessions                      derived from the viewer and
+                                                                                      admin keys
 ``WINBACK_POLL_SECONDS``       how often to check the alias and the snapshot file     ``30`` (``0``: never)
 ``WINBACK_MAX_IDS``            ids per ``/score`` request                              ``10000``
 ``WINBACK_MAX_CUSTOMERS``      customers per ``/score_history`` request                ``1000``
@@ -31,12 +37,19 @@ variable                       meaning                                          
 ``WINBACK_MAX_BODY_BYTES``     request body size                                      ``16777216`` (16 MiB)
 ``WINBACK_REASONS_CACHE``      explained customers kept per model version             ``100000``
 =============================  =====================================================  ==========================
+
+Roles: a key written ``viewer:KEY`` signs in to the dashboard (``/ui``) only; ``scorer:KEY``
+calls the scoring API only (CRM systems); ``admin:KEY`` does both. A bare ``KEY`` is a scorer
+key, as every key was before roles existed. Only the three role names are prefixes: any other
+text before a colon is part of a bare key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -47,6 +60,54 @@ DEFAULT_SNAPSHOT = Path("out/cdnow_features.parquet")
 
 class ConfigError(ValueError):
     """A setting cannot be used; the message names the variable."""
+
+
+#: What each role may use: the scoring API, the dashboard, or both.
+ROLES = ("viewer", "scorer", "admin")
+API_ROLES = frozenset({"scorer", "admin"})
+DASHBOARD_ROLES = frozenset({"viewer", "admin"})
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A configured key and its role; the key never shows in a repr."""
+
+    role: str
+    key: str = field(repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> "ApiKey":
+        """``viewer:KEY``, ``scorer:KEY``, ``admin:KEY``, or a bare ``KEY`` (a scorer key)."""
+        role, sep, rest = text.partition(":")
+        if sep and role.strip().lower() in ROLES and rest.strip():
+            return cls(role.strip().lower(), rest.strip())
+        return cls("scorer", text)
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """The dashboard's settings: currency sign (None: per language), MLflow UI link, sessions."""
+
+    currency: str | None = None
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    session_hours: float = 8.0
+    session_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], keys: tuple[ApiKey, ...] = ()) -> "DashboardSettings":
+        """From ``env``; without ``WINBACK_SESSION_SECRET`` the secret is derived from the
+        dashboard keys, so every worker (and a restart) accepts the same sessions, and changing
+        the keys ends them all."""
+        secret = env.get("WINBACK_SESSION_SECRET")
+        hours = _number(env, "WINBACK_SESSION_HOURS", 8.0)
+        if hours <= 0:
+            raise ConfigError(f"WINBACK_SESSION_HOURS must be more than 0, got {hours!r}")
+        signers = sorted(f"{k.role}:{k.key}" for k in keys if k.role in DASHBOARD_ROLES)
+        derived = hashlib.sha256("\0".join(["winback-dashboard-session", *signers]).encode()).digest()
+        return cls(currency=env.get("WINBACK_CURRENCY") or None,
+                   mlflow_ui_url=env.get("WINBACK_MLFLOW_UI_URL") or cls.mlflow_ui_url,
+                   session_hours=hours,
+                   **({"session_secret": secret.encode() if secret else derived} if secret or signers else {}))
 
 
 @dataclass(frozen=True)
@@ -117,10 +178,11 @@ class ServiceSettings:
     snapshot: Path = DEFAULT_SNAPSHOT
     log_source: LogSource | None = None
     triggers_state: str | None = None
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     poll_seconds: float = 30.0
     limits: Limits = Limits()
     reasons_cache: int = 100_000
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ServiceSettings":
@@ -131,6 +193,7 @@ class ServiceSettings:
         keys = _split_keys(env.get("WINBACK_API_KEYS", ""))
         if env.get("WINBACK_API_KEYS_FILE"):
             keys += read_keys_file(Path(env["WINBACK_API_KEYS_FILE"]))
+        api_keys = tuple(dict.fromkeys(ApiKey.parse(k) for k in keys))
         limits = Limits(**{name: _positive_int(env, f"WINBACK_{name.upper()}", default)
                            for name, default in vars(Limits()).items()})
         return cls(
@@ -139,10 +202,11 @@ class ServiceSettings:
             snapshot=Path(env.get("WINBACK_SNAPSHOT") or DEFAULT_SNAPSHOT),
             log_source=LogSource.from_env(env),
             triggers_state=env.get("WINBACK_TRIGGERS_STATE") or None,
-            api_keys=tuple(dict.fromkeys(keys)),
+            api_keys=api_keys,
             poll_seconds=_number(env, "WINBACK_POLL_SECONDS", 30.0),
             limits=limits,
             reasons_cache=_positive_int(env, "WINBACK_REASONS_CACHE", 100_000),
+            dashboard=DashboardSettings.from_env(env, api_keys),
         )
 
 
@@ -151,7 +215,8 @@ def _split_keys(text: str) -> list[str]:
 
 
 def read_keys_file(path: Path) -> list[str]:
-    """API keys from a file: one a line or comma-separated; blank lines and ``#`` comments skipped."""
+    """API keys from a file: one a line or comma-separated, each ``KEY`` or ``ROLE:KEY``;
+    blank lines and ``#`` comments skipped."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:

@@ -1,42 +1,120 @@
-"""API keys, body size and the model-version header, as one ASGI middleware; and a log filter.
+"""API keys with roles, dashboard sessions, body size and the model-version header; a log filter.
 
-Every path except the health and documentation ones needs ``Authorization: Bearer KEY`` with a
-configured key, compared in constant time. A POST must be ``application/json`` (415 otherwise:
-BentoML would parse any other type as JSON, or as a form). Bodies larger than the limit are
+Every API path except the health and documentation ones needs ``Authorization: Bearer KEY``
+with a configured key of the ``scorer`` or ``admin`` role, compared in constant time. The
+dashboard (``/ui``) takes no bearer key: it signs people in with a ``viewer`` or ``admin`` key
+through a form and then reads a signed session cookie (:class:`Sessions`); the dashboard app
+(:class:`serving.dashboard.app.Gate`) checks the session, the Guard only limits the body. An API
+POST must be ``application/json`` (415 otherwise: BentoML would parse any other type as JSON,
+or as a form). Bodies larger than the limit are
 refused with 413 before the service parses them. Every answer, errors included, carries ``X-Model-Version``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import logging
+import secrets
+import time
+from dataclasses import dataclass
 from typing import Callable, Iterable
+
+from serving.config import API_ROLES, ApiKey
 
 #: Paths open without a key: BentoML's probes and metrics, and the API's own description.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/", "/docs"})
 OPEN_PREFIXES = ("/static_content/",)
+#: The dashboard's mount: its own sign-in and sessions, no bearer key.
+DASHBOARD_PREFIX = "/ui"
 
 MODEL_VERSION_HEADER = "X-Model-Version"
 
 
 class KeyRing:
-    """The accepted keys. :meth:`accepts` compares with every key, in constant time each."""
+    """The accepted keys and their roles. Lookups compare with every key, in constant time each,
+    so the time taken does not tell which key (or role) matched."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = [k.encode() for k in keys]
+    def __init__(self, keys: Iterable[ApiKey | str]) -> None:
+        parsed = [k if isinstance(k, ApiKey) else ApiKey.parse(k) for k in keys]
+        self._keys = [(k.key.encode(), k.role) for k in parsed]
 
     def __bool__(self) -> bool:
         return bool(self._keys)
 
-    def accepts(self, authorization: bytes | None) -> bool:
+    def roles_of(self, offered: bytes | str) -> frozenset[str]:
+        """Every role the offered key has (empty if it is not a configured key)."""
+        if isinstance(offered, str):
+            offered = offered.encode()
+        roles = set()
+        for key, role in self._keys:                           # no early exit: time does not tell which
+            if hmac.compare_digest(offered, key):
+                roles.add(role)
+        return frozenset(roles)
+
+    def accepts(self, authorization: bytes | None, roles: frozenset[str] = API_ROLES) -> bool:
+        """Whether an ``Authorization: Bearer KEY`` header carries a key of one of ``roles``."""
         if not authorization or not authorization[:7].lower() == b"bearer ":
             return False
-        offered = authorization[7:].strip()
-        ok = False
-        for key in self._keys:                                 # no early exit: time does not tell which
-            ok |= hmac.compare_digest(offered, key)
-        return ok
+        return bool(self.roles_of(authorization[7:].strip()) & roles)
+
+
+@dataclass(frozen=True)
+class Session:
+    role: str
+    sid: str
+    expires: int
+
+
+class Sessions:
+    """Signed, expiring dashboard sessions and the CSRF tokens bound to them.
+
+    A session cookie is ``base64(json{role, sid, exp}).HMAC-SHA256`` under a server secret: it
+    names the role, never the key, and cannot be altered or extended without the secret. A CSRF
+    token is the HMAC of what it is bound to (the session id, or before sign-in a random
+    pre-session cookie), so a form posted from another site cannot carry a valid one.
+    """
+
+    def __init__(self, secret: bytes, lifetime_seconds: float = 8 * 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.secret = secret
+        self.lifetime_seconds = lifetime_seconds
+        self.clock = clock
+
+    def _sign(self, text: bytes, purpose: bytes) -> str:
+        digest = hmac.new(self.secret, purpose + b"\0" + text, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def issue(self, role: str) -> str:
+        """A new session cookie value for ``role``."""
+        body = json.dumps({"role": role, "sid": secrets.token_urlsafe(16),
+                           "exp": int(self.clock() + self.lifetime_seconds)}, separators=(",", ":"))
+        payload = base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+        return f"{payload}.{self._sign(payload.encode(), b'session')}"
+
+    def read(self, cookie: str | None) -> Session | None:
+        """The session a cookie carries, or None if it is missing, forged or expired."""
+        if not cookie or cookie.count(".") != 1:
+            return None
+        payload, signature = cookie.split(".")
+        if not hmac.compare_digest(signature.encode(), self._sign(payload.encode(), b"session").encode()):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            session = Session(str(data["role"]), str(data["sid"]), int(data["exp"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return session if session.expires > self.clock() else None
+
+    def csrf_token(self, binding: str) -> str:
+        return self._sign(binding.encode(), b"csrf")
+
+    def check_csrf(self, binding: str | None, token: str | None) -> bool:
+        if not binding or not token:
+            return False
+        return hmac.compare_digest(token.encode(), self.csrf_token(binding).encode())
 
 
 class Guard:
@@ -67,6 +145,8 @@ class Guard:
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send_with_version)
         headers = dict(scope["headers"])
+        if path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/"):
+            return await self._limited(scope, receive, send_with_version, max_body, headers)
         if not keys.accepts(headers.get(b"authorization")):
             return await _reply(send_with_version, 401, {
                 "error": "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
@@ -75,6 +155,10 @@ class Guard:
             return await _reply(send_with_version, 415, {
                 "error": "send the request as JSON: 'Content-Type: application/json'",
                 "field": "Content-Type"})
+        return await self._limited(scope, receive, send_with_version, max_body, headers)
+
+    async def _limited(self, scope, receive, send_with_version, max_body: int, headers: dict):
+        """Pass the request on with its body read up to ``max_body`` bytes (413 beyond)."""
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             return await _reply(send_with_version, 413, _too_large(max_body))

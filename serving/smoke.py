@@ -1,9 +1,15 @@
-"""Start the service, score three CDNOW customers over HTTP with a key, print them, stop it.
+"""Start the service, score three CDNOW customers over HTTP with a key, print them, show the
+dashboard's address, save screenshots of its pages in both languages, stop it.
 
-    python -m serving.smoke [--port P] [--tracking-uri URI] [--snapshot PATH] [ID ...]
+    python -m serving.smoke [--port P] [--tracking-uri URI] [--snapshot PATH | --dataset cdnow --as-of DAY]
+                            [--screenshots DIR] [ID ...]
 
-The end of ``make demo``: it uses the registry and the snapshot the demo just made. The key is
-a random one made for this run (or ``WINBACK_API_KEYS``' first key when set).
+The end of ``make demo``: it uses the registry and the snapshot the demo just made (or, with
+``--dataset``, builds the features from the log in the service, which the Reports page needs).
+The keys are random ones made for this run (or ``WINBACK_API_KEYS``' first key when set): a
+scorer key for the API and an admin key to sign in to the dashboard. Screenshots (Overview,
+Win-back list, Customer, Reports, Model, in English and Traditional Chinese) go to
+``out/screenshots/`` when Chromium is installed (``/usr/bin/chromium``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default=None)
     parser.add_argument("--model-uri", default=None)
     parser.add_argument("--snapshot", type=Path, default=None)
+    parser.add_argument("--dataset", choices=["cdnow"], default=None, help="build the features from this log instead")
+    parser.add_argument("--as-of", default=None, help="the as-of day for --dataset (default: the log's last day)")
+    parser.add_argument("--screenshots", type=Path, default=Path("out/screenshots"), help="where to save them")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /readyz")
     args = parser.parse_args(argv)
 
@@ -36,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
 
     existing = [k for k in os.environ.get("WINBACK_API_KEYS", "").split(",") if k.strip()]
     key = existing[0].strip() if existing else secrets.token_urlsafe(24)
+    from serving.config import LogSource
+
+    source = LogSource(dataset=args.dataset, as_of=args.as_of) if args.dataset else None
     env = service_env(args.tracking_uri or resolve_tracking_uri(None), args.model_uri,
-                      args.snapshot.resolve() if args.snapshot else None, poll_seconds=0)
-    env["WINBACK_API_KEYS"] = ",".join(dict.fromkeys([key, *existing]))
+                      args.snapshot.resolve() if args.snapshot else None, poll_seconds=0, log_source=source)
+    admin = secrets.token_urlsafe(24)
+    env["WINBACK_API_KEYS"] = ",".join(dict.fromkeys([key, *existing, f"admin:{admin}"]))
     port = args.port or free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env.setdefault("BENTOML_HOME", str(Path(tmp) / "bentoml"))
@@ -51,11 +64,60 @@ def main(argv: list[str] | None = None) -> int:
                 answer = httpx.post(f"{url}/score", json={"customer_ids": args.ids}, headers=headers, timeout=60)
                 answer.raise_for_status()
                 print_table(answer.json())
-                print(f"without a key: HTTP {refused}; service stopped.")
+                print(f"without a key: HTTP {refused}")
+                print(f"dashboard: {url}/ui/ (sign in with a viewer or admin key of WINBACK_API_KEYS)", flush=True)
+                shots = save_screenshots(url, admin, args.screenshots, args.ids[0])
+                if shots:
+                    print(f"screenshots of the dashboard: {len(shots)} files in {args.screenshots}/")
+                print("service stopped.")
         except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
             print(f"smoke test failed: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+PAGES = ("overview", "list", "customer", "reports", "model")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def save_screenshots(url: str, key: str, out: Path, customer_id: str) -> list[Path]:
+    """Sign in with ``key`` and save ``<page>-<lang>.png`` of every dashboard page in both
+    languages under ``out``; nothing (and a note) when Chromium or Playwright is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("no screenshots: playwright is not installed", file=sys.stderr)
+        return []
+    if not CHROMIUM.exists():
+        print(f"no screenshots: no browser at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"overview": "/ui/", "list": "/ui/list", "customer": f"/ui/customer/{customer_id}",
+             "reports": "/ui/reports", "model": "/ui/model"}
+    saved = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            for lang in ("en", "zh-TW"):
+                context = browser.new_context(base_url=url, viewport={"width": 1400, "height": 900})
+                page = context.new_page()
+                page.goto(f"/ui/signin?lang={lang}")
+                page.fill("#key", key)
+                page.click("#signin-form button[type=submit]")
+                page.wait_for_load_state()
+                for name in PAGES:
+                    page.goto(paths[name])
+                    page.wait_for_load_state("networkidle")
+                    page.evaluate("document.fonts.ready.then(() => true)")
+                    page.wait_for_timeout(300)                  # Plotly's transitions
+                    saved.append(out / f"{name}-{lang}.png")
+                    page.screenshot(path=str(saved[-1]), full_page=True)
+                context.close()
+        finally:
+            browser.close()
+    return saved
 
 
 def print_table(body: dict) -> None:

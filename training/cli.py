@@ -471,6 +471,62 @@ def rank(
 
 @app.command()
 @user_errors
+def report(
+    out: Annotated[Path, typer.Option(help="Report file, .html (written atomically): one self-contained page "
+                                           "with every chart and font inside, to mail; opens offline.")],
+    as_of: Annotated[Optional[str], typer.Option(help="Report as of this date YYYY-MM-DD: only transactions "
+                                                      "on or before it are read. Default: the log's last day.")] = None,
+    lang: Annotated[str, typer.Option(help="Language of the report: en or zh-TW.")] = "en",
+    currency: Annotated[Optional[str], typer.Option(
+        help="Currency symbol of money, e.g. NT$, €; default NT$ with --lang zh-TW, else $.")] = None,
+    model_uri: Annotated[Optional[str], typer.Option(
+        help="Take tier thresholds, review period and time zone from this model's feature reference, "
+             "e.g. models:/winback@champion (the tiers the service shows). Default: the default tiers.")] = None,
+    tracking_uri: TrackingOpt = None,
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
+    zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
+) -> None:
+    """The marketer reports as one HTML file to mail: monthly new vs returning customers
+    (returning share of revenue, repurchase rate), cohort retention, repurchase intervals per
+    category and the tier review calendar, in English or Traditional Chinese.
+
+    Example: winback report --dataset cdnow --as-of 1998-06-30 --lang zh-TW --out report.html"""
+    from features.build import parse_cutoff
+    from features.output import check_output_path
+    from training.report import write_report
+
+    _choice("--lang", lang, ("en", "zh-TW"))
+    check_output_path(out, (".html", ".htm"))
+    if as_of is not None:
+        parse_cutoff(as_of)
+    started = time.perf_counter()
+    reference = None
+    if model_uri:
+        from training.registry import load_scorer
+
+        reference = load_scorer(model_uri, tracking_uri)[0].reference_
+        timezone = timezone or reference.timezone
+    with _steps() as progress:
+        progress.add_task("reading and validating transactions")
+        log = open_log(transactions, dataset, customer_id_col=customer_id_col,
+                       timestamp_col=timestamp_col, amount_col=amount_col,
+                       order_id_col=order_id_col, quantity_col=quantity_col,
+                       category_col=category_col, channel_col=channel_col,
+                       date_format=date_format, timezone=timezone, duplicates=duplicates,
+                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
+        as_of = as_of or log.report.last_timestamp.date().isoformat()
+        progress.add_task(f"computing the reports as of {as_of}")
+        write_report(log, as_of, out, lang, currency, reference=reference)
+    console.print(f"reports as of {as_of} ({lang}) → {out} ({out.stat().st_size / 1e6:.1f} MB, "
+                  f"{time.perf_counter() - started:.1f} s)")
+
+
+@app.command()
+@user_errors
 def classical(
     cutoff: Annotated[str, typer.Option(help="Fit on the weekly summary as of this date.")] = "1997-09-30",
     transactions: TransactionsOpt = None, dataset: DatasetOpt = "cdnow",

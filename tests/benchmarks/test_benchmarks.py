@@ -81,3 +81,9 @@ def test_bench_soak():
         assert line_with(out, label).split()[-1] == "0", label
     assert "errors (5xx or an unexpected status): 0" in out
     assert re.search(r"service RSS after warm-up \d+ MiB, at end \d+ MiB", out)
+
+
+def test_bench_dashboard():
+    out = run_benchmark("bench_dashboard.py")
+    for label in ("| default order |", "| filtered |", "| sorted by churn, ascending |"):
+        assert RATIO.search(line_with(out, label)), label

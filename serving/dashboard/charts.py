@@ -1,0 +1,75 @@
+"""The dashboard's Plotly charts, carried as JSON in ``div.wb-plot[data-figure]``.
+
+Plotly (pinned, its ``plotly.min.js`` served from the installed wheel) because it draws every
+chart the pages need (bars, lines with an interval band, heat maps for the reports) with hover
+values, zoom and PNG download built in, from Python figures the reports share; Altair/Vega-Lite
+would need three more scripts vendored. The divs carry no script: ``reports.PLOT_SCRIPT``,
+served as a file, draws them, so the pages run under a Content-Security-Policy without inline
+scripts.
+"""
+
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from serving.dashboard.formatting import format_date
+
+FONT_FAMILY = "'Noto Sans TC', system-ui, sans-serif"
+ACCENT, SOFT, WARN = "#1f6feb", "rgba(31,111,235,0.15)", "#d1495b"
+
+
+def figure_div(figure: go.Figure, key: str, height: int = 320) -> str:
+    figure.update_layout(font={"family": FONT_FAMILY}, margin={"l": 50, "r": 20, "t": 40, "b": 45},
+                         template="plotly_white", height=height)
+    return (f'<div class="wb-plot" id="wb-plot-{html.escape(key)}" '
+            f'data-figure="{html.escape(pio.to_json(figure, validate=True), quote=True)}"></div>')
+
+
+def bar(labels: list[str], values: list[float], title: str, key: str, value_text: list[str]) -> str:
+    figure = go.Figure(go.Bar(x=labels, y=values, text=value_text, textposition="auto",
+                              marker_color=ACCENT, hoverinfo="x+text"))
+    figure.update_layout(title=title)
+    return figure_div(figure, key)
+
+
+def histogram(counts: list[int], edges: list[float], title: str, key: str, x_title: str) -> str:
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    figure = go.Figure(go.Bar(x=centers, y=counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])],
+                              marker_color=ACCENT))
+    figure.update_layout(title=title, xaxis={"title": x_title, "tickformat": ".0%"}, bargap=0.05)
+    return figure_div(figure, key)
+
+
+def purchase_curve(days: list[int], cdf: list[float], low: int | None, high: int | None,
+                   title: str, key: str, x_title: str, band_label: str) -> str:
+    """P(next purchase within d days), the 80 % interval shaded between its day ends."""
+    figure = go.Figure(go.Scatter(x=days, y=cdf, mode="lines+markers", line={"color": ACCENT},
+                                  hovertemplate="%{x}: %{y:.1%}<extra></extra>", name=title))
+    if low is not None:
+        figure.add_vrect(x0=low, x1=high if high is not None else days[-1], fillcolor=SOFT, line_width=0,
+                         annotation_text=band_label, annotation_position="top left")
+    figure.update_layout(title=title, xaxis={"title": x_title}, yaxis={"tickformat": ".0%", "range": [0, 1]},
+                         showlegend=False)
+    return figure_div(figure, key)
+
+
+def line(days: list[int], values: list[float], title: str, key: str, x_title: str) -> str:
+    figure = go.Figure(go.Scatter(x=days, y=values, mode="lines", line={"color": WARN},
+                                  hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
+    figure.update_layout(title=title, xaxis={"title": x_title}, yaxis={"tickformat": ".0%", "range": [0, 1]})
+    return figure_div(figure, key)
+
+
+def timeline(events: list[tuple[str, object]], lang: str, title: str, key: str) -> str:
+    """Dated events (first and last purchase, as-of day, expected next purchase, win-back day)."""
+    known = [(label, day) for label, day in events if day is not None]
+    figure = go.Figure(go.Scatter(
+        x=[str(day) for _, day in known], y=[0] * len(known), mode="markers+text",
+        text=[f"{label}<br>{format_date(day, lang)}" for label, day in known],
+        textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(known))],
+        marker={"size": 12, "color": ACCENT}, hoverinfo="text"))
+    figure.update_layout(title=title, yaxis={"visible": False, "range": [-1, 1]}, showlegend=False)
+    return figure_div(figure, key, height=240)

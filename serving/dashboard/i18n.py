@@ -1,0 +1,158 @@
+"""The dashboard's words in English and Traditional Chinese (zh-TW), in one table.
+
+Segment and tier names come from the snapshot (``segment_zh_tw``, ``tier_zh_tw``) and column
+headers of lists from :data:`models.policy.LIST_COLUMNS`, so a term has one translation
+everywhere. The font subset (:mod:`serving.dashboard.fonts`) is cut to the characters of this
+table, the reports' strings and the labels above.
+"""
+
+from __future__ import annotations
+
+from serving.dashboard.formatting import LANGUAGES
+
+#: Cookie that keeps the chosen language.
+LANG_COOKIE = "winback_lang"
+
+STRINGS: dict[str, tuple[str, str]] = {      # key -> (English, 繁體中文)
+    "app_title": ("Winback workspace", "顧客挽回工作台"),
+    "overview": ("Overview", "總覽"),
+    "winback_list": ("Win-back list", "挽回名單"),
+    "customer": ("Customer", "顧客"),
+    "reports": ("Reports", "報表"),
+    "model": ("Model", "模型"),
+    "sign_in": ("Sign in", "登入"),
+    "sign_out": ("Sign out", "登出"),
+    "sign_in_help": ("Sign in with a viewer or admin key.", "請輸入檢視者或管理者金鑰登入。"),
+    "key": ("Key", "金鑰"),
+    "bad_key": ("That key cannot open the dashboard.", "此金鑰無法開啟工作台。"),
+    "bad_form": ("The form expired; please try again.", "表單已過期，請重試。"),
+    "language": ("Language", "語言"),
+    "switch": ("中文", "English"),
+    "as_of": ("Scores as of", "評分基準日"),
+    "model_version": ("Model version", "模型版本"),
+    "customers": ("Customers", "顧客數"),
+    "active": ("Active", "活躍"),
+    "at_risk": ("At risk", "有流失風險"),
+    "at_risk_help": ("churn probability at least 50%", "流失機率 50% 以上"),
+    "total_value_at_risk": ("Total value at risk", "風險價值總額"),
+    "segment_mix": ("Segment mix", "客群分布"),
+    "tier_mix": ("Tier mix", "會員等級分布"),
+    "churn_distribution": ("Churn probability distribution", "流失機率分布"),
+    "metrics": ("Out-of-time metrics", "跨期驗證指標"),
+    "metric": ("Metric", "指標"),
+    "value": ("Value", "數值"),
+    "filters": ("Filters", "篩選"),
+    "segment": ("Segment", "客群"),
+    "tier": ("Tier", "會員等級"),
+    "category": ("Category", "品類"),
+    "any": ("Any", "全部"),
+    "winback_from": ("Win-back from", "挽回日起"),
+    "winback_to": ("Win-back to", "挽回日迄"),
+    "min_value": ("Least value at risk", "最低風險價值"),
+    "sort": ("Sort by", "排序"),
+    "descending": ("Highest first", "由高到低"),
+    "ascending": ("Lowest first", "由低到高"),
+    "apply": ("Apply", "套用"),
+    "matching": ("customers match", "位顧客符合"),
+    "page": ("Page", "第"),
+    "page_of": ("of", "頁，共"),
+    "pages": ("", "頁"),
+    "previous": ("Previous", "上一頁"),
+    "next": ("Next", "下一頁"),
+    "export_csv": ("Export CSV", "匯出 CSV"),
+    "export_xlsx": ("Export XLSX", "匯出 XLSX"),
+    "export_note": ("Exports hold the first {n} matching customers.", "匯出最多前 {n} 位符合的顧客。"),
+    "rank": ("Rank", "排名"),
+    "customer_id": ("Customer", "顧客編號"),
+    "value_at_risk": ("Value at risk", "風險價值"),
+    "churn_probability": ("Churn probability", "流失機率"),
+    "clv_12m": ("12-month value", "未來12個月價值"),
+    "winback_date": ("Win-back date", "建議挽回日"),
+    "next_purchase_date": ("Next purchase", "預計下次購買日"),
+    "reasons": ("Reasons", "原因"),
+    "no_customers": ("No customer matches these filters.", "沒有符合條件的顧客。"),
+    "unknown_customer": ("No customer with this id in the snapshot.", "快照中沒有此顧客編號。"),
+    "find_customer": ("Customer id", "顧客編號"),
+    "open": ("Open", "開啟"),
+    "scores": ("Scores", "評分"),
+    "p_alive": ("P(alive)", "仍為活躍顧客機率"),
+    "p_purchase_30d": ("P(purchase in 30 days)", "30天內購買機率"),
+    "p_purchase_90d": ("P(purchase in 90 days)", "90天內購買機率"),
+    "expected_purchases_30d": ("Expected purchases, 30 days", "未來30天預期購買次數"),
+    "expected_purchases_90d": ("Expected purchases, 90 days", "未來90天預期購買次數"),
+    "p_purchase_7d": ("P(purchase in 7 days)", "7天內購買機率"),
+    "next_purchase_low": ("Next purchase, earliest (10%)", "下次購買最早日（10%）"),
+    "next_purchase_high": ("Next purchase, latest (90%)", "下次購買最晚日（90%）"),
+    "r_score": ("R score", "R 分數"),
+    "f_score": ("F score", "F 分數"),
+    "m_score": ("M score", "M 分數"),
+    "expected_purchases_365d": ("Expected purchases, 12 months", "未來12個月預期購買次數"),
+    "expected_order_value": ("Expected order value", "預期客單價"),
+    "next_purchase_interval": ("Next purchase, 80% interval", "下次購買 80% 區間"),
+    "priority": ("Priority", "優先順序"),
+    "rfm": ("R / F / M scores", "R / F / M 分數"),
+    "timeline": ("Purchase timeline", "購買歷程"),
+    "first_purchase": ("First purchase", "首次購買"),
+    "last_purchase": ("Last purchase", "最近一次購買"),
+    "orders": ("Orders", "訂單數"),
+    "total_spend": ("Total spend", "累計消費"),
+    "purchase_days": ("Purchase days", "購買天數"),
+    "purchase_curve": ("Probability of the next purchase by day", "下次購買累積機率"),
+    "interval_80": ("80% interval", "80% 區間"),
+    "p_alive_curve": ("P(alive) if no purchase", "若未再購買的活躍機率"),
+    "days_from_as_of": ("days after the as-of day", "基準日後天數"),
+    "tier_status": ("Tier status", "會員等級狀態"),
+    "tier_keep": ("{amount} more by {date} to keep {tier}", "{date} 前再消費 {amount} 可維持{tier}"),
+    "tier_kept": ("{tier} is kept at the review on {date}", "{date} 審核時可維持{tier}"),
+    "tier_next": ("{amount} more to reach {tier}", "再消費 {amount} 可升級為{tier}"),
+    "replenishment": ("Replenishment due", "補貨提醒日"),
+    "top_category": ("Top category", "主要品類"),
+    "none": ("none", "無"),
+    "triggers": ("Triggers fired", "已觸發的自動化事件"),
+    "no_triggers": ("No trigger fired for this customer.", "此顧客尚無觸發事件。"),
+    "triggers_off": ("Triggers are not configured (WINBACK_TRIGGERS_STATE).",
+                     "尚未設定自動化觸發（WINBACK_TRIGGERS_STATE）。"),
+    "rule": ("Rule", "規則"),
+    "template": ("Template", "範本"),
+    "status": ("Status", "狀態"),
+    "date": ("Date", "日期"),
+    "group": ("Group", "組別"),
+    "reports_missing": ("The reports are not available in this version.", "此版本尚未提供報表。"),
+    "reports_need_log": ("The reports read the transaction log: start the service with WINBACK_TRANSACTIONS "
+                         "or WINBACK_DATASET.", "報表需要交易紀錄：請以 WINBACK_TRANSACTIONS 或 WINBACK_DATASET 啟動服務。"),
+    "calibration": ("Calibration", "校準曲線"),
+    "lift": ("Lift (gains)", "提升圖"),
+    "feature_importance": ("Feature importance", "特徵重要性"),
+    "no_plots": ("No plots were logged with this model's run.", "此模型的訓練紀錄沒有圖表。"),
+    "mlflow_ui": ("Open the MLflow UI", "開啟 MLflow 介面"),
+    "run": ("Run", "訓練紀錄"),
+    "registered": ("Registered", "註冊時間"),
+    "trained_until": ("Trained until", "訓練資料截止"),
+    "not_expected": ("not expected", "預計不會購買"),
+    "yes": ("yes", "是"),
+    "no": ("no", "否"),
+    "winback_now": ("Win back now", "立即挽回"),
+    "bad_filter": ("Filter not understood", "無法解讀的篩選條件"),
+}
+
+
+def translator(lang: str):
+    """``t(key, **fields)``: the string in ``lang``, with ``{fields}`` filled in."""
+    if lang not in LANGUAGES:
+        raise ValueError(f"lang must be one of {', '.join(LANGUAGES)}, got {lang!r}")
+    column = LANGUAGES.index(lang)
+
+    def t(key: str, **fields) -> str:
+        text = STRINGS[key][column]
+        return text.format(**fields) if fields else text
+
+    return t
+
+
+def pick_language(cookie: str | None, accept_language: str | None = None) -> str:
+    """The cookie's language if valid, else zh-TW when the browser asks for Chinese, else English."""
+    if cookie in LANGUAGES:
+        return cookie
+    if accept_language and accept_language.lower().lstrip().startswith("zh"):
+        return "zh-TW"
+    return "en"

@@ -1,0 +1,175 @@
+"""The dashboard's parts without a browser: locale formatting, key roles, sessions and CSRF
+tokens, the list index against the ranking rule of ``models.policy``, and the shipped font."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.config import ApiKey, ConfigError, ServiceSettings, read_keys_file
+from serving.dashboard.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
+                                          format_percent)
+from serving.dashboard.listing import FilterError, ListIndex, ListQuery
+from serving.security import KeyRing, Sessions
+
+# ---------------------------------------------------------------------- formatting
+
+
+def test_numbers_money_percent_and_dates_in_each_locale():
+    assert format_number(1234567.891, "en", 2) == format_number(1234567.891, "zh-TW", 2) == "1,234,567.89"
+    assert format_money(1234.5, "zh-TW", digits=2) == "NT$1,234.50"
+    assert format_money(-12, "en") == "-$12" and format_money(-0.001, "en") == "$0"
+    assert format_money(500, "en", "NT$") == "NT$500" and DEFAULT_CURRENCY["zh-TW"] == "NT$"
+    assert format_percent(0.1234, "zh-TW") == "12.3%"
+    assert format_date("2026-01-31", "zh-TW") == "2026/01/31"
+    assert format_date(dt.date(2026, 1, 31), "en") == "Jan 31, 2026"
+    assert format_date(pd.Timestamp("2026-01-31 13:00"), "en") == "Jan 31, 2026"
+    assert format_number(None, "en") == format_percent(float("nan"), "en") == "–"
+    with pytest.raises(ValueError, match="lang"):
+        format_number(1, "fr")
+
+
+# ---------------------------------------------------------------------- keys and roles
+
+
+def test_key_roles_are_a_prefix_and_bare_keys_stay_scorer_keys(tmp_path):
+    assert ApiKey.parse("viewer:abc") == ApiKey("viewer", "abc")
+    assert ApiKey.parse("ADMIN: xyz ") == ApiKey("admin", "xyz")
+    assert ApiKey.parse("plain-key") == ApiKey("scorer", "plain-key")
+    assert ApiKey.parse("crm:with:colons") == ApiKey("scorer", "crm:with:colons")   # not a role: part of the key
+    assert "abc" not in repr(ApiKey.parse("viewer:abc"))
+    keys = tmp_path / "keys"
+    keys.write_text("# marketers\nviewer:v1\nscorer:s1, old-key\n", encoding="utf-8")
+    settings = ServiceSettings.from_env({"WINBACK_API_KEYS": "admin:a1", "WINBACK_API_KEYS_FILE": str(keys),
+                                         "WINBACK_TRACKING_URI": "sqlite:////tmp/x.db"})
+    assert [(k.role, k.key) for k in settings.api_keys] == [
+        ("admin", "a1"), ("viewer", "v1"), ("scorer", "s1"), ("scorer", "old-key")]
+    assert read_keys_file(keys) == ["viewer:v1", "scorer:s1", "old-key"]
+
+
+def test_api_calls_need_a_scorer_or_admin_key():
+    ring = KeyRing([ApiKey("viewer", "v"), ApiKey("admin", "a"), "s"])
+    assert ring.accepts(b"Bearer s") and ring.accepts(b"bearer a")
+    assert not ring.accepts(b"Bearer v") and not ring.accepts(b"Bearer nope") and not ring.accepts(None)
+    assert ring.roles_of("v") == {"viewer"} and ring.roles_of("x") == frozenset()
+
+
+def test_dashboard_settings_from_the_environment():
+    env = {"WINBACK_TRACKING_URI": "sqlite:////tmp/x.db", "WINBACK_CURRENCY": "US$",
+           "WINBACK_MLFLOW_UI_URL": "http://mlflow:5000", "WINBACK_SESSION_HOURS": "0.5",
+           "WINBACK_SESSION_SECRET": "s3cret"}
+    board = ServiceSettings.from_env(env).dashboard
+    assert (board.currency, board.mlflow_ui_url, board.session_hours, board.session_secret) == (
+        "US$", "http://mlflow:5000", 0.5, b"s3cret")
+    assert "s3cret" not in repr(board)
+    with pytest.raises(ConfigError, match="WINBACK_SESSION_HOURS"):
+        ServiceSettings.from_env({**env, "WINBACK_SESSION_HOURS": "0"})
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+def test_sessions_are_signed_expire_and_bind_csrf_tokens():
+    now = [1_000_000.0]
+    sessions = Sessions(b"k" * 32, lifetime_seconds=60, clock=lambda: now[0])
+    cookie = sessions.issue("viewer")
+    session = sessions.read(cookie)
+    assert session.role == "viewer" and session.expires == 1_000_060
+    payload, signature = cookie.split(".")
+    forged = payload.replace(payload[5], "A" if payload[5] != "A" else "B") + "." + signature
+    assert sessions.read(forged) is None
+    assert Sessions(b"other" * 8).read(cookie) is None                      # another server's secret
+    assert sessions.read("garbage") is None and sessions.read(None) is None
+    token = sessions.csrf_token(session.sid)
+    assert sessions.check_csrf(session.sid, token)
+    assert not sessions.check_csrf("another-session", token) and not sessions.check_csrf(session.sid, "")
+    now[0] += 61
+    assert sessions.read(cookie) is None                                    # expired
+
+
+# ---------------------------------------------------------------------- the list
+
+
+@pytest.fixture(scope="module")
+def snapshot(scorer, store):
+    from serving.state import ModelInfo, ScoredSnapshot, SnapshotFile
+
+    features = pd.read_parquet(store["snapshot"])
+    return ScoredSnapshot(scorer, ModelInfo("winback", "1", "champion", "models:/winback@champion"), features,
+                          SnapshotFile(store["snapshot"], 0, pd.Timestamp("1997-09-30"), dt.datetime.now()))
+
+
+@pytest.fixture(scope="module")
+def scores(scorer, store):
+    return scorer.score(pd.read_parquet(store["snapshot"]), "1997-09-30", reasons=False)
+
+
+@pytest.mark.parametrize("segments, tiers, min_value", [((), (), 0.0), (("Lost", "At risk"), ("member",), 1.0),
+                                                        (("Champions",), (), 5.0)])
+def test_list_pages_follow_the_winback_rule(snapshot, scores, segments, tiers, min_value):
+    from models.policy import winback_list
+
+    index = ListIndex(snapshot)
+    want = winback_list(scores, len(scores), list(segments), list(tiers), min_value)["customer_id"].tolist()
+    query = ListQuery(segments=segments, tiers=tiers, min_value=min_value, per_page=25, page=2)
+    total, rows = index.select(query)
+    assert total == len(want)
+    assert [snapshot.customer_id(p) for p in rows] == want[25:50]
+
+
+def test_list_sorts_with_missing_values_last_and_filters_win_back_dates(snapshot, scores):
+    index = ListIndex(snapshot)
+    for descending in (True, False):
+        query = ListQuery(sort="next_purchase_date", descending=descending, per_page=100)
+        total, _ = index.select(query)
+        _, rows = index.select(query, limit=total, offset=0)
+        dates = pd.to_datetime(scores.set_index("customer_id").loc[[snapshot.customer_id(p) for p in rows],
+                                                                     "next_purchase_date"]).to_numpy()
+        present = dates[~np.isnat(dates)]
+        assert np.isnat(dates[len(present):]).all() and len(present) > 0
+        assert (np.diff(present.astype("int64")) <= 0).all() if descending else (np.diff(present.astype("int64")) >= 0).all()
+    window = ListQuery(winback_from=dt.date(1997, 10, 1), winback_to=dt.date(1997, 11, 30))
+    total, _ = index.select(window)
+    inside = scores["winback_date"].between("1997-10-01", "1997-11-30")
+    assert total == inside.sum() > 0
+
+
+def test_list_parameters_are_checked_by_name():
+    assert ListQuery.from_params({"segment": ["Lost", "Lost", ""], "page": ["3"]}) == ListQuery(
+        segments=("Lost",), page=3)
+    for params, field in (({"sort": ["rank"]}, "sort"), ({"page": ["0"]}, "page"), ({"min_value": ["-1"]}, "min_value"),
+                          ({"winback_from": ["31/01/2026"]}, "winback_from"), ({"per_page": ["1000"]}, "per_page"),
+                          ({"min_value": ["nan"]}, "min_value")):
+        with pytest.raises(FilterError, match=field):
+            ListQuery.from_params(params)
+
+
+# ---------------------------------------------------------------------- the font
+
+
+def test_the_shipped_font_has_every_character_the_dashboard_shows():
+    from fontTools.ttLib import TTFont
+
+    from features.rfm import SEGMENT_ZH_TW
+    from serving.dashboard import fonts, i18n, reports
+
+    cmap = set(map(chr, TTFont(fonts.FONT).getBestCmap()))
+    shown = "".join(zh for _, zh in i18n.STRINGS.values()) + "".join(reports.TEXT["zh-TW"].values())
+    shown += "".join(SEGMENT_ZH_TW.values()) + "0123456789NT$,.%/"
+    missing = {ch for ch in shown if not ch.isspace()} - cmap
+    assert not missing, f"rebuild the font (python -m serving.dashboard.fonts): missing {''.join(sorted(missing))}"
+    assert fonts.FONT.stat().st_size < 200_000
+
+
+def test_session_secret_is_shared_by_workers_and_changes_with_the_keys():
+    env = {"WINBACK_TRACKING_URI": "sqlite:////tmp/x.db", "WINBACK_API_KEYS": "viewer:v1,s1"}
+    one, two = ServiceSettings.from_env(env), ServiceSettings.from_env(env)      # two workers
+    assert one.dashboard.session_secret == two.dashboard.session_secret
+    other = ServiceSettings.from_env({**env, "WINBACK_API_KEYS": "viewer:v2,s1"})
+    assert other.dashboard.session_secret != one.dashboard.session_secret
+    cookie = Sessions(one.dashboard.session_secret).issue("viewer")
+    assert Sessions(two.dashboard.session_secret).read(cookie) is not None
+    assert Sessions(other.dashboard.session_secret).read(cookie) is None
