@@ -1,4 +1,5 @@
-"""Load-test the scoring service next to a plain BentoML service around a LightGBM model.
+"""Load-test the scoring service next to a plain BentoML service around a LightGBM model, and
+next to two echo services that measure the HTTP floor.
 
 Usage
 -----
@@ -22,6 +23,15 @@ Measured, each phase bounded by ``--requests`` and ``--seconds``, after a warm-u
   (Winback with and without reasons; reasons are explained on first use, then cached);
 * 4 concurrent clients, 1,000 customers per request: customers/s.
 
+The 32-client phase also loads two echo services that do no work, with the same request body:
+a bare Starlette route on uvicorn (the floor of any Python ASGI service here) and a BentoML
+``@bentoml.api`` method (BentoML's per-endpoint cost). The targets of issue #11 are printed as
+ratios from this one run: Winback at least 2x plain BentoML at one customer per request, its p99
+at most 1.5x the bare echo's, and at 1,000 ids per request at least as fast as plain BentoML.
+Each row also gives the server's CPU milliseconds per request (its processes' CPU time over the
+phase): on a shared, busy machine that is the steadier figure, where requests/s and p99 mostly
+measure how much CPU the client got.
+
 "winback vs plain" is how many times faster Winback is (plain p50 / ours for latency, ours /
 plain for throughput): below 1x the plain service is faster. Both services start from an
 environment without the caller's ``WINBACK_*``, ``MLFLOW_*`` and ``BENTOML_*`` settings.
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sys
@@ -70,6 +81,31 @@ if bentoml is not None and os.environ.get("BENCH_BASELINE_MODEL"):
         @bentoml.api
         def predict(self, rows: list[list[float]]) -> list[float]:
             return self.booster.predict(np.asarray(rows, dtype=float), num_threads=1).tolist()
+
+if bentoml is not None and os.environ.get("BENCH_ECHO_SERVICE"):
+    @bentoml.service(name="echo_api", workers=1)
+    class EchoAPI:
+        """BentoML's own cost per request: an async ``@bentoml.api`` method that does nothing."""
+
+        @bentoml.api
+        async def echo(self, customer_ids: list[str], reasons: bool = True) -> dict:
+            return {"customer_ids": customer_ids}
+
+
+def bare_echo_app():
+    """The floor: a Starlette route on uvicorn answering with the ids it was sent."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def echo(request: Request) -> Response:
+        return JSONResponse({"customer_ids": (await request.json())["customer_ids"]})
+
+    async def ready(_: Request) -> Response:
+        return Response("\n")
+
+    return Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/readyz", ready)])
 
 
 # ---------------------------------------------------------------------- setup
@@ -119,6 +155,27 @@ def fit_store(root: Path, customers: int | None = None, churn_estimators: int = 
     return uri, snapshot, booster, features["customer_id"].astype(str).tolist(), rows
 
 
+@contextlib.contextmanager
+def bare_echo(log: Path):
+    """The bare echo app on uvicorn (its defaults) in a child process; yields its base URL."""
+    import subprocess
+
+    from serving.run import free_port, stop, wait_ready
+
+    port = free_port()
+    path = [str(ROOT / "benchmarks"), str(ROOT), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "bench_service:bare_echo_app",
+                                    "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", process, 60, log)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(process)
+
+
 # ---------------------------------------------------------------------- load generation
 
 
@@ -146,15 +203,45 @@ async def load(url: str, make_body, concurrency: int, requests: int, seconds: fl
                 latencies.append(time.perf_counter() - start)
                 errors += response.status_code != 200
 
-        started = time.perf_counter()
+        server = ServerCPU(url)
+        started, cpu = time.perf_counter(), server.seconds()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, server.seconds() - cpu
     lat = np.asarray(latencies) * 1000
     return {"requests": len(lat), "errors": errors, "rps": len(lat) / elapsed,
-            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
+            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+            "cpu_ms": 1000 * cpu / max(len(lat), 1)}
 
 
-def run_phases(winback: str, plain: str, ids: list[str], rows: np.ndarray, args) -> list[tuple]:
+class ServerCPU:
+    """CPU time of the server behind ``url`` (the process started with its port, and children).
+
+    Milliseconds of server CPU per request depend far less on the machine's load than
+    requests/s do: on a busy 2-core machine they are the steadier figure."""
+
+    def __init__(self, url: str) -> None:
+        import psutil
+
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        roots = [p for p in psutil.process_iter(["cmdline"])
+                 if p.info["cmdline"] and port in p.info["cmdline"] and p.pid != os.getpid()]
+        self.processes = roots + [c for r in roots for c in r.children(recursive=True)]
+
+    def seconds(self) -> float:
+        import psutil
+
+        total = 0.0
+        for process in self.processes:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+
+def run_phases(winback: str, plain: str, ids: list[str], rows: np.ndarray, args,
+               echoes: dict[str, str]) -> tuple[list[tuple], dict[str, dict]]:
     rng = random.Random(0)
     auth = {"Authorization": f"Bearer {KEY}"}
 
@@ -189,13 +276,17 @@ def run_phases(winback: str, plain: str, ids: list[str], rows: np.ndarray, args)
          lambda: load(f"{winback}/score", many_ids, 4, few, s, auth, w_few),
          lambda: load(f"{plain}/predict", many_rows, 4, few, s, warmup=w_few)),
     ]
-    results = []
+    results, floor = [], {}
     for name, unit, ours, base in phases:
         mine = asyncio.run(ours())
         theirs = asyncio.run(base()) if base else None
         results.append((name, unit, mine, theirs))
         print(f"  measured: {name}", file=sys.stderr, flush=True)
-    return results
+        if name.startswith("1 customer/request"):             # the echoes, right after, same load
+            for label, url in echoes.items():
+                floor[label] = asyncio.run(load(url, one_id(False), 32, n, s, warmup=w))
+                print(f"  measured: {label}", file=sys.stderr, flush=True)
+    return results, floor
 
 
 def report(results: list[tuple], workers: int, batch: int) -> None:
@@ -224,6 +315,27 @@ def report(results: list[tuple], workers: int, batch: int) -> None:
     print("requests per phase: " + ", ".join(
         f"{name.strip()}: {mine['requests']}" + (f"/{theirs['requests']}" if theirs else "")
         for name, _, mine, theirs in results))
+
+
+def report_floor(results: list[tuple], floor: dict[str, dict], batch: int) -> None:
+    """The echo services beside Winback at 32 clients, and the issue's targets as ratios."""
+    single = next(r for r in results if r[0].startswith("1 customer/request"))
+    many = next(r for r in results if r[0].startswith(f"{batch:,} customers"))
+    rows = [("winback /score (1 id)", single[2]), ("plain BentoML + LightGBM /predict", single[3]), *floor.items()]
+    print("\nThe HTTP floor, 1 id per request, 32 clients, 1 worker each")
+    print(f"{'service':<38} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/request':>22} "
+          f"{'requests':>9} {'errors':>7}")
+    for label, r in rows:
+        print(f"{label:<38} {r['rps']:>11,.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['cpu_ms']:>22.2f} "
+              f"{r['requests']:>9} {r['errors']:>7}")
+    bare = floor.get("bare Starlette echo on uvicorn")
+    targets = [("winback / plain requests/s at 1 id (target >= 2x)", single[2]["rps"] / single[3]["rps"]),
+               (f"winback / plain customers/s at {batch:,} ids (target >= 1x)", many[2]["rps"] / many[3]["rps"]),
+               ("plain / winback server CPU per request at 1 id", single[3]["cpu_ms"] / single[2]["cpu_ms"])]
+    if bare:
+        targets.append(("winback p99 / bare echo p99 at 32 clients (target <= 1.5x)", single[2]["p99"] / bare["p99"]))
+    for label, value in targets:
+        print(f"{label:<62} {value:.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,13 +369,21 @@ def main(argv: list[str] | None = None) -> int:
         plain_env = dict(env, BENCH_BASELINE_MODEL=str(booster),
                          BENTOML_CONFIG_OPTIONS=f"services.plain_lightgbm.workers={args.workers}",
                          PYTHONPATH=os.pathsep.join([str(ROOT / "benchmarks"), env["PYTHONPATH"]]))
-        with ThreadPoolExecutor(2) as pool:  # start both at once; each is stopped by the stack
+        echo_env = dict(plain_env, BENCH_ECHO_SERVICE="1",
+                        BENTOML_CONFIG_OPTIONS=f"services.echo_api.workers={args.workers}")
+        with ThreadPoolExecutor(4) as pool:  # start them at once; each is stopped by the stack
             starting = [pool.submit(stack.enter_context, running(env, log=root / "winback.log")),
                         pool.submit(stack.enter_context, running(plain_env, log=root / "plain.log",
-                                                                 service="bench_service:PlainLightGBM"))]
-        winback, plain = (future.result() for future in starting)
-        results = run_phases(winback, plain, ids, rows, args)
-    report(results, args.workers, min(1000, len(ids)))
+                                                                 service="bench_service:PlainLightGBM")),
+                        pool.submit(stack.enter_context, bare_echo(root / "bare.log")),
+                        pool.submit(stack.enter_context, running(echo_env, log=root / "echo.log",
+                                                                 service="bench_service:EchoAPI"))]
+        winback, plain, bare, echo = (future.result() for future in starting)
+        echoes = {"bare Starlette echo on uvicorn": f"{bare}/echo", "BentoML @bentoml.api echo": f"{echo}/echo"}
+        results, floor = run_phases(winback, plain, ids, rows, args, echoes)
+    batch = min(1000, len(ids))
+    report(results, args.workers, batch)
+    report_floor(results, floor, batch)
     print_load("at end")
     return 0
 

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -94,11 +94,16 @@ class ScoredSnapshot:
         get = self._position.get
         return [get(cid) for cid in customer_ids]
 
-    def records(self, positions: Sequence[int]) -> list[dict]:
-        """Score fields (JSON-ready: floats, ISO dates, None) for the given rows."""
+    def records(self, positions: Sequence[int], lead: Mapping[str, Iterable] | None = None) -> list[dict]:
+        """Score fields (JSON-ready: floats, ISO dates, None) for the given rows.
+
+        ``lead``: fields put first in each record, one value per row (e.g. the customer id and
+        status an answer starts with), so each record is built once: at 1,000 ids per request
+        building the dicts is most of the time this takes."""
         idx = np.asarray(positions, dtype=np.intp)
-        names = list(self._columns)
-        columns = [json_values(kind, array[idx]) for kind, array in self._columns.values()]
+        lead = lead or {}
+        names = [*lead, *self._columns]
+        columns = [*lead.values(), *(json_values(kind, array[idx]) for kind, array in self._columns.values())]
         return [dict(zip(names, row)) for row in zip(*columns)]
 
     def cached_reasons(self, customer_ids: Sequence[str]) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:

@@ -58,6 +58,17 @@ EncodingOpt = Annotated[str, typer.Option(
     "--encoding", help="Text encoding of CSV files, e.g. big5, cp950, latin-1; default utf-8.")]
 
 
+EngineOpt = Annotated[str, typer.Option(
+    help="Where features are computed: duckdb (this machine, default) or spark (the same definitions "
+         "on Apache Spark; needs Java 17).")]
+SparkMasterOpt = Annotated[Optional[str], typer.Option(
+    help="Spark master for --engine spark, e.g. spark://host:7077 or yarn; default local[*], or Spark "
+         "Connect when SPARK_REMOTE is set.")]
+SparkStagingOpt = Annotated[Optional[Path], typer.Option(
+    help="Where the validated log is staged as Parquet for --engine spark; on a cluster, a path every "
+         "executor can read. Default: the temp directory.")]
+
+
 TrackingOpt = Annotated[Optional[str], typer.Option(
     help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")]
 ModelUriOpt = Annotated[Optional[str], typer.Option(help="Model to use; default models:/winback@champion.")]
@@ -106,6 +117,13 @@ def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_i
     return read_transactions([str(p) for p in transactions], columns, policy, encoding=encoding)
 
 
+def spark_log_for(log, master: str | None, staging: Path | None):
+    """The validated ``log`` handed to a Spark session (``--engine spark``)."""
+    from features.spark import spark_log, spark_session
+
+    return spark_log(log, spark_session(master), staging)
+
+
 def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
@@ -133,6 +151,7 @@ def features(
              "intervals, tiers, time zone), e.g. models:/winback@champion: the snapshot the "
              "service answers from. Default: a reference fitted on this log.")] = None,
     tracking_uri: TrackingOpt = None,
+    engine: EngineOpt = "duckdb", spark_master: SparkMasterOpt = None, spark_staging: SparkStagingOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
@@ -150,6 +169,7 @@ def features(
     from features.output import check_output_path
 
     _choice("--freq", freq, ("D", "W"))
+    _choice("--engine", engine, ("duckdb", "spark"))
     check_output_path(out)                          # before the whole job, not after it
     if cutoff is not None:
         parse_cutoff(cutoff)
@@ -173,8 +193,14 @@ def features(
                        refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
         if cutoff is None:
             cutoff = log.report.last_timestamp.date().isoformat()
-        progress.add_task(f"building features as of {cutoff}")
-        summary = write_features(log, cutoff, out, None if reference else freq, reference=reference)
+        progress.add_task(f"building features as of {cutoff} ({engine})")
+        if engine == "spark":
+            from features.spark_job import write_features_spark
+
+            summary = write_features_spark(spark_log_for(log, spark_master, spark_staging), cutoff, out,
+                                           None if reference else freq, reference=reference)
+        else:
+            summary = write_features(log, cutoff, out, None if reference else freq, reference=reference)
     _print_ingest(log.report)
     if reference is not None:
         console.print(f"features defined by model {model_uri} (version {version}), "
@@ -381,10 +407,14 @@ def _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
 @app.command()
 @user_errors
 def score(
-    out: Annotated[Path, typer.Option(help="Scores table: .parquet, .csv or .xlsx (written atomically).")],
+    out: Annotated[Path, typer.Option(help="Scores table: .parquet, .csv or .xlsx (written atomically); with "
+                                           "--engine spark a directory of Parquet partitioned by as_of.")],
     as_of: Annotated[Optional[str], typer.Option(help="Score as of this date YYYY-MM-DD.")] = None,
-    reasons: Annotated[int, typer.Option(help="Explain the N customers with the highest value at risk (0: none).")] = 100,
+    reasons: Annotated[Optional[int], typer.Option(
+        help="Explain the N customers with the highest value at risk (0: none). Default 100; "
+             "--engine spark computes no reasons.")] = None,
     features_path: FeaturesOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
+    engine: EngineOpt = "duckdb", spark_master: SparkMasterOpt = None, spark_staging: SparkStagingOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     currency: CurrencyOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
@@ -393,10 +423,19 @@ def score(
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
 ) -> None:
-    """Score every customer with the champion model: churn, next purchase, value, win-back date."""
+    """Score every customer with the champion model: churn, next purchase, value, win-back date.
+
+    With --engine spark the features are built and scored on Spark (a log, not --features) and
+    written as Parquet partitioned by as_of: winback score --engine spark --dataset cdnow
+    --as-of 1998-06-30 --out scores/"""
     from training.batch import write_table
     from training.registry import load_scorer
 
+    _choice("--engine", engine, ("duckdb", "spark"))
+    if engine == "spark" and (reasons or features_path is not None):
+        raise ValueError("--engine spark scores a log (--transactions / --dataset) without reasons: "
+                         "drop --features and --reasons")
+    reasons = 100 if reasons is None else reasons
     mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
                    order_id_col=order_id_col, quantity_col=quantity_col, category_col=category_col,
                    channel_col=channel_col, date_format=date_format, timezone=timezone,
@@ -406,7 +445,14 @@ def score(
         progress.add_task("loading the model and the data")
         scorer, version = load_scorer(model_uri, tracking_uri)
         data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
-        progress.add_task("scoring")
+        progress.add_task(f"scoring ({engine})")
+        if engine == "spark":
+            from training.spark_scoring import score_log_spark
+
+            done = score_log_spark(scorer, spark_log_for(data, spark_master, spark_staging), day, out, version)
+            console.print(f"scored {done.customers:,} customers as of {day.date()} on Spark with model version "
+                          f"{version} → {done.out} ({time.perf_counter() - started:.1f} s)")
+            return
         scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False)
         scores.insert(1, "model_version", version)
         write_table(scores, out, currency=currency)

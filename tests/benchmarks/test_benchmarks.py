@@ -87,3 +87,10 @@ def test_bench_dashboard():
     out = run_benchmark("bench_dashboard.py")
     for label in ("| default order |", "| filtered |", "| sorted by churn, ascending |"):
         assert RATIO.search(line_with(out, label)), label
+
+
+def test_bench_spark(tmp_path):
+    out = run_benchmark("bench_spark.py", "--data-dir", str(tmp_path), timeout=400)
+    table = out.split("| Spark / DuckDB |", 1)[1]
+    assert RATIO.search(table.splitlines()[2]), table      # the measured row, after the rule
+    assert "-> OK" in line_with(out, "parity")

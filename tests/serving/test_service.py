@@ -250,6 +250,25 @@ def test_bad_requests_are_4xx_naming_the_field(http, path, body, status, field):
     assert field in response.text, response.text
 
 
+def test_validation_errors_have_bentomls_shape_on_every_endpoint(http):
+    """/score and /winback are answered ahead of BentoML's endpoint wrapper
+    (serving.service.DirectRoutes); /score_history still goes through it. A client sees one shape."""
+    history = {**GOOD_HISTORY, "colour": 1}
+    wrapped = http.post("/score_history", json=history)
+    for path, body in (("/score", {"customer_ids": ["00001"], "colour": 1}), ("/winback", {"colour": 1})):
+        direct = http.post(path, json=body)
+        assert direct.status_code == wrapped.status_code == 400
+        assert set(direct.json()) == set(wrapped.json()) == {"error", "detail"}
+        assert direct.json()["error"].startswith("1 validation error for ")
+        assert [e["loc"] for e in direct.json()["detail"]] == [e["loc"] for e in wrapped.json()["detail"]] == [["colour"]]
+        assert [set(e) for e in direct.json()["detail"]] == [set(e) for e in wrapped.json()["detail"]]
+
+
+def test_hot_lookups_answer_only_post(http):
+    assert http.get("/score").status_code == 405
+    assert http.put("/winback", json={}).status_code == 405
+
+
 def test_body_size_limit(http):
     big = json.dumps({"customer_ids": ["x" * 100] * 10_500})         # ~1.1 MB > 1,000,000
     response = http.post("/score", content=big, headers={"Content-Type": "application/json"})
