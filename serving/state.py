@@ -156,6 +156,27 @@ class ScoredSnapshot:
     def customer_id(self, position: int) -> str:
         return self._ids[position]
 
+    # ------------------------------------------------------------------ read-only views (the dashboard)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Customer ids in snapshot order (positions index them)."""
+        return self._ids
+
+    @property
+    def ranking(self) -> np.ndarray:
+        """Positions in win-back order: by ``priority``, then id (the ``/winback`` order)."""
+        return self._ranking
+
+    @property
+    def score_columns(self) -> dict[str, tuple[str, np.ndarray]]:
+        """Every scored field as (kind, array in snapshot order), the arrays ``/score`` reads."""
+        return self._columns
+
+    def model_input(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """The model's input rows (indexed by customer id) for ``customer_ids``, or all."""
+        return self._values if customer_ids is None else self._values.loc[list(customer_ids)]
+
 
 def json_column(series: pd.Series) -> tuple[str, np.ndarray]:
     """A score column as (kind, array) from which :func:`json_values` makes JSON values."""

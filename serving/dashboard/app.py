@@ -285,7 +285,7 @@ class Dashboard:
             currency = service.settings.dashboard.currency or DEFAULT_CURRENCY[lang]
             log = self.cached(state, "log", lambda: service.settings.log_source.open(state.scorer.reference_.timezone))
             sections = self.cached(state, ("reports", lang, currency), lambda: make(
-                log, state.as_of.date(), lang, currency, state._values.reset_index(drop=True),  # noqa: SLF001
+                log, state.as_of.date(), lang, currency, state.model_input().reset_index(drop=True),
                 tiers=state.scorer.feature_settings.tiers))
         return self.render(request, "reports.html", "reports", sections=sections, note=note)
 

@@ -50,7 +50,7 @@ def customer_view(state: ScoredSnapshot, customer_id: str) -> CustomerView | Non
         return None
     record = state.records([position])[0]
     en, zh = state.reasons([customer_id])[customer_id]
-    values = state._values.loc[[customer_id]]                  # noqa: SLF001 (the model input row)
+    values = state.model_input([customer_id])                   # the model input row
     scorer = state.scorer
     days, cdf = next_purchase_cdf(scorer, values)
     history = {c: _plain(values[c].iloc[0]) for c in HISTORY if c in values}

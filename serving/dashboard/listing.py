@@ -121,13 +121,12 @@ def snapshot_column(state: ScoredSnapshot, name: str) -> np.ndarray:
     """One column of a scored snapshot as an array in snapshot row order.
 
     Score columns come from the arrays ``/score`` answers from; feature columns (such as
-    ``top_category``) from the model input the snapshot keeps for explaining. Both are private
-    to :class:`ScoredSnapshot`, read here until it offers a public accessor.
+    ``top_category``) from the model input the snapshot keeps for explaining.
     """
-    columns = state._columns                                    # noqa: SLF001 (see docstring)
+    columns = state.score_columns
     if name in columns:
         return columns[name][1]
-    return state._values[name].to_numpy()                      # noqa: SLF001
+    return state.model_input()[name].to_numpy()
 
 
 class _Labels:
@@ -172,11 +171,11 @@ class ListIndex:
             return self._orders[key]
 
     def _make_order(self, sort: str, descending: bool) -> np.ndarray:
-        ranking = self.state._ranking                          # noqa: SLF001 (the /winback ranking)
+        ranking = self.state.ranking                           # the /winback ranking
         if sort == "value_at_risk":
             return ranking if descending else ranking[::-1].copy()
         if sort == "customer_id":
-            order = np.argsort(self.state._ids, kind="stable")  # noqa: SLF001
+            order = np.argsort(self.state.ids, kind="stable")
             return order[::-1].copy() if descending else order
         values = snapshot_column(self.state, sort)
         if values.dtype.kind == "M":
