@@ -2,7 +2,9 @@
 
 The CLI's feature job, training and the scoring service all call it, so a feature is defined
 once. It is plain SQL run by DuckDB over the validated log: first the log is reduced to one row
-per customer and purchase day (``daily``), then every feature group reads that table. The SQL
+per customer and purchase day (``daily``; kept per log, each cutoff a filter on it), then one
+window and one GROUP BY over it compute the customer-level groups (summary, totals, cycle,
+windows, tiers), RFM scores read that result and replenishment reads ``cat_days``. The SQL
 uses only standard aggregates and window functions (plus ``arg_min``/``arg_max``, which Spark
 spells ``min_by``/``max_by``), so the same definitions port to Spark SQL.
 """
@@ -16,9 +18,9 @@ import pandas as pd
 
 from features import cycle, replenishment, rfm, summary, tiers, windows
 from features.reference import FeatureReference
-from features.sql import money_sum
+from features.sql import day_totals_sql, money_sum
 from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
-from features.transactions import TransactionLog
+from features.transactions import DAYS_TABLE, TransactionLog
 
 TransactionsLike = TransactionLog | pd.DataFrame
 
@@ -66,44 +68,69 @@ def cutoff_literal(cutoff: dt.date | str | pd.Timestamp) -> str:
 def stage_statements(cutoff: str, has_order_id: bool, has_category: bool) -> list[tuple[str, str]]:
     """The staging step as (table name, SELECT over ``transactions``) pairs, engine-neutral SQL.
 
-    ``daily``: customer_id, day, spend, orders. ``cat_days``: customer_id, category, day, where
-    the log has categories. DuckDB runs them here; the Spark engine transpiles the same text.
+    ``daily``: customer_id, day, spend, orders (and ``rows_kept``, the rows that day).
+    ``cat_days``: customer_id, category, day, where the log has categories. The Spark engine
+    transpiles this text; DuckDB runs the same SELECTs without the cutoff once per log
+    (:func:`stage`).
     """
+    return _stage_selects(f"ts < {cutoff} + INTERVAL 1 DAY", has_order_id, has_category)
+
+
+def _stage_selects(seen: str, has_order_id: bool, has_category: bool) -> list[tuple[str, str]]:
     orders = "count(DISTINCT order_id)" if has_order_id else "count(*)"
-    seen = f"ts < {cutoff} + INTERVAL 1 DAY"
     categories = f"{seen} AND category IS NOT NULL" if has_category else "false"
     return [
-        ("daily", f"""
-        SELECT customer_id, CAST(ts AS DATE) AS day, {money_sum('amount')} AS spend, {orders} AS orders
-        FROM transactions WHERE {seen} GROUP BY customer_id, day"""),
+        ("daily", day_totals_sql("transactions", orders, seen)),
         ("cat_days", f"""
         SELECT DISTINCT customer_id, category, CAST(ts AS DATE) AS day
         FROM transactions WHERE {categories}"""),
     ]
 
 
+#: The cutoff-free per-day tables :func:`stage` keeps on a log's connection.
+_ALL = {"daily": DAYS_TABLE, "cat_days": "cat_days_all"}
+
+
 def stage(log: TransactionLog, cutoff: str) -> None:
-    """Reduce the transactions on or before the cutoff to the per-day tables the features read
-    (:func:`stage_statements`)."""
-    for table, select in stage_statements(cutoff, log.has_order_id, log.has_category):
-        log.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
+    """Make ``daily`` and ``cat_days`` (:func:`stage_statements`) the log's rows up to the cutoff.
+
+    The transactions never change, so the per-day tables of the whole log are computed once per
+    log (ingest may already have computed ``daily``'s) and each cutoff is a filter on them:
+    training stages one log at many origins.
+    """
+    for table, select in _stage_selects("true", log.has_order_id, log.has_category):
+        if not log.con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND "
+                               "table_name = ?", [_ALL[table]]).fetchone()[0]:
+            log.con.execute(f"CREATE TEMP TABLE {_ALL[table]} AS {select}")
+    log.con.execute(f"CREATE OR REPLACE TEMP VIEW daily AS SELECT customer_id, day, spend, orders, "
+                    f"rows_kept FROM {_ALL['daily']} WHERE day <= {cutoff} AND rows_kept > 0")
+    log.con.execute(f"CREATE OR REPLACE TEMP VIEW cat_days AS SELECT customer_id, category, day "
+                    f"FROM {_ALL['cat_days']} WHERE day <= {cutoff}")
 
 
-def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
+def _customers_sql(cutoff: str, settings: FeatureSettings, gaps: bool = True) -> str:
+    """One row per customer from ``daily`` in one GROUP BY: totals, windows, tiers, the purchase
+    cycle (``gaps``; a window over the days, skipped where only the totals are needed) and,
+    for daily periods, the BG/NBD summary."""
     aggregates = ",\n            ".join(
         windows.window_aggregates(cutoff, settings.windows_days, settings.trend_days)
-        + tiers.tier_aggregates(cutoff, settings.tiers))
+        + tiers.tier_aggregates(cutoff, settings.tiers)
+        + (cycle.cycle_aggregates() if gaps else []))
+    gap = f", {cycle.GAP} AS gap" if gaps else ""
     return f"""
-        SELECT *,
-            date_diff('day', last_purchase_date, {cutoff}) AS days_since_last_purchase,
-            date_diff('day', first_purchase_date, {cutoff}) AS tenure_days,
+        SELECT *, {', '.join(summary.daily_summary_columns())},
             total_spend / orders AS avg_order_value
+        FROM (SELECT *,
+            date_diff('day', last_purchase_date, {cutoff}) AS days_since_last_purchase,
+            date_diff('day', first_purchase_date, {cutoff}) AS tenure_days
         FROM (SELECT customer_id,
             min(day) AS first_purchase_date, max(day) AS last_purchase_date,
             count(*) AS purchase_days, sum(orders) AS orders, {money_sum('spend')} AS total_spend,
             arg_min(spend, day) AS first_purchase_value,
             {aggregates}
-        FROM daily GROUP BY customer_id)"""
+        FROM (SELECT customer_id, day, spend, orders, {windows.age_expr(cutoff)} AS age{gap}
+              FROM daily)
+        GROUP BY customer_id))"""
 
 
 def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
@@ -111,7 +138,7 @@ def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
     """The feature contract fixed on the population in the staged tables: RFM edges and
     category intervals, with the settings, ``freq`` and the log's time zone."""
     row = log.con.execute(
-        rfm.edges_sql(f"({_customers_sql(cutoff, settings)})")).fetchone()
+        rfm.edges_sql(f"({_customers_sql(cutoff, settings, gaps=False)})")).fetchone()
     edges = {name: [float(x) for x in (value or [0.0] * len(rfm.QUANTILES))]
              for name, value in zip(rfm.SCORED, row)}
     intervals = dict(log.con.execute(replenishment.category_intervals_sql()).fetchall())
@@ -121,27 +148,34 @@ def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
 
 def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
                  reference: FeatureReference) -> str:
-    """The whole feature table as one SELECT over the staged tables."""
+    """The whole feature table as one SELECT over the staged tables.
+
+    One window and one GROUP BY over ``daily`` give every customer-level group (summary for
+    daily periods, totals, cycle, windows, tiers); RFM scores read that result, and only the
+    weekly summary and replenishment (over ``cat_days``) are separate passes.
+    """
+    if freq == "D":
+        source, summary_from = "customers AS c", "c"
+    else:
+        source, summary_from = f"({summary.summary_sql(cutoff, freq)}) AS s JOIN customers AS c USING (customer_id)", "s"
     return f"""
-        WITH customers AS ({_customers_sql(cutoff, settings)})
-        SELECT s.customer_id, s.frequency, s.recency, s.T, s.monetary_value,
+        WITH customers AS (SELECT *, {', '.join(rfm.score_columns(reference.rfm_edges))}
+                           FROM ({_customers_sql(cutoff, settings)}))
+        SELECT c.customer_id, {', '.join(f'{summary_from}.{col}' for col in summary.COLUMNS)},
             c.first_purchase_date, c.last_purchase_date, c.days_since_last_purchase,
             c.tenure_days, c.purchase_days, c.orders, c.total_spend, c.avg_order_value,
             c.first_purchase_value,
-            r.r_score, r.f_score, r.m_score, r.segment, r.segment_zh_tw,
-            g.mean_gap_days, g.median_gap_days, g.std_gap_days, g.last_gap_days,
-            c.days_since_last_purchase / g.mean_gap_days AS overdue_ratio,
+            c.r_score, c.f_score, c.m_score, {', '.join(rfm.segment_columns())},
+            c.mean_gap_days, c.median_gap_days, c.std_gap_days, c.last_gap_days,
+            c.days_since_last_purchase / c.mean_gap_days AS overdue_ratio,
             {', '.join(f'c.orders_{n}d, c.spend_{n}d' for n in settings.windows_days)},
             c.spend_trend, c.tier_spend,
             {', '.join(tiers.tier_columns(settings.tiers))},
             p.top_category, p.replenish_interval_days, p.replenish_due_in_days
-        FROM ({summary.summary_sql(cutoff, freq)}) AS s
-        JOIN customers AS c USING (customer_id)
-        JOIN ({rfm.rfm_sql('customers', reference.rfm_edges)}) AS r USING (customer_id)
-        LEFT JOIN ({cycle.cycle_sql()}) AS g USING (customer_id)
+        FROM {source}
         LEFT JOIN ({replenishment.replenishment_sql(cutoff, reference.category_interval_days)}) AS p
             USING (customer_id)
-        ORDER BY s.customer_id"""
+        ORDER BY c.customer_id"""
 
 
 def resolve(log_timezone: str | None, freq: Freq | None, settings: FeatureSettings | None,

@@ -35,6 +35,8 @@ def load_cdnow() -> pd.DataFrame:
     return frame
 
 
-def cdnow_log(policy: IngestPolicy = IngestPolicy()) -> TransactionLog:
+def cdnow_log(policy: IngestPolicy = IngestPolicy(), *, threads: int | None = None,
+              memory_limit: str | None = None) -> TransactionLog:
     """The CDNOW log, validated and ready for :func:`features.build_features`."""
-    return TransactionLog.from_frame(load_cdnow(), CDNOW_COLUMNS, policy, source=str(cdnow_path()))
+    return TransactionLog.from_frame(load_cdnow(), CDNOW_COLUMNS, policy, source=str(cdnow_path()),
+                                     threads=threads, memory_limit=memory_limit)

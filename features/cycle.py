@@ -10,17 +10,25 @@ from __future__ import annotations
 
 COLUMNS = ("mean_gap_days", "median_gap_days", "std_gap_days", "last_gap_days")
 
+#: The gap before each purchase day (NULL for the first), a window over the ``daily`` table.
+GAP = "date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day)"
+
+
+def cycle_aggregates() -> list[str]:
+    """Aggregate expressions over per-day rows with a ``gap`` column (:data:`GAP`), one per
+    column of :data:`COLUMNS`; so the gap statistics share the customers' one GROUP BY."""
+    some = "FILTER (WHERE gap IS NOT NULL)"
+    return [
+        f"avg(gap) {some} AS mean_gap_days",
+        f"list_median(list(gap) {some}) AS median_gap_days",   # far faster than median() per group
+        f"round(stddev_samp(gap) {some}, 9) AS std_gap_days",   # rounded: parallel sums reorder
+        f"CAST(arg_max(gap, day) {some} AS DOUBLE) AS last_gap_days",
+    ]
+
 
 def cycle_sql() -> str:
     """A SELECT of customer_id and the gap statistics, from the ``daily`` table."""
-    return """
-        SELECT customer_id,
-            avg(gap) AS mean_gap_days,
-            list_median(list(gap)) AS median_gap_days,      -- far faster than median() per group
-            round(stddev_samp(gap), 9) AS std_gap_days,     -- rounded: parallel sums reorder
-            CAST(arg_max(gap, day) AS DOUBLE) AS last_gap_days
-        FROM (SELECT customer_id, day,
-                     date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap
-              FROM daily)
-        WHERE gap IS NOT NULL
-        GROUP BY customer_id"""
+    return f"""
+        SELECT customer_id, {', '.join(cycle_aggregates())}
+        FROM (SELECT customer_id, day, {GAP} AS gap FROM daily)
+        GROUP BY customer_id HAVING count(gap) > 0"""

@@ -22,8 +22,22 @@ GAPS_SQL = """
 
 
 def category_intervals_sql() -> str:
-    """A SELECT of each category's median repurchase gap in days, over all customers."""
-    return f"SELECT category, median(gap) FROM ({GAPS_SQL}) WHERE gap IS NOT NULL GROUP BY category"
+    """A SELECT of each category's median repurchase gap in days, over all customers.
+
+    Exactly ``median(gap)`` (the mean of the two middle gaps when their number is even), read
+    from a histogram of the gaps: one row per category and gap length instead of every gap held
+    at once, so a 100M-row log does not run out of memory here.
+    """
+    histogram = f"SELECT category, gap, count(*) AS n FROM ({GAPS_SQL}) WHERE gap IS NOT NULL GROUP BY category, gap"
+    cumulative = f"""
+        SELECT category, gap,
+            sum(n) OVER (PARTITION BY category ORDER BY gap ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS upto,
+            sum(n) OVER (PARTITION BY category) AS total
+        FROM ({histogram})"""
+    return f"""
+        SELECT category, (min(gap) FILTER (WHERE upto >= floor((total - 1) / 2) + 1)
+                          + min(gap) FILTER (WHERE upto >= floor(total / 2) + 1)) / 2.0 AS median_gap
+        FROM ({cumulative}) GROUP BY category"""
 
 
 def _values(intervals: dict[str, float]) -> str:
@@ -34,17 +48,30 @@ def _values(intervals: dict[str, float]) -> str:
 
 
 def replenishment_sql(cutoff: str, intervals: dict[str, float]) -> str:
-    """A SELECT of customer_id and the replenishment columns, from the ``cat_days`` table."""
+    """A SELECT of customer_id and the replenishment columns, from the ``cat_days`` table.
+
+    The favourite category is the one with the largest ``key``: days bought, then the
+    alphabetical rank (so ties go to the first name), and every column of it is taken with
+    ``arg_max`` on that key in one GROUP BY (no window to rank the categories). ``own_median``
+    is read only when that category has gaps, as DuckDB's ``arg_max`` skips NULL values.
+    """
     interval = (f"CASE WHEN p.n_gaps >= {MIN_OWN_GAPS} THEN p.own_median "
                 f"ELSE ref.interval_days END")
+    per_category = f"""
+        SELECT customer_id, category, count(*) AS n_days, max(day) AS last_day,
+            list_median(list(gap) FILTER (WHERE gap IS NOT NULL)) AS own_median, count(gap) AS n_gaps
+        FROM ({GAPS_SQL}) GROUP BY customer_id, category"""
+    ranks = """
+        SELECT category, dense_rank() OVER (ORDER BY category DESC) AS name_rank
+        FROM (SELECT DISTINCT category FROM cat_days)"""
+    favourite = f"""
+        SELECT customer_id, {', '.join(f'arg_max({c}, key) AS {c}' for c in ('category', 'last_day', 'own_median', 'n_gaps'))}
+        FROM (SELECT c.*, c.n_days * 4294967296 + r.name_rank AS key
+              FROM ({per_category}) AS c JOIN ({ranks}) AS r USING (category))
+        GROUP BY customer_id"""
     return f"""
         SELECT p.customer_id, p.category AS top_category,
             {interval} AS replenish_interval_days,
             {interval} - date_diff('day', p.last_day, {cutoff}) AS replenish_due_in_days
-        FROM (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY n_days DESC, category) AS rank
-              FROM (SELECT customer_id, category, count(*) AS n_days, max(day) AS last_day,
-                           list_median(list(gap) FILTER (WHERE gap IS NOT NULL)) AS own_median,
-                           count(gap) AS n_gaps
-                    FROM ({GAPS_SQL}) GROUP BY customer_id, category)) AS p
-        LEFT JOIN ({_values(intervals)}) AS ref ON ref.category = p.category
-        WHERE p.rank = 1"""
+        FROM ({favourite}) AS p
+        LEFT JOIN ({_values(intervals)}) AS ref ON ref.category = p.category"""

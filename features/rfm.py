@@ -66,15 +66,22 @@ def _case(pick: int) -> str:
     return f"CASE {arms} END"
 
 
+def score_columns(edges: dict[str, list[float]]) -> list[str]:
+    """Expressions for ``r_score``, ``f_score`` and ``m_score`` over the customer-level columns."""
+    return [
+        f"{_score(SCORED['recency'], edges['recency'], higher_is_better=False)} AS r_score",
+        f"{_score(SCORED['frequency'], edges['frequency'], higher_is_better=True)} AS f_score",
+        f"{_score(SCORED['monetary'], edges['monetary'], higher_is_better=True)} AS m_score",
+    ]
+
+
+def segment_columns() -> list[str]:
+    """Expressions for ``segment`` and ``segment_zh_tw`` over ``r_score`` and ``f_score``."""
+    return [f"{_case(0)} AS segment", f"{_case(1)} AS segment_zh_tw"]
+
+
 def rfm_sql(source: str, edges: dict[str, list[float]]) -> str:
     """A SELECT of customer_id, the R/F/M scores and the segment, from ``source``."""
-    scores = f"""
-        SELECT customer_id,
-            {_score(SCORED['recency'], edges['recency'], higher_is_better=False)} AS r_score,
-            {_score(SCORED['frequency'], edges['frequency'], higher_is_better=True)} AS f_score,
-            {_score(SCORED['monetary'], edges['monetary'], higher_is_better=True)} AS m_score
-        FROM {source}"""
     return f"""
-        SELECT customer_id, r_score, f_score, m_score,
-            {_case(0)} AS segment, {_case(1)} AS segment_zh_tw
-        FROM ({scores})"""
+        SELECT customer_id, r_score, f_score, m_score, {', '.join(segment_columns())}
+        FROM (SELECT customer_id, {', '.join(score_columns(edges))} FROM {source})"""

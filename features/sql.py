@@ -11,3 +11,19 @@ def money_sum(expr: str, where: str | None = None) -> str:
     """
     condition = f" FILTER (WHERE {where})" if where else ""
     return f"CAST(coalesce(sum(CAST({expr} AS DECIMAL(18, 4))){condition}, 0) AS DOUBLE)"
+
+
+def day_totals_sql(source: str, orders: str, where: str = "true", keep: str | None = None,
+                   extra: str = "") -> str:
+    """One row per customer and purchase day of ``source`` (rows with ``customer_id``, ``ts``,
+    ``amount``): ``spend``, ``orders`` (the expression given) and ``rows_kept``.
+
+    With ``keep``, only rows meeting it count towards ``spend`` and ``rows_kept`` (days with
+    none have ``rows_kept`` 0); ``extra`` adds aggregates. The one home of "a purchase day".
+    Counts are INTEGER (a 100M-row log keeps ~95M such rows; sums of them are HUGEINT anyway).
+    """
+    kept = f" FILTER (WHERE {keep})" if keep else ""
+    return f"""
+        SELECT customer_id, CAST(ts AS DATE) AS day, {money_sum('amount', keep)} AS spend,
+            CAST({orders} AS INTEGER) AS orders, CAST(count(*){kept} AS INTEGER) AS rows_kept{', ' + extra if extra else ''}
+        FROM {source} WHERE {where} GROUP BY customer_id, CAST(ts AS DATE)"""

@@ -35,3 +35,16 @@ def summary_sql(cutoff: str, freq: Freq) -> str:
         FROM (SELECT customer_id, {period_expr('day', freq)} AS period, {money_sum('spend')} AS spend
               FROM daily GROUP BY customer_id, period)
         GROUP BY customer_id"""
+
+
+def daily_summary_columns() -> list[str]:
+    """The summary columns for ``freq="D"`` from the customer-level aggregates of
+    :func:`features.build._customers_sql` (a period is a purchase day, so no second GROUP BY):
+    the same values :func:`summary_sql` gives, with the same arithmetic."""
+    return [
+        "CAST(purchase_days - 1 AS DOUBLE) AS frequency",
+        "date_diff('day', first_purchase_date, last_purchase_date) / 1.0 AS recency",
+        "tenure_days / 1.0 AS T",
+        "CASE WHEN purchase_days > 1 THEN (total_spend - first_purchase_value) / (purchase_days - 1) "
+        "ELSE 0.0 END AS monetary_value",
+    ]

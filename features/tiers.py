@@ -14,11 +14,12 @@ from features.transactions import sql_escape
 
 
 def tier_aggregates(cutoff: str, tiers: TierSettings) -> list[str]:
-    """Aggregate expressions over the ``daily`` table: the spend the tier columns need."""
-    kept_from = f"{cutoff} + INTERVAL {tiers.review_days} DAY - INTERVAL {tiers.window_days} DAY"
+    """Aggregate expressions over per-day rows with ``age`` (days before the cutoff, see
+    :func:`features.windows.age_expr`): the spend the tier columns need."""
+    kept = int(tiers.window_days) - int(tiers.review_days)    # day > cutoff + review - window
     return [
-        f"{money_sum('spend', f'day > {cutoff} - INTERVAL {tiers.window_days} DAY')} AS tier_spend",
-        f"{money_sum('spend', f'day > {kept_from}')} AS _tier_spend_kept",
+        f"{money_sum('spend', f'age < {int(tiers.window_days)}')} AS tier_spend",
+        f"{money_sum('spend', f'age < {kept}')} AS _tier_spend_kept",
     ]
 
 

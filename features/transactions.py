@@ -37,6 +37,7 @@ import pandas as pd
 
 from features.output import pid_alive
 from features.settings import ColumnMap, IngestPolicy
+from features.sql import day_totals_sql
 
 CANONICAL_COLUMNS = ("customer_id", "ts", "amount", "order_id", "quantity", "category", "channel")
 
@@ -103,10 +104,14 @@ class TransactionLog:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, columns: ColumnMap = ColumnMap(),
                    policy: IngestPolicy = IngestPolicy(), *, source: str = "<DataFrame>",
-                   memory_limit: str | None = None,
+                   memory_limit: str | None = None, threads: int | None = None,
                    dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES) -> "TransactionLog":
-        """Validate a DataFrame of transactions; rows are numbered from 1 in frame order."""
-        con = _connect(policy, memory_limit)
+        """Validate a DataFrame of transactions; rows are numbered from 1 in frame order.
+
+        ``memory_limit`` (DuckDB's, e.g. ``"3GB"``) and ``threads`` bound the connection that
+        holds the log and every query run on it; ``None`` leaves DuckDB's defaults.
+        """
+        con = _connect(policy, memory_limit, threads)
         framed = frame.reset_index(drop=True)
         con.register("raw_frame", framed)
         con.execute(
@@ -126,13 +131,13 @@ class TransactionLog:
             report = _validate(con, columns, policy, source, row_numbers, dates, csv_specs or {})
         except duckdb.InvalidInputException as exc:
             raise _csv_error(str(exc), csv_specs or {}, source) from None
-        con.execute(_final_view_sql(columns, policy))
+        con.execute(_final_view_sql(columns, policy, report.duplicates_dropped))
         return cls(con, columns, report, source, policy)
 
 
 def read_transactions(paths: str | Path | Sequence[str | Path], columns: ColumnMap = ColumnMap(),
                       policy: IngestPolicy = IngestPolicy(), *, memory_limit: str | None = None,
-                      encoding: str = "utf-8",
+                      threads: int | None = None, encoding: str = "utf-8",
                       dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES) -> TransactionLog:
     """Open CSV or Parquet files (paths or globs) as a validated :class:`TransactionLog`.
 
@@ -142,14 +147,20 @@ def read_transactions(paths: str | Path | Sequence[str | Path], columns: ColumnM
     twice would count every purchase twice. CSV files are read in ``encoding`` (any Python
     codec name; UTF-8, UTF-16 and Latin-1 are read in place, others through a temporary UTF-8
     copy), with the delimiter (``,``, ``;``, tab or ``|``) taken from the header line.
+
+    ``memory_limit`` (DuckDB's, e.g. ``"3GB"``; beyond it DuckDB spills to disk) and
+    ``threads`` (at least 1) bound the DuckDB connection that holds the log and runs every
+    query on it, the feature job's included; ``None`` leaves DuckDB's defaults (80% of RAM,
+    one thread per core). Parquet is read faster than CSV; both are validated the same way.
     """
+    _check_threads(threads)
     files = _expand(paths)
     kind = _format_of(files)
     if kind == "csv":
-        return _read_csv_files(files, columns, policy, memory_limit, encoding, dates)
+        return _read_csv_files(files, columns, policy, memory_limit, threads, encoding, dates)
     for f in files:
         _check_file_columns(f, columns)
-    con = _connect(policy, memory_limit)
+    con = _connect(policy, memory_limit, threads)
     listing = "[" + ", ".join(f"'{sql_escape(f)}'" for f in files) + "]"
     con.execute(
         f"CREATE TEMP VIEW raw AS SELECT * EXCLUDE (filename, file_row_number), "
@@ -161,7 +172,7 @@ def read_transactions(paths: str | Path | Sequence[str | Path], columns: ColumnM
 
 
 def _read_csv_files(files: list[str], columns: ColumnMap, policy: IngestPolicy,
-                    memory_limit: str | None, encoding: str,
+                    memory_limit: str | None, threads: int | None, encoding: str,
                     dates: tuple[dt.date, dt.date]) -> TransactionLog:
     """CSV files with one dialect read by one ``read_csv``; transcoded copies one by one."""
     _remove_stale_temp_files()
@@ -182,7 +193,7 @@ def _read_csv_files(files: list[str], columns: ColumnMap, policy: IngestPolicy,
             else:
                 selects.append(f"SELECT *, '{sql_escape(group[0].file)}' AS _file, NULL::BIGINT AS _row "
                                f"FROM {group[0].reader()}")
-        con = _connect(policy, memory_limit)
+        con = _connect(policy, memory_limit, threads)
         con.execute(f"CREATE TEMP VIEW raw AS {' UNION ALL BY NAME '.join(selects)}")
         log = TransactionLog._open(con, columns, policy, ", ".join(files), "rescan", dates, specs)
     except BaseException:
@@ -314,7 +325,14 @@ def _csv_error(message: str, specs: dict[str, _CsvSpec], source: str) -> Transac
                                 row=int(line.group(1)) - 1 if line else None)
 
 
-def _connect(policy: IngestPolicy, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a whole number of at least 1, got {threads!r}")
+
+
+def _connect(policy: IngestPolicy, memory_limit: str | None,
+             threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    _check_threads(threads)
     con = duckdb.connect()
     try:
         con.execute(f"SET TimeZone = '{sql_escape(policy.timezone)}'")
@@ -322,7 +340,12 @@ def _connect(policy: IngestPolicy, memory_limit: str | None) -> duckdb.DuckDBPyC
         raise TransactionDataError(f"unknown time zone {policy.timezone!r} (--timezone); give an IANA "
                                    "name such as UTC, Asia/Taipei or Europe/Berlin") from None
     if memory_limit:
-        con.execute(f"SET memory_limit = '{sql_escape(memory_limit)}'")
+        try:
+            con.execute(f"SET memory_limit = '{sql_escape(memory_limit)}'")
+        except duckdb.Error:
+            raise ValueError(f"memory_limit must be a size like 3GB or 500MB, got {memory_limit!r}") from None
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
     return con
 
 
@@ -474,14 +497,13 @@ def _validate(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: Ingest
         _raise_first_bad(con, columns, "amount", "amount < 0", "no refunds (refunds='error')",
                          "_amount_raw", refunds, policy, row_numbers, specs or {})
     zero_excluded = zeros if policy.zero_amounts == "exclude" else 0
-    duplicates = 0
-    if _drops_duplicates(columns, policy):                  # one pass over the distinct rows
-        distinct, used = con.execute(
+    duplicates, used = 0, n_rows - refunds - zero_excluded
+    if _drops_duplicates(columns, policy) and not (
+            columns.order_id is not None and _order_ids_unique_per_day(con, policy)):
+        distinct, used = con.execute(                       # one pass over the distinct rows
             f"SELECT count(*), count(*) FILTER (WHERE {_keep_condition(policy)}) "
             f"FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} FROM typed)").fetchone()
         duplicates = n_rows - distinct
-    else:
-        used = n_rows - refunds - zero_excluded
     return IngestReport(n_rows, used, refunds, zeros, zero_excluded, duplicates,
                         pd.Timestamp(first_ts) if first_ts else None,
                         pd.Timestamp(last_ts) if last_ts else None)
@@ -525,6 +547,27 @@ def _csv_row_number(spec: "_CsvSpec", columns: ColumnMap, policy: IngestPolicy, 
     return found[0] if found else None
 
 
+#: The per-day totals of the rows used, kept on the log's connection when ingest computes them.
+DAYS_TABLE = "days_all"
+
+
+def _order_ids_unique_per_day(con: duckdb.DuckDBPyConnection, policy: IngestPolicy) -> bool:
+    """Whether no two rows of one customer and day share an order id (and every row has one).
+
+    Then no two rows are exact duplicates, and nothing needs dropping: this one grouped pass
+    replaces a DISTINCT over whole rows, and the per-day totals it computes on the way are
+    kept as :data:`DAYS_TABLE` for the feature job (``orders`` is then the rows kept).
+    """
+    keep = _keep_condition(policy)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {DAYS_TABLE} AS " + day_totals_sql(
+        "typed", f"count(*) FILTER (WHERE {keep})", keep=keep,
+        extra="count(DISTINCT order_id) = count(*) AS _ids_unique"))   # no NULL id, none twice
+    unique = con.execute(f"SELECT coalesce(bool_and(_ids_unique), true) FROM {DAYS_TABLE}").fetchone()[0]
+    if not unique:
+        con.execute(f"DROP TABLE {DAYS_TABLE}")
+    return bool(unique)
+
+
 def _drops_duplicates(columns: ColumnMap, policy: IngestPolicy) -> bool:
     if policy.duplicates == "auto":
         return columns.order_id is not None
@@ -535,13 +578,14 @@ def _keep_condition(policy: IngestPolicy) -> str:
     return "amount > 0" if policy.zero_amounts == "exclude" else "amount >= 0"
 
 
-def _final_select(columns: ColumnMap, policy: IngestPolicy) -> str:
-    distinct = "DISTINCT " if _drops_duplicates(columns, policy) else ""
+def _final_select(columns: ColumnMap, policy: IngestPolicy, duplicates: int = 1) -> str:
+    distinct = "DISTINCT " if duplicates and _drops_duplicates(columns, policy) else ""
     return f"SELECT {distinct}{', '.join(CANONICAL_COLUMNS)} FROM typed WHERE {_keep_condition(policy)}"
 
 
-def _final_view_sql(columns: ColumnMap, policy: IngestPolicy) -> str:
-    return f"CREATE TEMP VIEW transactions AS {_final_select(columns, policy)}"
+def _final_view_sql(columns: ColumnMap, policy: IngestPolicy, duplicates: int = 1) -> str:
+    """The ``transactions`` view: the rows used (DISTINCT only when there are duplicates)."""
+    return f"CREATE TEMP VIEW transactions AS {_final_select(columns, policy, duplicates)}"
 
 
 def sql_escape(value: str) -> str:

@@ -12,9 +12,10 @@ Model", http://brucehardie.com/notes/021/.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betaln, gammaln, hyp2f1
+from numpy.typing import NDArray
+from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
-from models.base import FloatArray, PurchaseModel
+from models.base import FloatArray, Histories, PurchaseModel
 
 
 def prob_purchase_if_alive(
@@ -28,6 +29,84 @@ def prob_purchase_if_alive(
     ``1 - ((alpha + T) / (alpha + T + t)) ** (r + x)``.
     """
     return -np.expm1((r + x) * np.log((alpha + T) / (alpha + T + t)))
+
+
+def _alive_or_dead(
+    weights: FloatArray, u: FloatArray, alpha: float, T: tuple[FloatArray, NDArray[np.intp]],
+    t_x: tuple[FloatArray, NDArray[np.intp]], log_dead_factor: FloatArray,
+) -> tuple[float, float, float, FloatArray]:
+    """Sum of ``weights * logaddexp(-u log(alpha+T), log_dead_factor - u log(alpha+t_x))``.
+
+    ``T`` and ``t_x`` are given as (distinct values, each row's position among them).
+    Returns the sum, its derivatives in ``r`` (through ``u = r + x``) and ``alpha``, and
+    each row's weighted posterior weight of the dropped-out term (``weights * P(dead)``),
+    from which the caller takes the derivatives of ``log_dead_factor``.
+    """
+    log_T, log_t = (np.log(alpha + values)[index] for values, index in (T, t_x))
+    inverse_T, inverse_t = ((1.0 / (alpha + values))[index] for values, index in (T, t_x))
+    log_ratio = log_t - log_T
+    difference = log_dead_factor - u * log_ratio
+    dead = weights * expit(difference)
+    total = _dot(weights, np.logaddexp(0.0, difference) - u * log_T)
+    d_r = -_dot(weights, log_T) - _dot(dead, log_ratio)
+    d_alpha = -_dot(weights - dead, u * inverse_T) - _dot(dead, u * inverse_t)
+    return total, d_r, d_alpha, dead
+
+
+def _dot(a: FloatArray, b: FloatArray) -> float:
+    return float(np.dot(a, b))
+
+
+def beta_geo_log_likelihood(
+    params: FloatArray, histories: Histories, extra_toss: int
+) -> tuple[float, FloatArray]:
+    """Total BG/NBD (``extra_toss=0``) or MBG/NBD (``extra_toss=1``) log-likelihood and gradient.
+
+    Per customer, ``log L = log Gamma(r+x)/Gamma(r) + r log alpha + log B(a, b+x+k)/B(a, b)
+    + logaddexp(-(r+x) log(alpha+T), log(a/(b+x+k-1)) - (r+x) log(alpha+t_x))`` with
+    ``k = extra_toss``; the dropped-out term is absent for BG/NBD customers with x = 0. The
+    gamma-function terms are summed per distinct frequency; only the last term is per row.
+    The gradient is in ``(r, alpha, a, b)``.
+    """
+    r, alpha, a, b = params
+    h, k = histories, extra_toss
+    xv, xw = h.x_values, h.x_weights
+    n = h.total
+    total = float(xw @ (gammaln(r + xv) + gammaln(b + xv + k) - gammaln(a + b + xv + k)))
+    total += n * (r * np.log(alpha) - gammaln(r) + gammaln(a + b) - gammaln(b))
+    total += h.first_total * (gammaln(r) + gammaln(b + k) - gammaln(a + b + k))
+    d_r = float(xw @ digamma(r + xv)) + h.first_total * digamma(r) + n * (np.log(alpha) - digamma(r))
+    d_alpha = n * r / alpha
+    d_a_common = -float(xw @ digamma(a + b + xv + k)) - h.first_total * digamma(a + b + k)
+    d_a = d_a_common + n * digamma(a + b)
+    d_b = (float(xw @ digamma(b + xv + k)) + h.first_total * digamma(b + k)
+           + d_a_common + n * (digamma(a + b) - digamma(b)))
+
+    u = r + h.x
+    part, p_r, p_alpha, dead = _alive_or_dead(
+        h.weights, u, alpha, (h.T_values, h.T_index), (h.t_x_values, h.t_x_index),
+        np.log(a / (b + xv + k - 1))[h.x_index])
+    total += part
+    d_r, d_alpha = d_r + p_r, d_alpha + p_alpha
+    dead_by_x = h.by_frequency(dead)
+    d_a += dead_by_x.sum() / a
+    d_b -= float(dead_by_x @ (1.0 / (b + xv + k - 1)))
+    if k == 0:      # BG/NBD: a customer without repeat purchase is alive
+        log_T = np.log(alpha + h.first_T)
+        total -= r * float(h.first_weights @ log_T)
+        d_r -= float(h.first_weights @ log_T)
+        d_alpha -= r * float(h.first_weights @ (1.0 / (alpha + h.first_T)))
+    else:
+        zeros = np.zeros_like(h.first_T)
+        rows = np.arange(zeros.size)
+        part, p_r, p_alpha, dead = _alive_or_dead(
+            h.first_weights, zeros + r, alpha, (h.first_T, rows), (zeros, rows),
+            np.full_like(zeros, np.log(a / b)))
+        total += part
+        d_r, d_alpha = d_r + p_r, d_alpha + p_alpha
+        d_a += dead.sum() / a
+        d_b -= dead.sum() / b
+    return total, np.array([d_r, d_alpha, d_a, d_b])
 
 
 class BetaGeoModel(PurchaseModel):
@@ -61,6 +140,9 @@ class BetaGeoModel(PurchaseModel):
 
     _fitter_name = "BetaGeoFitter"
     _param_names = ("r", "alpha", "a", "b")
+
+    def _scaled_log_likelihood(self, params: FloatArray, histories: Histories) -> tuple[float, FloatArray]:
+        return beta_geo_log_likelihood(params, histories, extra_toss=0)
 
     def _log_common(self, x: FloatArray) -> FloatArray:
         r, alpha, a, b = self._params()

@@ -23,6 +23,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 
+from models.forest import feature_matrix, forest_for
+
 #: feature -> +1 (raises churn risk) or -1 (lowers it), all else equal. Together they cover
 #: every feature that moves when a customer's last purchase moves later, all in the direction
 #: of lower risk, so a more recent purchase never raises the churn probability.
@@ -117,8 +119,8 @@ class ChurnModel(BaseEstimator):
             raise NotFittedError("ChurnModel is not fitted yet; call fit first")
 
     def _raw(self, X: pd.DataFrame) -> NDArray[np.float64]:
-        return self.booster_.predict(X[self.feature_names_].to_numpy(dtype=np.float64),
-                                     num_threads=self.num_threads)
+        forest = forest_for(self, self.booster_, self.num_threads)
+        return forest.predict(feature_matrix(X, self.feature_names_))
 
     def predict_raw(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """The trees' uncalibrated probability (monotone in each constrained feature)."""
@@ -142,6 +144,13 @@ class ChurnModel(BaseEstimator):
         values = self.booster_.predict(X[self.feature_names_].to_numpy(dtype=np.float64),
                                        pred_contrib=True, num_threads=self.num_threads)
         return pd.DataFrame(values[:, :-1], columns=self.feature_names_, index=X.index)
+
+    def compile_trees(self) -> bool:
+        """Compile the trees for big batches now rather than on the first one (see
+        :mod:`models.forest`); True if compiled, False if LightGBM will predict."""
+        if not hasattr(self, "booster_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
+        return forest_for(self, self.booster_, self.num_threads).compile()
 
     def to_dict(self) -> dict:
         """Hyperparameters, LightGBM model text and the isotonic map's knots."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import betaln, gammaln, hyp2f1
 
-from models.base import FloatArray, PurchaseModel
-from models.beta_geo import prob_purchase_if_alive
+from models.base import FloatArray, Histories, PurchaseModel
+from models.beta_geo import beta_geo_log_likelihood, prob_purchase_if_alive
 
 
 class ModifiedBetaGeoModel(PurchaseModel):
@@ -50,6 +50,9 @@ class ModifiedBetaGeoModel(PurchaseModel):
 
     _fitter_name = "ModifiedBetaGeoFitter"
     _param_names = ("r", "alpha", "a", "b")
+
+    def _scaled_log_likelihood(self, params: FloatArray, histories: Histories) -> tuple[float, FloatArray]:
+        return beta_geo_log_likelihood(params, histories, extra_toss=1)
 
     def _log_common(self, x: FloatArray) -> FloatArray:
         r, alpha, a, b = self._params()

@@ -23,11 +23,14 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from models.base import PurchaseModel
+from models.forest import feature_matrix, forest_for
 
 DEFAULT_GRID_DAYS = (1, 7, 14, 30, 60, 90, 120, 180, 270, 365)
 #: The hazard model's intervals: each one is a LightGBM prediction per customer at scoring
 #: time, so fewer and wider (hazard constant within one) than the classical model's grid.
 HAZARD_GRID_DAYS = (7, 30, 60, 90, 180, 270, 365)
+#: Person-period rows per LightGBM call when predicting (about 40 MB of features).
+PREDICT_CHUNK_ROWS = 1 << 17
 
 
 def grid_for_horizon(horizon_days: int, grid: tuple[int, ...] = HAZARD_GRID_DAYS) -> tuple[int, ...]:
@@ -49,6 +52,66 @@ class ClassicalNextPurchase:
         return np.maximum.accumulate(cdf, axis=1)
 
 
+def design_matrix(X: NDArray[np.float64], intervals: NDArray, grid: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The hazard model's rows: customer features, interval index and interval end (days)."""
+    out = np.empty((len(X), X.shape[1] + 2), dtype=np.float64)
+    out[:, :-2] = X
+    out[:, -2] = intervals
+    out[:, -1] = grid[intervals]
+    return out
+
+
+def lightgbm_data_seed(seed: int) -> int:
+    """The ``data_random_seed`` LightGBM derives from ``seed`` (``Config::Set``, first draw of
+    its ``Random``: a 32-bit LCG). A :class:`lightgbm.Sequence` samples its bin-construction
+    rows in Python, where only dataset parameters are passed on; giving it this seed samples
+    the same rows as a numpy matrix fit with ``seed``, so both build identical trees."""
+    state = (214013 * seed + 2531011) & 0xFFFFFFFF
+    return ((state >> 16) & 0x7FFF) % 32767
+
+
+def every_interval(X: NDArray[np.float64], grid: NDArray[np.float64]) -> NDArray[np.float64]:
+    """:func:`design_matrix` of every customer in every interval, customer by customer."""
+    n, p, k = X.shape[0], X.shape[1], len(grid)
+    out = np.empty((n, k, p + 2), dtype=np.float64)
+    out[:, :, :p] = X[:, None, :]
+    out[:, :, p] = np.arange(k)
+    out[:, :, p + 1] = grid
+    return out.reshape(n * k, p + 2)
+
+
+class PersonPeriods(lgb.Sequence):
+    """Person-period rows (customer ``rows[i]`` in interval ``intervals[i]``), built on demand.
+
+    LightGBM samples single rows for its bins and reads ranges in batches
+    (:class:`lightgbm.Sequence`), so the expanded table, several times the feature table,
+    never exists in memory at once. The features are read column by column from the
+    caller's frame (float64 columns without a copy).
+    """
+
+    batch_size = 65536
+
+    def __init__(self, X: pd.DataFrame, rows: NDArray, intervals: NDArray,
+                 grid: NDArray[np.float64]) -> None:
+        self.columns = [X[name].to_numpy(dtype=np.float64) for name in X.columns]
+        self.rows, self.intervals, self.grid = rows, intervals, grid
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int | slice | list[int]) -> NDArray[np.float64]:
+        if isinstance(index, (int, np.integer)):
+            row, interval = self.rows[index], self.intervals[index]
+            return np.array([column[row] for column in self.columns] + [interval, self.grid[interval]])
+        rows, intervals = self.rows[index], self.intervals[index]
+        out = np.empty((len(rows), len(self.columns) + 2), dtype=np.float64)
+        for j, column in enumerate(self.columns):
+            np.take(column, rows, out=out[:, j])
+        out[:, -2] = intervals
+        out[:, -1] = self.grid[intervals]
+        return out
+
+
 class HazardNextPurchaseModel(BaseEstimator):
     """Discrete-time hazard of the next purchase, learned with LightGBM.
 
@@ -62,20 +125,27 @@ class HazardNextPurchaseModel(BaseEstimator):
     grid_days : the interval ends, increasing, the last one the label horizon.
     n_estimators, learning_rate, num_leaves, min_child_samples : LightGBM settings.
     random_state : seed for LightGBM.
+    num_threads : LightGBM threads for fit and predict (0: LightGBM's default, all cores).
     """
 
     def __init__(self, grid_days: tuple[int, ...] = HAZARD_GRID_DAYS, n_estimators: int = 80,
                  learning_rate: float = 0.1, num_leaves: int = 15, min_child_samples: int = 100,
-                 random_state: int = 0) -> None:
+                 random_state: int = 0, num_threads: int = 0) -> None:
         self.grid_days = grid_days
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.random_state = random_state
+        self.num_threads = num_threads
 
     def fit(self, X: pd.DataFrame, days_to_next: NDArray, censored: NDArray) -> "HazardNextPurchaseModel":
-        """Learn the hazards from features, days to the next purchase and censoring flags."""
+        """Learn the hazards from features, days to the next purchase and censoring flags.
+
+        The person-period rows are never materialised as one matrix: LightGBM reads them in
+        batches from :class:`PersonPeriods` (customer features + interval columns built per
+        batch), so the memory is the customers' features once plus LightGBM's binned data.
+        """
         grid = np.asarray(self.grid_days, dtype=float)
         days = np.asarray(days_to_next, dtype=float)
         event = ~np.asarray(censored, dtype=bool)
@@ -86,44 +156,58 @@ class HazardNextPurchaseModel(BaseEstimator):
         event_interval = np.where(event, np.searchsorted(grid, days, side="left"), len(grid))
         at_risk = starts[None, :] < np.where(event, days, np.inf)[:, None]
         at_risk &= np.arange(len(grid))[None, :] <= event_interval[:, None]
-        rows, intervals = np.nonzero(at_risk)
-        y = (intervals == event_interval[rows]).astype(np.float64)
+        rows, intervals = (index.astype(np.int32) for index in np.nonzero(at_risk))
+        del at_risk
+        y = (intervals == event_interval[rows]).astype(np.float32)
         self.feature_names_ = list(X.columns)
-        expanded = self._design(X.to_numpy(dtype=np.float64)[rows], intervals)
-        params = {"objective": "binary", "learning_rate": self.learning_rate,
-                  "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
-                  "seed": self.random_state, "deterministic": True, "force_col_wise": True, "num_threads": 2, "verbose": -1}
-        data = lgb.Dataset(expanded, y, feature_name=self.feature_names_ + ["_interval", "_interval_days"])
-        self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators)
+        periods = PersonPeriods(X, rows, intervals, grid)
+        data = lgb.Dataset(periods, y, feature_name=self.feature_names_ + ["_interval", "_interval_days"],
+                           params={**self._lightgbm_params(),
+                                   "data_random_seed": lightgbm_data_seed(self.random_state)})
+        self.booster_ = lgb.train(self._lightgbm_params(), data, num_boost_round=self.n_estimators)
         return self
 
-    def _design(self, X: NDArray[np.float64], intervals: NDArray) -> NDArray[np.float64]:
-        grid = np.asarray(self.grid_days, dtype=np.float64)
-        return np.column_stack([X, intervals.astype(np.float64), grid[intervals]])
+    def _lightgbm_params(self) -> dict:
+        return {"objective": "binary", "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
+                "seed": self.random_state, "deterministic": True, "force_col_wise": True,
+                "num_threads": self.num_threads, "verbose": -1}
 
     def predict_cdf(self, X: pd.DataFrame) -> NDArray[np.float64]:
-        """F on the grid, shape (customers, grid points)."""
+        """F on the grid, shape (customers, grid points).
+
+        Customers go through the trees in chunks of :data:`PREDICT_CHUNK_ROWS` person-period
+        rows, so the expanded matrix (one row per customer and interval) stays small.
+        """
         if not hasattr(self, "booster_"):
             raise NotFittedError("HazardNextPurchaseModel is not fitted yet; call fit first")
         n, k = len(X), len(self.grid_days)
-        rows = np.repeat(np.arange(n), k)
-        intervals = np.tile(np.arange(k), n)
-        values = X[self.feature_names_].to_numpy(dtype=np.float64)
-        hazard = self.booster_.predict(self._design(values[rows], intervals), num_threads=2)
-        survival = np.cumprod(1.0 - hazard.reshape(n, k), axis=1)
-        return 1.0 - survival
+        values = feature_matrix(X, self.feature_names_)
+        grid = np.asarray(self.grid_days, dtype=np.float64)
+        forest = forest_for(self, self.booster_, self.num_threads)
+        hazard = np.empty((n, k))
+        step = max(1, PREDICT_CHUNK_ROWS // k)
+        for start in range(0, n, step):
+            design = every_interval(values[start:start + step], grid)
+            hazard[start:start + step] = forest.predict(design, batch_rows=n * k).reshape(-1, k)
+        return 1.0 - np.cumprod(1.0 - hazard, axis=1)
+
+    def compile_trees(self) -> bool:
+        """Compile the trees for big batches now rather than on the first one (see
+        :mod:`models.forest`); True if compiled, False if LightGBM will predict."""
+        if not hasattr(self, "booster_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
+        return forest_for(self, self.booster_, self.num_threads).compile()
 
     def to_dict(self) -> dict:
         """Hyperparameters and the LightGBM model as text."""
-        return {"grid_days": list(self.grid_days), "n_estimators": self.n_estimators,
-                "learning_rate": self.learning_rate, "num_leaves": self.num_leaves,
-                "min_child_samples": self.min_child_samples, "random_state": self.random_state,
+        return {**self.get_params(), "grid_days": list(self.grid_days),
                 "feature_names": self.feature_names_, "booster": self.booster_.model_to_string()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "HazardNextPurchaseModel":
-        model = cls(tuple(data["grid_days"]), data["n_estimators"], data["learning_rate"],
-                    data["num_leaves"], data["min_child_samples"], data["random_state"])
+        settings = {k: data[k] for k in cls().get_params() if k in data}
+        model = cls(**{**settings, "grid_days": tuple(data["grid_days"])})
         model.feature_names_ = list(data["feature_names"])
         model.booster_ = lgb.Booster(model_str=data["booster"])
         return model

@@ -39,7 +39,7 @@ ARTIFACT = "scorer"
 REASON_COLUMNS = ("reasons", "reasons_zh_tw")
 #: The distributions the ``features`` and ``models`` packages import, pinned at log time.
 REQUIREMENTS = ("lifetimes", "lightgbm", "scikit-learn", "pandas", "numpy", "scipy", "duckdb",
-                "pyarrow", "mlflow")
+                "pyarrow", "mlflow", "lleaves", "llvmlite")
 #: Parameters of ``predict``; an empty ``as_of`` means the input's own last day or cutoff.
 PARAMS = ParamSchema([ParamSpec("as_of", "string", ""), ParamSpec("reasons", "boolean", False)])
 

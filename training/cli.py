@@ -58,6 +58,10 @@ EncodingOpt = Annotated[str, typer.Option(
     "--encoding", help="Text encoding of CSV files, e.g. big5, cp950, latin-1; default utf-8.")]
 
 
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="Threads for DuckDB and LightGBM (default: one per core).")]
+MemoryLimitOpt = Annotated[Optional[str], typer.Option(
+    help="DuckDB memory limit, e.g. 3GB; beyond it DuckDB spills to disk (default: 80% of RAM).")]
 EngineOpt = Annotated[str, typer.Option(
     help="Where features are computed: duckdb (this machine, default) or spark (the same definitions "
          "on Apache Spark; needs Java 17).")]
@@ -96,8 +100,10 @@ def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_i
              timestamp_col: str, amount_col: str, order_id_col: str | None,
              quantity_col: str | None, category_col: str | None, channel_col: str | None,
              date_format: str | None, timezone: str | None, duplicates: str, refunds: str,
-             zero_amounts: str, encoding: str = "utf-8"):
-    """Open and validate the log the flags describe (time zone default UTC)."""
+             zero_amounts: str, encoding: str = "utf-8", threads: int | None = None,
+             memory_limit: str | None = None):
+    """Open and validate the log the flags describe (time zone default UTC), in a DuckDB with
+    ``threads`` and ``memory_limit`` (its defaults when None)."""
     from features import ColumnMap, IngestPolicy, cdnow_log, read_transactions
 
     _choice("--duplicates", duplicates, ("auto", "drop", "keep"))
@@ -109,12 +115,13 @@ def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_i
         raise ValueError("give either --transactions PATH or --dataset cdnow (exactly one)")
     if dataset:
         _choice("--dataset", dataset, ("cdnow",))
-        return cdnow_log(policy)
+        return cdnow_log(policy, threads=threads, memory_limit=memory_limit)
     columns = ColumnMap(customer_id=customer_id_col, timestamp=timestamp_col,
                         amount=None if amount_col.lower() == "none" else amount_col,
                         order_id=order_id_col, quantity=quantity_col, category=category_col,
                         channel=channel_col)
-    return read_transactions([str(p) for p in transactions], columns, policy, encoding=encoding)
+    return read_transactions([str(p) for p in transactions], columns, policy, encoding=encoding,
+                             threads=threads, memory_limit=memory_limit)
 
 
 def spark_log_for(log, master: str | None, staging: Path | None):
@@ -158,6 +165,7 @@ def features(
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
+    threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
 ) -> None:
     """Build one row of features per customer as of a cutoff: BG/NBD summary, RFM and
     segment, purchase cycle, rolling windows, membership tier and replenishment.
@@ -190,7 +198,8 @@ def features(
                        order_id_col=order_id_col, quantity_col=quantity_col,
                        category_col=category_col, channel_col=channel_col,
                        date_format=date_format, timezone=timezone, duplicates=duplicates,
-                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
+                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
+                       threads=threads, memory_limit=memory_limit)
         if cutoff is None:
             cutoff = log.report.last_timestamp.date().isoformat()
         progress.add_task(f"building features as of {cutoff} ({engine})")
@@ -250,6 +259,7 @@ def train(
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep",
+    threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
 ) -> None:
     """Train on rolling origins, evaluate out of time against baselines and the champion,
     record everything in MLflow, and promote the new version only if it wins.
@@ -272,7 +282,8 @@ def train(
                        order_id_col=order_id_col, quantity_col=quantity_col,
                        category_col=category_col, channel_col=channel_col,
                        date_format=date_format, timezone=timezone, duplicates=duplicates,
-                       refunds=refunds, zero_amounts=zero_amounts)
+                       refunds=refunds, zero_amounts=zero_amounts,
+                       threads=threads, memory_limit=memory_limit)
         result = run_training(log, config, tracking_uri,
                               step=lambda text: progress.update(task, description=text))
     table = Table(title=f"Churn ROC AUC as of {cutoff}, horizon {horizon_days} days (out of time)")
@@ -422,6 +433,7 @@ def score(
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
+    threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
 ) -> None:
     """Score every customer with the champion model: churn, next purchase, value, win-back date.
 
@@ -439,7 +451,8 @@ def score(
     mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
                    order_id_col=order_id_col, quantity_col=quantity_col, category_col=category_col,
                    channel_col=channel_col, date_format=date_format, timezone=timezone,
-                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
+                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
+                   threads=threads, memory_limit=memory_limit)
     started = time.perf_counter()
     with _steps() as progress:
         progress.add_task("loading the model and the data")
@@ -481,6 +494,7 @@ def rank(
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
+    threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
 ) -> None:
     """The win-back list: customers ranked by value at risk (churn probability × 12-month
     value), with win-back date, next-purchase date, segment, tier and reasons."""
@@ -494,7 +508,8 @@ def rank(
     mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
                    order_id_col=order_id_col, quantity_col=quantity_col, category_col=category_col,
                    channel_col=channel_col, date_format=date_format, timezone=timezone,
-                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
+                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
+                   threads=threads, memory_limit=memory_limit)
     scorer, version = load_scorer(model_uri, tracking_uri)
     data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
     table = data if features_path is not None else build_features(data, day, reference=scorer.reference_)
@@ -535,6 +550,7 @@ def report(
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
+    threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
 ) -> None:
     """The marketer reports as one HTML file to mail: monthly new vs returning customers
     (returning share of revenue, repurchase rate), cohort retention, repurchase intervals per
@@ -563,7 +579,8 @@ def report(
                        order_id_col=order_id_col, quantity_col=quantity_col,
                        category_col=category_col, channel_col=channel_col,
                        date_format=date_format, timezone=timezone, duplicates=duplicates,
-                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding)
+                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
+                       threads=threads, memory_limit=memory_limit)
         as_of = as_of or log.report.last_timestamp.date().isoformat()
         progress.add_task(f"computing the reports as of {as_of}")
         write_report(log, as_of, out, lang, currency, reference=reference)

@@ -1,0 +1,117 @@
+"""LightGBM trees at batch-scoring speed: compiled to machine code once a batch is big enough.
+
+LightGBM's own ``predict`` walks every tree through a generic interpreter; `lleaves`_ compiles
+the same model text with LLVM (``llvmlite`` ships LLVM, so no C compiler and no network are
+needed) into one function per forest, about five times faster on our hazard model. Its
+results equal LightGBM's up to float rounding (measured: 3e-16).
+
+Compiling costs a few seconds (80 hazard trees: 2.4-3.9 s on the loaded 2-core machine), which
+small batches (single lookups, CDNOW's demo) would never win back, so it happens lazily, on the
+first batch of at least :data:`COMPILE_FROM_ROWS` rows, or when asked (:meth:`Forest.compile`,
+e.g. when a batch job loads a scorer); below that, and whenever ``lleaves`` is not installed or
+cannot compile, LightGBM predicts.
+
+.. _lleaves: https://github.com/siboehm/lleaves
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+COMPILE_FROM_ROWS = 200_000
+"""Rows in one call from which compiling the forest pays for itself."""
+
+
+def feature_matrix(X: pd.DataFrame, names: list[str]) -> NDArray[np.float64]:
+    """Columns ``names`` of ``X`` as one C-ordered float64 matrix.
+
+    Column by column into one buffer: ``X[names].to_numpy()`` first copies the frame's blocks
+    (``take``) and then interleaves them, two passes over a wide mixed-type table.
+    """
+    out = np.empty((len(X), len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        out[:, j] = X[name].to_numpy(dtype=np.float64)
+    return out
+
+
+def thread_count(num_threads: int) -> int:
+    """LightGBM's convention (0 or less: every core) as a positive number of threads."""
+    return num_threads if num_threads > 0 else (os.cpu_count() or 1)
+
+
+class Forest:
+    """A LightGBM booster that predicts big batches through a compiled copy of itself.
+
+    Parameters
+    ----------
+    booster : the trained LightGBM model.
+    num_threads : threads for prediction (0: every core).
+    """
+
+    def __init__(self, booster: lgb.Booster, num_threads: int = 0) -> None:
+        self.booster = booster
+        self.num_threads = num_threads
+        self._compiled: Any = None
+        self._compile_failed = False
+
+    def predict(self, matrix: NDArray[np.float64], batch_rows: int | None = None) -> NDArray[np.float64]:
+        """The booster's prediction (probability for a binary objective) for each row.
+
+        ``batch_rows``: size of the whole batch this call is a part of (default: this call's
+        rows); it decides whether compiling is worth it. Once compiled, every batch uses the
+        compiled trees (one thread under 10,000 rows, where threads cost more than they save).
+        """
+        rows = len(matrix)
+        big = (batch_rows or rows) >= COMPILE_FROM_ROWS
+        compiled = self._compiled_model() if big else self._compiled
+        if compiled is not None:
+            threads = 1 if rows < 10_000 else thread_count(self.num_threads)
+            return compiled.predict(np.ascontiguousarray(matrix, dtype=np.float64), n_jobs=threads)
+        return self.booster.predict(matrix, num_threads=self.num_threads)
+
+    def compile(self) -> bool:
+        """Compile now (e.g. when a service or batch job loads the model); True if compiled."""
+        return self._compiled_model() is not None
+
+    def _compiled_model(self) -> Any:
+        """The ``lleaves`` model, compiled on first use; None if ``lleaves`` is unavailable."""
+        if self._compiled is None and not self._compile_failed:
+            try:
+                self._compiled = _compile(self.booster)
+            except Exception as error:  # noqa: BLE001  (LightGBM predicts the same, only slower)
+                self._compile_failed = True
+                warnings.warn(f"could not compile the LightGBM model with lleaves ({error!r}); "
+                              "LightGBM predicts instead", RuntimeWarning, stacklevel=3)
+        return self._compiled
+
+
+def forest_for(owner: Any, booster: lgb.Booster, num_threads: int) -> Forest:
+    """The :class:`Forest` of ``owner``'s booster, kept on ``owner`` so it compiles at most once
+    (a new booster, e.g. after a refit, gets a new forest)."""
+    forest = getattr(owner, "_forest_cache", None)
+    if forest is None or forest.booster is not booster:
+        forest = Forest(booster, num_threads)
+        owner._forest_cache = forest
+    forest.num_threads = num_threads
+    return forest
+
+
+def _compile(booster: lgb.Booster) -> Any:
+    """``lleaves.Model`` of ``booster``, compiled for this machine's CPU."""
+    import lleaves
+
+    with tempfile.TemporaryDirectory(prefix="winback-forest-") as folder:
+        path = Path(folder) / "model.txt"
+        path.write_text(booster.model_to_string(), encoding="utf-8")
+        model = lleaves.Model(model_file=str(path))
+        model.compile()
+    return model
