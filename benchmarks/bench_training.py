@@ -56,13 +56,14 @@ LOG_END = "2025-12-31"  # the generator's default last day; the cutoff must leav
 
 def child_main(args: argparse.Namespace) -> int:
     from features import ColumnMap, read_transactions
-    from training.pipeline import TrainConfig, train
+    from training.pipeline import TrainConfig, progress_lines, train
 
     columns = ColumnMap(customer_id="customer_id", timestamp="timestamp", amount="amount",
                         order_id="order_id", category="category")
     config = TrainConfig(cutoff=args.cutoff, horizon_days=args.horizon_days, origins=args.origins,
                          origin_step_days=args.origin_step_days, churn_estimators=args.churn_estimators,
-                         hazard_estimators=args.hazard_estimators)
+                         hazard_estimators=args.hazard_estimators, threads=args.threads,
+                         memory_limit=args.memory_limit or None)
     marks: list[tuple[str, float]] = []
 
     def mark(name: str) -> None:
@@ -75,7 +76,8 @@ def child_main(args: argparse.Namespace) -> int:
     mark("read_transactions")
     log = read_transactions(args.log, columns, memory_limit=args.memory_limit or None)
     mark("setup (labels, MLflow run, fingerprint)")
-    result = train(log, config, tracking_uri=f"sqlite:///{args.store}/mlflow.db", step=mark)
+    result = train(log, config, tracking_uri=f"sqlite:///{args.store}/mlflow.db", step=mark,
+                   progress=progress_lines(lambda line: print("PROGRESS " + line, flush=True)))
     t_end = time.perf_counter()
 
     phases = [(name, (marks[i + 1][1] if i + 1 < len(marks) else t_end) - t)
@@ -136,7 +138,7 @@ def measure(customers: int, log_path: Path, args: argparse.Namespace) -> dict:
            "--store", str(store), "--cutoff", args.cutoff, "--horizon-days", str(args.horizon_days),
            "--origins", str(args.origins), "--origin-step-days", str(args.origin_step_days),
            "--churn-estimators", str(args.churn_estimators), "--hazard-estimators", str(args.hazard_estimators),
-           "--memory-limit", args.memory_limit]
+           "--memory-limit", args.memory_limit, "--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
@@ -164,7 +166,8 @@ def measure(customers: int, log_path: Path, args: argparse.Namespace) -> dict:
     phases_seen = [json.loads(ln[len("PHASE "):]) for ln in stdout.splitlines() if ln.startswith("PHASE ")]
     lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
     base = {"process_seconds": wall, "load_before": load_before, "load_after": load_after,
-            "sampled_peak": sampled_peak}
+            "sampled_peak": sampled_peak,
+            "progress": [ln[len("PROGRESS "):] for ln in stdout.splitlines() if ln.startswith("PROGRESS ")]}
     if stopped or proc.returncode != 0 or not lines:
         reason = stopped or f"exit {proc.returncode}"
         last = phases_seen[-1] if phases_seen else None
@@ -239,6 +242,8 @@ def print_details(results: list[dict]) -> None:
               f"wall {m['process_seconds']:.1f} | load {load}")
         print(f"  {'':>10} rows used {m['rows_used']:,}, customers scored {m['customers_scored']:,}, "
               f"version {m['version']} -> {m['alias']}")
+        for line in m.get("progress", []):          # each feature build and fit of both recipes
+            print(f"  {'':>10}{line}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hazard-estimators", type=int, default=80, help="TrainConfig.hazard_estimators")
     ap.add_argument("--memory-limit", default="",
                     help="DuckDB memory_limit for the log (default: DuckDB's own, as `winback train`)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="TrainConfig.threads: DuckDB and LightGBM threads (default 0: one per core)")
     ap.add_argument("--keep-store", action="store_true", help="keep each run's MLflow store")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
@@ -283,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
           f"mlflow {mlflow.__version__}, cutoff {args.cutoff}, horizon {args.horizon_days} d, "
           f"origins {args.origins} x {args.origin_step_days} d, trees {args.churn_estimators} churn / "
           f"{args.hazard_estimators} hazard, seed {args.seed}, "
-          f"memory_limit {args.memory_limit or 'DuckDB default'}")
+          f"memory_limit {args.memory_limit or 'DuckDB default'}, threads {args.threads or 'one per core'}")
     print_load("at start")
 
     results = []

@@ -10,13 +10,16 @@ purchase after it, or H and censored when there was none within the horizon.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pandas as pd
+import pyarrow as pa
 
-from features.build import TransactionsLike, as_log, build_features, cutoff_literal, parse_cutoff
+from features.build import TransactionsLike, as_log, cutoff_literal, parse_cutoff, prepare
 from features.reference import FeatureReference
 from features.sql import money_sum
 from features.settings import FeatureSettings
+from features.transactions import TransactionLog
 
 
 def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
@@ -27,17 +30,22 @@ def build_labels(transactions: TransactionsLike, cutoff: dt.date | str, horizon_
     horizon reaching past it would call customers churned for days nobody observed, so it is
     refused.
     """
+    log = as_log(transactions)
+    check_horizon(log, cutoff, horizon_days, observation_end)
+    return log.con.execute(labels_sql(cutoff_literal(cutoff), int(horizon_days), log.has_order_id)).df()
+
+
+def check_horizon(log: TransactionLog, cutoff: dt.date | str, horizon_days: int,
+                  observation_end: dt.date | str | None = None) -> None:
+    """Refuse a horizon shorter than a day or reaching past the last day the log covers."""
     if int(horizon_days) < 1:
         raise ValueError(f"horizon_days must be at least 1, got {horizon_days!r}")
-    log = as_log(transactions)
-    c = cutoff_literal(cutoff)
     end = pd.Timestamp(observation_end) if observation_end is not None else log.report.last_timestamp
     horizon_end = parse_cutoff(cutoff) + pd.Timedelta(days=int(horizon_days))
     if end is None or horizon_end.normalize() > end.normalize():
         raise ValueError(
             f"the horizon ends on {horizon_end.date()}, after the log's last day "
             f"({end.date() if end is not None else 'empty log'}): choose an earlier cutoff or a shorter horizon")
-    return log.con.execute(labels_sql(c, int(horizon_days), log.has_order_id)).df()
 
 
 def labels_sql(cutoff: str, horizon_days: int, has_order_id: bool) -> str:
@@ -61,15 +69,52 @@ def labels_sql(cutoff: str, horizon_days: int, has_order_id: bool) -> str:
 
 def labelled_features(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
                       reference: FeatureReference | None = None,
-                      settings: FeatureSettings | None = None) -> pd.DataFrame:
+                      settings: FeatureSettings | None = None,
+                      columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Features as of ``cutoff`` (daily summary) joined with the labels of the next ``horizon_days``.
 
     One training origin; the column ``origin`` holds the cutoff. Training passes the model's
     ``reference`` so every origin's features are defined exactly as at scoring time.
+    ``columns`` keeps only those feature and label columns (with ``customer_id`` and
+    ``origin``): the join and the selection run in DuckDB, so a large log never holds the
+    whole feature table in pandas.
     """
-    log = as_log(transactions, reference.timezone if reference else "UTC")
-    table = build_features(log, cutoff, "D", settings, reference)
-    labels = build_labels(log, cutoff, horizon_days)
-    table = table.merge(labels, on="customer_id", how="inner", validate="one_to_one")
+    log, query = _labelled_query(transactions, cutoff, horizon_days, reference, settings, columns)
+    table = log.con.execute(query).df()
     table.insert(1, "origin", parse_cutoff(cutoff))
     return table
+
+
+def labelled_features_arrow(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
+                            reference: FeatureReference | None = None,
+                            columns: Sequence[str] | None = None) -> pa.Table:
+    """:func:`labelled_features` as an Arrow table (``origin`` a timestamp column), for stacking
+    many origins without pandas copies: Arrow keeps each column apart, so the stacked table
+    converts to pandas column by column (``to_pandas(split_blocks=True, self_destruct=True)``)."""
+    log, query = _labelled_query(transactions, cutoff, horizon_days, reference, None, columns)
+    origin = f"CAST({cutoff_literal(cutoff)} AS TIMESTAMP) AS origin"
+    table = log.con.sql(f"SELECT customer_id, {origin}, * EXCLUDE (customer_id) FROM ({query})").to_arrow_table()
+    # DuckDB sums integers as HUGEINT, which Arrow holds as decimal128 and pandas would turn into
+    # Python objects; as floats, like DuckDB's own .df()
+    return table.cast(pa.schema([f.with_type(pa.float64()) if pa.types.is_decimal(f.type) else f
+                                 for f in table.schema]))
+
+
+def _labelled_query(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
+                    reference: FeatureReference | None, settings: FeatureSettings | None,
+                    columns: Sequence[str] | None) -> tuple[TransactionLog, str]:
+    """Stage the log for ``cutoff``; the SELECT joining features and labels on that connection."""
+    log = as_log(transactions, reference.timezone if reference else "UTC")
+    check_horizon(log, cutoff, horizon_days)
+    log, features, _ = prepare(log, cutoff, "D", settings, reference)
+    wanted = "f.*, l.* EXCLUDE (customer_id)" if columns is None else ", ".join(
+        ["customer_id"] + [_quoted(c) for c in columns if c not in ("customer_id", "origin")])
+    return log, f"""
+        SELECT {wanted}
+        FROM ({features}) AS f JOIN ({labels_sql(cutoff_literal(cutoff), int(horizon_days), log.has_order_id)}) AS l
+            USING (customer_id)
+        ORDER BY customer_id"""
+
+
+def _quoted(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,6 +69,28 @@ CHURN_FEATURES = (
 HAZARD_FEATURES = CHURN_FEATURES + ("mean_gap_days", "median_gap_days", "std_gap_days", "last_gap_days")
 #: What each extra classical model adds to the churn features, as ``<model>_<output>``.
 EXTRA_OUTPUTS = ("p_alive", "expected_purchases_horizon", "prob_purchase_horizon")
+#: What the classical models add to every row (the rest of :data:`CHURN_FEATURES`).
+CLASSICAL_OUTPUTS = ("p_alive", "expected_purchases_horizon", "prob_purchase_horizon",
+                     "expected_order_value", "clv_12m")
+#: The feature table's segment and tier labels, passed through to the scores.
+SEGMENT_COLUMNS = ("r_score", "f_score", "m_score", "segment", "segment_zh_tw", "tier", "tier_zh_tw")
+#: Labels :meth:`WinbackScorer.fit` reads (from :func:`features.labelled_features`).
+LABEL_COLUMNS = ("purchased", "days_to_next_purchase", "next_purchase_censored")
+#: Every column :meth:`WinbackScorer.fit` reads from a labelled feature table, besides
+#: ``customer_id`` and ``origin``: the classical models' inputs, the learned models' feature
+#: columns and the labels. Training asks DuckDB for these alone (``labelled_features(...,
+#: columns=TRAINING_COLUMNS)``), not for the whole table with its names, dates and labels.
+TRAINING_COLUMNS = tuple(dict.fromkeys(
+    ("frequency", "recency", "T", "monetary_value")
+    + tuple(c for c in HAZARD_FEATURES if c not in CLASSICAL_OUTPUTS) + LABEL_COLUMNS))
+
+#: A progress report: what is being done, and when a step ends, how many customer rows it
+#: covered and in how many seconds (``None`` while it starts).
+Progress = Callable[[str, int | None, float | None], None]
+
+
+def _no_progress(task: str, rows: int | None = None, seconds: float | None = None) -> None:
+    return None
 
 
 class SchemaMismatchError(ValueError):
@@ -99,13 +124,16 @@ class WinbackScorer:
     churn : the churn classifier's settings (an unfitted :class:`ChurnModel`).
     hazard_estimators : boosting rounds of the next-purchase hazard model.
     random_state : seed for the learned models.
+    num_threads : LightGBM threads of the hazard model, and of the churn model when ``churn``
+        is not given (0: LightGBM's default, one per core).
     """
 
     def __init__(self, horizon_days: int = 90, next_purchase: str = "auto",
                  purchase_model: str = "mbgnbd", policy: WinbackPolicy = WinbackPolicy(),
                  churn: ChurnModel | None = None, hazard_estimators: int = 80,
                  random_state: int = 0, extra_classical: tuple[str, ...] = ("pareto_nbd",),
-                 churn_tree_candidates: tuple[int, ...] = (30, 60, 90, 150, 250)) -> None:
+                 churn_tree_candidates: tuple[int, ...] = (30, 60, 90, 150, 250),
+                 num_threads: int = 0) -> None:
         self.horizon_days = horizon_days
         self.next_purchase = next_purchase
         self.purchase_model = purchase_model
@@ -115,11 +143,12 @@ class WinbackScorer:
         self.churn = churn
         self.hazard_estimators = hazard_estimators
         self.random_state = random_state
+        self.num_threads = num_threads
 
     # ------------------------------------------------------------------ fitting
 
     def fit(self, train: pd.DataFrame, calibration: pd.DataFrame,
-            reference: FeatureReference) -> "WinbackScorer":
+            reference: FeatureReference, progress: Progress | None = None) -> "WinbackScorer":
         """Fit on labelled feature tables.
 
         ``train`` holds one or more origins (column ``origin``, as
@@ -127,8 +156,11 @@ class WinbackScorer:
         labels lie after every training label. Classical models are fit per origin for the
         training rows (no origin sees another's future) and on ``calibration`` for scoring.
         ``reference`` is the feature contract every table was built with; the scorer keeps it
-        and builds every later feature table with it.
+        and builds every later feature table with it. The tables need only ``customer_id``,
+        ``origin`` and :data:`TRAINING_COLUMNS`. ``progress`` is told when each fit starts and
+        ends, with the rows it covered and its seconds (see :data:`Progress`).
         """
+        report = progress or _no_progress
         if self.next_purchase not in ("auto", "hazard", "classical"):
             raise ValueError(f"next_purchase must be auto, hazard or classical, got {self.next_purchase!r}")
         if self.purchase_model not in PURCHASE_MODELS:
@@ -141,24 +173,27 @@ class WinbackScorer:
         unknown = [m for m in self.extra_classical if m not in PURCHASE_MODELS]
         if unknown:
             raise ValueError(f"extra_classical: unknown model(s) {unknown}; one of {', '.join(PURCHASE_MODELS)}")
-        parts = [self._with_classical(frame, self._fit_classical(frame))
-                 for _, frame in train.groupby("origin", sort=True)]
-        X_train = pd.concat(parts)
-        fitted = self._fit_classical(calibration)
+        X_train = self._with_classical_by_origin(train, report)
+        with _step(report, f"classical models, calibration origin {_day(calibration)}", len(calibration)):
+            fitted = self._fit_classical(calibration)
         self.purchase_model_, self.spend_model_ = fitted["purchase"], fitted["spend"]
         self.spend_fallback_ = fitted["spend"].fallback_
         self.extra_models_ = fitted["extra"]
         X_cal = self._with_classical(calibration, fitted)
-        churn = clone(self.churn) if self.churn is not None else ChurnModel(random_state=self.random_state)
+        churn = (clone(self.churn) if self.churn is not None
+                 else ChurnModel(random_state=self.random_state, num_threads=self.num_threads))
         self.churn_features_ = list(CHURN_FEATURES) + [
             f"{name}_{out}" for name in self.extra_classical for out in EXTRA_OUTPUTS]
         columns = self.churn_features_
-        self.churn_tuning_ = self._choose_trees(churn, X_train, columns)
+        with _step(report, "churn trees: time-series cross-validation of their number", len(X_train)):
+            self.churn_tuning_ = self._choose_trees(churn, X_train, columns)
         if self.churn_tuning_:
             churn.set_params(n_estimators=self.churn_tuning_["chosen"])
-        self.churn_model_ = churn.fit(X_train[columns], ~X_train["purchased"].to_numpy(bool),
-                                      X_cal[columns], ~X_cal["purchased"].to_numpy(bool))
-        self._fit_next_purchase(X_train, X_cal)
+        with _step(report, "churn model", len(X_train)):
+            self.churn_model_ = churn.fit(X_train[columns], ~X_train["purchased"].to_numpy(bool),
+                                          X_cal[columns], ~X_cal["purchased"].to_numpy(bool))
+        with _step(report, "next-purchase models", len(X_train)):
+            self._fit_next_purchase(X_train, X_cal)
         self.reference_ = reference
         self.feature_schema_ = feature_schema(reference.settings)
         last_origin = pd.Timestamp(calibration["origin"].max())
@@ -206,19 +241,39 @@ class WinbackScorer:
         extra = {name: PURCHASE_MODELS[name](time_unit_days=1.0).fit(frame) for name in self.extra_classical}
         return {"purchase": purchase, "spend": fit_spend_model(frame), "extra": extra}
 
-    def _with_classical(self, frame: pd.DataFrame, fitted: dict) -> pd.DataFrame:
+    def _with_classical_by_origin(self, train: pd.DataFrame, report: Progress) -> pd.DataFrame:
+        """``train`` with each origin's classical outputs from models fit on that origin alone.
+
+        The outputs are written origin by origin into one array per column and joined to
+        ``train`` without copying it (no per-origin copies to concatenate).
+        """
+        added: dict[str, np.ndarray] = {}
+        for origin, rows in sorted(train.groupby("origin", sort=True).indices.items()):
+            frame = train.take(rows)
+            with _step(report, f"classical models, origin {pd.Timestamp(origin).date()}", len(frame)):
+                outputs = self._classical_outputs(frame, self._fit_classical(frame))
+            for name, values in outputs.items():
+                added.setdefault(name, np.empty(len(train)))[rows] = values
+        return _joined(train, added)
+
+    def _classical_outputs(self, frame: pd.DataFrame, fitted: dict) -> dict[str, np.ndarray]:
+        """The classical models' outputs for ``frame``'s rows, by column name."""
         purchase, spend = fitted["purchase"], fitted["spend"]
-        out = frame.copy()
-        out["p_alive"] = purchase.predict_p_alive(frame)
-        out["expected_purchases_horizon"] = purchase.predict_expected_purchases(frame, self.horizon_days)
-        out["prob_purchase_horizon"] = purchase.predict_prob_purchase_within(frame, self.horizon_days)
-        out["expected_order_value"] = spend.predict_expected_order_value(frame)
-        out["clv_12m"] = spend.predict_clv(purchase, frame, months=12)
+        out = {
+            "p_alive": purchase.predict_p_alive(frame),
+            "expected_purchases_horizon": purchase.predict_expected_purchases(frame, self.horizon_days),
+            "prob_purchase_horizon": purchase.predict_prob_purchase_within(frame, self.horizon_days),
+            "expected_order_value": spend.predict_expected_order_value(frame),
+            "clv_12m": spend.predict_clv(purchase, frame, months=12),
+        }
         for name, model in fitted["extra"].items():
             out[f"{name}_p_alive"] = model.predict_p_alive(frame)
             out[f"{name}_expected_purchases_horizon"] = model.predict_expected_purchases(frame, self.horizon_days)
             out[f"{name}_prob_purchase_horizon"] = model.predict_prob_purchase_within(frame, self.horizon_days)
-        return out
+        return {name: np.asarray(values, dtype=np.float64) for name, values in out.items()}
+
+    def _with_classical(self, frame: pd.DataFrame, fitted: dict) -> pd.DataFrame:
+        return _joined(frame, self._classical_outputs(frame, fitted))
 
     def _fit_next_purchase(self, train: pd.DataFrame, calibration: pd.DataFrame) -> None:
         """Fit the hazard model, compare it with the classical F(t) on the calibration origin
@@ -227,7 +282,7 @@ class WinbackScorer:
         columns = list(HAZARD_FEATURES)
         grid = grid_for_horizon(self.horizon_days)
         hazard = HazardNextPurchaseModel(grid_days=grid, n_estimators=self.hazard_estimators,
-                                         random_state=self.random_state)
+                                         random_state=self.random_state, num_threads=self.num_threads)
         hazard.fit(train[columns], train["days_to_next_purchase"].to_numpy(),
                    train["next_purchase_censored"].to_numpy(bool))
         classical = ClassicalNextPurchase(self.purchase_model_, grid)
@@ -290,25 +345,31 @@ class WinbackScorer:
             cdf = self.hazard_model_.predict_cdf(X)
         else:
             cdf = ClassicalNextPurchase(self.purchase_model_, self.grid_days_).predict_cdf(X)
-        nxt = summarize_distribution(cdf, self.grid_days_).set_index(X.index)
+        nxt = summarize_distribution(cdf, self.grid_days_)
         purchase = self.purchase_model_
-        out = pd.DataFrame({
-            "customer_id": X["customer_id"], "as_of": day,
-            "churn_probability": churn, "p_alive": X["p_alive"],
+        clv = X["clv_12m"].to_numpy()
+        decided = self.policy.decide(purchase, X, churn, clv, day)
+        # one table built from arrays in one go: no joins, no re-indexing copies
+        columns = {
+            "customer_id": X["customer_id"].to_numpy(), "as_of": day,
+            "churn_probability": churn, "p_alive": X["p_alive"].to_numpy(),
             "expected_purchases_30d": purchase.predict_expected_purchases(X, 30),
             "expected_purchases_90d": purchase.predict_expected_purchases(X, 90),
             "expected_purchases_365d": purchase.predict_expected_purchases(X, 365),
-            "p_purchase_7d": nxt["p_purchase_7d"], "p_purchase_30d": nxt["p_purchase_30d"],
-            "p_purchase_90d": nxt["p_purchase_90d"],
+            "p_purchase_7d": nxt["p_purchase_7d"].to_numpy(), "p_purchase_30d": nxt["p_purchase_30d"].to_numpy(),
+            "p_purchase_90d": nxt["p_purchase_90d"].to_numpy(),
             "next_purchase_date": _dates(day, nxt["next_purchase_days"]),
             "next_purchase_low": _dates(day, nxt["next_purchase_low_days"]),
             "next_purchase_high": _dates(day, nxt["next_purchase_high_days"]),
-            "expected_days_to_purchase": nxt["expected_days_to_purchase"],
-            "expected_order_value": X["expected_order_value"], "clv_12m": X["clv_12m"],
-        }, index=X.index)
-        out = out.join(self.policy.decide(purchase, X, churn, X["clv_12m"].to_numpy(), day))
-        out = out.join(X[["r_score", "f_score", "m_score", "segment", "segment_zh_tw", "tier", "tier_zh_tw"]])
-        return self._explain(out, X, reasons).reset_index(drop=True)
+            "expected_days_to_purchase": nxt["expected_days_to_purchase"].to_numpy(),
+            "expected_order_value": X["expected_order_value"].to_numpy(), "clv_12m": clv,
+            **{c: decided[c].to_numpy() for c in decided.columns},
+            **{c: X[c].to_numpy() for c in SEGMENT_COLUMNS},
+        }
+        out = pd.DataFrame(columns, index=pd.RangeIndex(len(X)))
+        if reasons is not False and not X.index.equals(out.index):
+            X = X.reset_index(drop=True)                   # _explain pairs rows by index
+        return self._explain(out, X, reasons)
 
     def model_input(self, features: pd.DataFrame) -> pd.DataFrame:
         """Feature rows with the classical models' outputs added: what the learned models read."""
@@ -417,7 +478,46 @@ class WinbackScorer:
         scorer.trained_until_ = state["trained_until"]
         return scorer
 
+    def use_threads(self, num_threads: int) -> "WinbackScorer":
+        """Predict with ``num_threads`` LightGBM threads (0: every core) instead of the count
+        saved with the model, which is the training machine's."""
+        self._check_fitted()
+        self.num_threads = num_threads
+        for model in (self.churn_model_, self.hazard_model_):
+            if model is not None:
+                model.num_threads = num_threads
+        return self
 
-def _dates(day: pd.Timestamp, days: pd.Series) -> pd.Series:
+    def compile_trees(self) -> bool:
+        """Compile the LightGBM trees with lleaves now (:mod:`models.forest`), for a batch job
+        that scores many customers; True if every model compiled. Scoring compiles by itself
+        on its first large batch; the service does not call this (its lookups are precomputed)."""
+        self._check_fitted()
+        models = [self.churn_model_] + ([self.hazard_model_] if self.hazard_model_ is not None else [])
+        return all([model.compile_trees() for model in models])
+
+
+def _joined(frame: pd.DataFrame, added: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``frame`` with the ``added`` columns (replacing any of the same name), without copying
+    ``frame``'s own columns: the result shares them, and nothing here writes to them."""
+    kept = frame.drop(columns=[c for c in added if c in frame.columns]) if frame.columns.isin(
+        list(added)).any() else frame
+    return pd.concat([kept, pd.DataFrame(added, index=frame.index)], axis=1, copy=False)
+
+
+@contextmanager
+def _step(report: Progress, task: str, rows: int):
+    """Tell ``report`` a fit starts, then that it ended, with its rows and seconds."""
+    report(task, None, None)
+    start = time.perf_counter()
+    yield
+    report(task, rows, time.perf_counter() - start)
+
+
+def _day(frame: pd.DataFrame) -> str:
+    return str(pd.Timestamp(frame["origin"].max()).date())
+
+
+def _dates(day: pd.Timestamp, days: pd.Series) -> pd.DatetimeIndex:
     """as-of + days, rounded up to whole days; NaT where no date is expected."""
     return day + pd.to_timedelta(np.ceil(days.to_numpy(float)), unit="D")

@@ -253,6 +253,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed for the learned models.")] = 0,
     gate_metrics: Annotated[str, typer.Option(help="Metrics a new model must not lose on to become champion.")] = "churn_auc,next_purchase_cindex",
     tracking_uri: TrackingOpt = None,
+    engine: EngineOpt = "duckdb", spark_master: SparkMasterOpt = None, spark_staging: SparkStagingOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
@@ -264,17 +265,22 @@ def train(
     """Train on rolling origins, evaluate out of time against baselines and the champion,
     record everything in MLflow, and promote the new version only if it wins.
 
+    With --engine spark the training origins' features and labels are built on Spark from the
+    same definitions; the fits and the evaluation run on this machine.
+
     Example: winback train --dataset cdnow --cutoff 1997-12-31 --horizon-days 180"""
-    from training.pipeline import TrainConfig, train as run_training
+    from training.pipeline import TrainConfig, progress_lines, train as run_training
     from training.registry import Gate
 
     _choice("--next-purchase", next_purchase, ("auto", "hazard", "classical"))
     _choice("--purchase-model", purchase_model, ("mbgnbd", "pareto_nbd", "bgnbd"))
+    _choice("--engine", engine, ("duckdb", "spark"))
     started = time.perf_counter()
     config = TrainConfig(cutoff=cutoff, horizon_days=horizon_days, origins=origins,
                          origin_step_days=origin_step_days, next_purchase=next_purchase,
                          purchase_model=purchase_model,
-                         random_state=seed, gate=Gate(tuple(m.strip() for m in gate_metrics.split(","))))
+                         random_state=seed, gate=Gate(tuple(m.strip() for m in gate_metrics.split(","))),
+                         threads=threads or 0, memory_limit=memory_limit)
     with _steps() as progress:
         task = progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, customer_id_col=customer_id_col,
@@ -284,8 +290,10 @@ def train(
                        date_format=date_format, timezone=timezone, duplicates=duplicates,
                        refunds=refunds, zero_amounts=zero_amounts,
                        threads=threads, memory_limit=memory_limit)
+        slog = spark_log_for(log, spark_master, spark_staging) if engine == "spark" else None
         result = run_training(log, config, tracking_uri,
-                              step=lambda text: progress.update(task, description=text))
+                              step=lambda text: progress.update(task, description=text),
+                              progress=progress_lines(progress.console.print), spark_log=slog)
     table = Table(title=f"Churn ROC AUC as of {cutoff}, horizon {horizon_days} days (out of time)")
     for col in ("model", "churn AUC", "difference"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -457,6 +465,8 @@ def score(
     with _steps() as progress:
         progress.add_task("loading the model and the data")
         scorer, version = load_scorer(model_uri, tracking_uri)
+        if threads is not None:
+            scorer.use_threads(threads)
         data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
         progress.add_task(f"scoring ({engine})")
         if engine == "spark":
@@ -466,6 +476,7 @@ def score(
             console.print(f"scored {done.customers:,} customers as of {day.date()} on Spark with model version "
                           f"{version} → {done.out} ({time.perf_counter() - started:.1f} s)")
             return
+        scorer.compile_trees()                       # a batch: compiled trees pay for themselves
         scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False)
         scores.insert(1, "model_version", version)
         write_table(scores, out, currency=currency)
@@ -511,6 +522,8 @@ def rank(
                    duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
                    threads=threads, memory_limit=memory_limit)
     scorer, version = load_scorer(model_uri, tracking_uri)
+    if threads is not None:
+        scorer.use_threads(threads)
     data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
     table = data if features_path is not None else build_features(data, day, reference=scorer.reference_)
     ranked = ranked_list(scorer, table, day, top, segment, tier, min_value, lang)

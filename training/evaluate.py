@@ -21,10 +21,12 @@ model could do this; it is the strictest fair comparison for the scorer's Brier 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -41,6 +43,11 @@ from models.pareto_nbd import ParetoNBDModel
 BRIER_DAYS = (7, 30, 90)
 #: The next-purchase baseline: Pareto/NBD expected purchases in this many days, as a ranking.
 RANKING_BASELINE_DAYS = 30
+#: Above this many customers a paired bootstrap resamples a fixed random subsample of this size
+#: and scales its interval to the whole set (see :func:`scaled_bootstrap`): the bootstraps cost
+#: resamples × customers, which at 300,000 customers took 207 s (AUC, 1,000 resamples) and 261 s
+#: (C-index, 200) on a busy 2-core machine. CDNOW (23,570 customers) is below it.
+BOOTSTRAP_CUSTOMERS = 50_000
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,28 @@ def _value_metrics(joined: pd.DataFrame, horizon_days: int) -> tuple[dict[str, f
             "value_decile_mape": decile_mape(actual, predicted)}, basis
 
 
+def scaled_bootstrap(bootstrap: Callable[..., tuple[float, float, float]], arrays: Sequence[ArrayLike],
+                     point: float, n_boot: int, seed: int,
+                     max_customers: int | None = BOOTSTRAP_CUSTOMERS) -> tuple[float, float, float]:
+    """``bootstrap(*arrays, n_boot, seed)``, the paired bootstrap of a difference, for any size.
+
+    Up to ``max_customers`` (None: always) it is exactly that. Beyond, the bootstrap runs on a
+    random subsample of m = ``max_customers`` customers (seeded) and its interval is scaled to
+    the n customers around the full data's difference ``point``: ``point + (end − point_m) ·
+    √(m/n)``. The differences of AUC, Brier score and C-index are root-n statistics, so the
+    spread of the resampled differences at size m is √(n/m) times that at size n (the
+    m-out-of-n bootstrap; Bickel, Götze & van Zwet 1997). The interval keeps its meaning and
+    its cost no longer grows with the customer base.
+    """
+    n = len(arrays[0])
+    if max_customers is None or n <= max_customers:
+        return bootstrap(*arrays, n_boot, seed)
+    rows = np.sort(np.random.default_rng(seed).choice(n, max_customers, replace=False))
+    sub_point, low, high = bootstrap(*(np.asarray(a)[rows] for a in arrays), n_boot, seed)
+    scale = float(np.sqrt(max_customers / n))
+    return float(point), float(point + (low - sub_point) * scale), float(point + (high - sub_point) * scale)
+
+
 def _comparison(metric: str, baseline: str, model_value: float, baseline_value: float,
                 result: tuple[float, float, float], higher_is_better: bool = True) -> Comparison:
     difference, low, high = result
@@ -201,14 +230,16 @@ def _record(metrics: dict[str, float], verdicts: dict[str, str], key: str, verdi
 
 def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
              as_of: pd.Timestamp, horizon_days: int, n_boot: int = 1000, n_boot_cindex: int = 200,
-             seed: int = 0) -> Evaluation:
+             seed: int = 0, max_bootstrap_customers: int | None = BOOTSTRAP_CUSTOMERS) -> Evaluation:
     """Compare the scorer's output with the outcomes and with the baselines.
 
     ``scored``: the scorer's output at ``as_of`` (optionally with ``expected_purchases_horizon``,
     used for the value forecast over the horizon); ``features`` and ``labels``: the feature
     table at ``as_of`` and the labels of the following ``horizon_days``, all for the same
     customers. ``n_boot`` resamples for the AUC and Brier comparisons, ``n_boot_cindex`` for
-    the C-index one; ``seed`` fixes them and the cross-fitting folds.
+    the C-index one; ``seed`` fixes them and the cross-fitting folds. Beyond
+    ``max_bootstrap_customers`` the bootstraps run on a subsample and their intervals are
+    scaled to the whole set (:func:`scaled_bootstrap`; the notes say so).
     """
     joined = scored.merge(labels, on="customer_id", validate="one_to_one")
     feats = features.set_index("customer_id").loc[joined["customer_id"]].reset_index()
@@ -247,16 +278,21 @@ def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
     ranking = -models["pareto_nbd"].predict_expected_purchases(feats, RANKING_BASELINE_DAYS)
     metrics["baseline_pareto_nbd_ex30_cindex"] = concordance_index(actual_days, event, ranking)
 
+    cap = max_bootstrap_customers
+    cindex_diff = metrics["next_purchase_cindex"] - metrics["baseline_pareto_nbd_ex30_cindex"]
     comparisons = (
         _comparison("churn AUC", f"best baseline {best}", metrics["churn_auc"], baseline_auc[best],
-                    bootstrap_auc_difference(churned, probability, baselines[best], n_boot, seed)),
+                    scaled_bootstrap(bootstrap_auc_difference, (churned, probability, baselines[best]),
+                                     metrics["churn_auc"] - baseline_auc[best], n_boot, seed, cap)),
         _comparison("next-purchase C-index", "Pareto/NBD E[X(30)] ranking", metrics["next_purchase_cindex"],
                     metrics["baseline_pareto_nbd_ex30_cindex"],
-                    bootstrap_cindex_difference(actual_days, event, joined["expected_days_to_purchase"],
-                                                ranking, n_boot_cindex, seed)),
+                    scaled_bootstrap(bootstrap_cindex_difference,
+                                     (actual_days, event, joined["expected_days_to_purchase"].to_numpy(float),
+                                      ranking), cindex_diff, n_boot_cindex, seed, cap)),
         _comparison("churn Brier", f"best classical {best_brier}", metrics["churn_brier"], baseline_brier[best_brier],
-                    bootstrap_brier_difference(churned, probability, classical_churn[best_brier],
-                                               n_boot, seed),
+                    scaled_bootstrap(bootstrap_brier_difference,
+                                     (churned, probability, classical_churn[best_brier]),
+                                     metrics["churn_brier"] - baseline_brier[best_brier], n_boot, seed, cap),
                     higher_is_better=False),
     )
     verdicts: dict[str, str] = {}
@@ -270,8 +306,12 @@ def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
     joined["bgnbd_expected_purchases"] = expected["bgnbd"]
     joined["days_since_last_purchase"] = feats["days_since_last_purchase"].to_numpy()
     joined["tenure_days"] = feats["tenure_days"].to_numpy()
+    notes = {"value_decile_mape_basis": basis}
+    if cap is not None and len(joined) > cap:
+        notes["bootstrap"] = (f"intervals from a random subsample of {cap:,} of {len(joined):,} customers, "
+                              f"scaled by sqrt({cap:,}/{len(joined):,}) (m-out-of-n bootstrap)")
     return Evaluation({k: float(v) for k, v in metrics.items()}, baseline_auc, joined, verdicts,
-                      comparisons, {"value_decile_mape_basis": basis})
+                      comparisons, notes)
 
 
 def comparison_table(candidate: Evaluation, champion: Evaluation | None) -> pd.DataFrame:

@@ -26,20 +26,25 @@ import json
 import os
 import platform
 import socket
+import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Callable
 
+import duckdb
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from mlflow import MlflowClient
 
-from features import TransactionLog, build_features, build_labels, labelled_features, prepare
+from features import TransactionLog, build_features, build_labels, prepare
 from features.build import parse_cutoff
+from features.labels import labelled_features_arrow
+from features.reference import FeatureReference
 from models.churn import ChurnModel
 from models.pyfunc import log_scorer, scorer_from_pyfunc
-from models.scorer import WinbackScorer
+from models.scorer import TRAINING_COLUMNS, Progress, WinbackScorer
 from training import plots
 from training.evaluate import Evaluation, comparison_table, evaluate
 from training.registry import (BACKTEST_ARTIFACT, CHAMPION, GATE_TAG, MODEL_NAME, PENDING, Gate,
@@ -68,6 +73,11 @@ class TrainConfig:
     hazard_estimators: int = 80
     random_state: int = 0
     gate: Gate = field(default_factory=Gate)
+    #: threads for DuckDB and LightGBM (0: each one's default, one per core)
+    threads: int = 0
+    #: DuckDB's memory limit, e.g. "3GB" (None: DuckDB's default, 80 % of the RAM); beyond it
+    #: DuckDB spills to disk
+    memory_limit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,25 +133,101 @@ def fingerprint(log: TransactionLog) -> dict:
 
 
 def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timestamp],
-               calibration_origin: pd.Timestamp) -> WinbackScorer:
+               calibration_origin: pd.Timestamp, progress: Progress | None = None,
+               spark_log: "SparkLog | None" = None) -> WinbackScorer:
     """Fit the scorer on ``origins``, calibrated on ``calibration_origin``: one recipe, any window.
 
-    The feature reference is fixed at the calibration origin and used for every origin.
+    The feature reference is fixed at the calibration origin and used for every origin. Only
+    the columns the scorer reads are fetched from DuckDB (:data:`models.scorer.TRAINING_COLUMNS`),
+    or built on Spark from the same definitions when ``spark_log`` is given.
     """
+    report = progress or (lambda *_: None)
     _, _, reference = prepare(log, calibration_origin)
-    train_frame = pd.concat([labelled_features(log, o, config.horizon_days, reference) for o in origins])
-    calibration = labelled_features(log, calibration_origin, config.horizon_days, reference)
+    train_frame = training_frame(log, origins, config.horizon_days, reference, report, spark_log)
+    calibration = training_frame(log, [calibration_origin], config.horizon_days, reference,
+                                 lambda task, *done: report(task.replace("origin", "calibration origin"), *done),
+                                 spark_log)
     return WinbackScorer(
         horizon_days=config.horizon_days, next_purchase=config.next_purchase,
         purchase_model=config.purchase_model, extra_classical=tuple(config.extra_classical),
-        churn=ChurnModel(n_estimators=config.churn_estimators, random_state=config.random_state),
+        churn=ChurnModel(n_estimators=config.churn_estimators, random_state=config.random_state,
+                         num_threads=config.threads),
         hazard_estimators=config.hazard_estimators, random_state=config.random_state,
-    ).fit(train_frame, calibration, reference)
+        num_threads=config.threads,
+    ).fit(train_frame, calibration, reference, progress=report)
+
+
+def training_frame(log: TransactionLog, origins: list[pd.Timestamp], horizon_days: int,
+                   reference: FeatureReference, progress: Progress,
+                   spark_log: "SparkLog | None" = None) -> pd.DataFrame:
+    """Every training origin's labelled features, :data:`~models.scorer.TRAINING_COLUMNS` only,
+    stacked oldest first.
+
+    Each origin comes out of DuckDB as Arrow; the origins are stacked without a copy and
+    converted to pandas column by column, each Arrow column freed once converted, so the
+    training rows exist about once in memory rather than once per origin plus once stacked.
+    With ``spark_log`` each origin is built on Spark (:func:`features.spark.labelled_features_spark`)
+    and collected to this machine.
+    """
+    tables = []
+    for origin in origins:
+        progress(f"features, origin {origin.date()}", None, None)
+        start = time.perf_counter()
+        tables.append(_spark_origin(spark_log, origin, horizon_days, reference) if spark_log is not None
+                      else labelled_features_arrow(log, origin, horizon_days, reference, TRAINING_COLUMNS))
+        progress(f"features, origin {origin.date()}", tables[-1].num_rows, time.perf_counter() - start)
+    stacked = pa.concat_tables(tables)
+    tables.clear()
+    return stacked.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def _spark_origin(spark_log: "SparkLog", origin: pd.Timestamp, horizon_days: int,
+                  reference: FeatureReference) -> pa.Table:
+    """One origin's :data:`~models.scorer.TRAINING_COLUMNS`, built on Spark, as Arrow."""
+    from features.spark import labelled_features_spark, to_pandas
+
+    rest = [c for c in TRAINING_COLUMNS if c not in ("customer_id", "origin")]
+    frame = labelled_features_spark(spark_log, origin, horizon_days, reference).select("customer_id", "origin", *rest)
+    return pa.Table.from_pandas(to_pandas(frame), preserve_index=False)
+
+
+def progress_lines(write: Callable[[str], None]) -> Progress:
+    """A :data:`~models.scorer.Progress` that writes one line when a step ends, with its rate:
+    ``  churn model: 3,000,000 rows in 41.2 s (72,800 rows/s)``."""
+    def report(task: str, rows: int | None = None, seconds: float | None = None) -> None:
+        if rows is None or seconds is None:
+            return
+        rate = f" ({rows / seconds:,.0f} rows/s)" if seconds > 0 else ""
+        write(f"  {task}: {rows:,} rows in {seconds:.1f} s{rate}")
+    return report
+
+
+def use_engine_settings(log: TransactionLog, threads: int = 0, memory_limit: str | None = None) -> None:
+    """Apply ``TrainConfig.threads`` and ``memory_limit`` to the log's DuckDB connection
+    (0 threads and no limit leave DuckDB's own settings)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be a whole number, 0 for one per core, got {threads!r}")
+    if threads:
+        log.con.execute(f"SET threads = {threads}")
+    if memory_limit:
+        try:
+            log.con.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'")
+        except duckdb.Error as exc:
+            raise ValueError(f"memory_limit must be a size like 3GB or 500MB, got {memory_limit!r}") from exc
 
 
 def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = None,
-          step: Callable[[str], None] = lambda _: None) -> TrainResult:
-    """Run the whole training job and return what it decided. See the module docstring."""
+          step: Callable[[str], None] = lambda _: None, progress: Progress | None = None,
+          spark_log: "SparkLog | None" = None) -> TrainResult:
+    """Run the whole training job and return what it decided. See the module docstring.
+
+    ``step`` is told when each phase starts; ``progress`` when each feature build and model fit
+    inside the two recipe fits starts and ends, with rows and seconds (:func:`progress_lines`
+    prints them). ``config.threads`` and ``config.memory_limit`` are applied to the log's DuckDB
+    connection and LightGBM. With ``spark_log`` (the same log handed to Spark) the training
+    origins' features and labels are built on Spark; the fits and the evaluation run here.
+    """
+    use_engine_settings(log, config.threads, config.memory_limit)
     cutoff = parse_cutoff(config.cutoff)
     first_day = log.report.first_timestamp.normalize()
     last_day = log.report.last_timestamp.normalize()
@@ -175,7 +261,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         mlflow.log_input(_dataset(seen), context="training")
 
         step(f"backtest: fitting on {len(origins)} origins to {calibration_origin.date()}")
-        scorer = fit_recipe(log, config, origins, calibration_origin)
+        scorer = fit_recipe(log, config, origins, calibration_origin, progress, spark_log)
         mlflow.log_dict(scorer.next_purchase_evaluation_, "next_purchase_selection.json")
         mlflow.log_dict(scorer.churn_tuning_, "churn_tree_selection.json")
         if scorer.churn_tuning_:
@@ -197,15 +283,17 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
             if champion_eval is not None:
                 mlflow.log_metrics({f"champion_{k}": v for k, v in champion_eval.metrics.items()})
         mlflow.log_metrics(evaluation.metrics)
+        if "bootstrap" in evaluation.notes:          # intervals from a subsample of a large base
+            mlflow.set_tag("winback.bootstrap", evaluation.notes["bootstrap"])
         table = comparison_table(evaluation, champion_eval)
         mlflow.log_table(table, "comparison.json")
 
         step("logging plots")
-        _log_plots(log, scorer, evaluation, cutoff, config.horizon_days)
+        _log_plots(log, scorer, evaluation, features, cutoff, config.horizon_days)
 
         step(f"refitting the recipe on the freshest data: {len(fresh_origins)} origins to "
              f"{fresh_calibration.date()}, labels to {last_day.date()}")
-        served = fit_recipe(log, config, fresh_origins, fresh_calibration)
+        served = fit_recipe(log, config, fresh_origins, fresh_calibration, progress, spark_log)
         mlflow.log_params({"trained_until": served.trained_until_,
                            "backtest_trained_until": scorer.trained_until_,
                            "spend_model": served.spend_fallback_ or "gamma_gamma"})
@@ -325,7 +413,8 @@ def _verdict(evaluation: Evaluation, champion: Evaluation | None, champion_versi
 
 
 def _log_plots(log: TransactionLog, scorer: WinbackScorer, evaluation: Evaluation,
-               cutoff: pd.Timestamp, horizon_days: int) -> None:
+               features: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int) -> None:
+    """The run's figures; ``features`` is the scorer's feature table at the cutoff."""
     import matplotlib.pyplot as plt
 
     scored = evaluation.scored
@@ -343,14 +432,14 @@ def _log_plots(log: TransactionLog, scorer: WinbackScorer, evaluation: Evaluatio
         "p_alive_matrix.png": plots.p_alive_matrix(scorer.purchase_model_, 20,
                                                    float(scored["tenure_days"].max())),
     }
-    days, actual, predicted = _cumulative_holdout(log, scorer, scored, cutoff, horizon_days)
+    days, actual, predicted = _cumulative_holdout(log, scorer, features, cutoff, horizon_days)
     figures["cumulative_purchases.png"] = plots.cumulative_purchases(days, actual, predicted)
     for name, fig in figures.items():
         mlflow.log_figure(fig, f"plots/{name}")
         plt.close(fig)
 
 
-def _cumulative_holdout(log: TransactionLog, scorer: WinbackScorer, scored: pd.DataFrame,
+def _cumulative_holdout(log: TransactionLog, scorer: WinbackScorer, features: pd.DataFrame,
                         cutoff: pd.Timestamp, horizon_days: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     c = f"DATE '{cutoff.date()}'"
     per_day = log.con.execute(f"""
@@ -363,7 +452,6 @@ def _cumulative_holdout(log: TransactionLog, scorer: WinbackScorer, scored: pd.D
     counts = np.zeros(horizon_days + 1)
     for d, n in per_day:
         counts[int(d)] = n
-    features = build_features(log, cutoff, reference=scorer.reference_)
     step = max(1, horizon_days // 30)
     sampled = days[::step]
     predicted = [scorer.purchase_model_.predict_expected_purchases(features, float(d)).sum() for d in sampled]

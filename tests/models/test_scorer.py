@@ -11,7 +11,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 
 from features import build_features, labelled_features
-from models.scorer import SchemaMismatchError, WinbackScorer
+from models.churn import ChurnModel
+from models.scorer import TRAINING_COLUMNS, SchemaMismatchError, WinbackScorer
 
 HORIZON = 60          # as in conftest.fitted_scorer
 AS_OF = "1998-01-31"
@@ -149,3 +150,16 @@ def test_unfitted_scorer_and_bad_inputs_say_so(fitted_scorer):
                                           "amount": [1.0]}))
     with pytest.raises(SchemaMismatchError, match="lacks column"):
         fitted_scorer.score(pd.DataFrame({"customer_id": ["a"], "frequency": [1]}), AS_OF)
+
+
+def test_the_training_columns_alone_fit_the_same_scorer(fitted_scorer, cdnow_slice, scores):
+    """Training fetches only TRAINING_COLUMNS; a scorer fit on them scores exactly as one fit on
+    the whole labelled tables (conftest.fitted_scorer), so nothing the fit reads is left out."""
+    reference = fitted_scorer.reference_
+    narrow = [labelled_features(cdnow_slice, c, HORIZON, reference, columns=TRAINING_COLUMNS)
+              for c in ("1997-05-31", "1997-06-30", "1997-09-30")]
+    assert list(narrow[0].columns) == ["customer_id", "origin", *TRAINING_COLUMNS]
+    scorer = WinbackScorer(horizon_days=HORIZON, churn=ChurnModel(n_estimators=80, learning_rate=0.08),
+                           hazard_estimators=40).fit(pd.concat(narrow[:2]), narrow[2], reference)
+    again = scorer.score(cdnow_slice, AS_OF, reasons=50)
+    pd.testing.assert_frame_equal(again, scores)

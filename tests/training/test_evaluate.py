@@ -8,10 +8,10 @@ import pytest
 
 from features import build_features, build_labels, labelled_features, prepare
 from models.churn import ChurnModel
-from models.metrics import VERDICTS, integrated_brier
+from models.metrics import VERDICTS, bootstrap_auc_difference, integrated_brier
 from models.scorer import WinbackScorer
 from training.evaluate import (Evaluation, _next_purchase_metrics, _value_metrics, comparison_table,
-                               evaluate)
+                               evaluate, scaled_bootstrap)
 
 CUTOFF = pd.Timestamp("1997-12-31")
 
@@ -96,3 +96,31 @@ def test_value_metrics_score_the_shipped_clv(evaluated):
     explicit = scored.assign(expected_order_value=1.0, expected_purchases_horizon=scored["horizon_spend"])
     values, basis = _value_metrics(explicit, horizon)
     assert values["value_decile_mape"] == pytest.approx(0.0, abs=1e-12) and "expected_purchases_horizon" in basis
+
+
+def test_a_subsampled_bootstrap_scaled_to_the_whole_set_matches_the_full_one():
+    """The m-out-of-n interval (scaled by sqrt(m/n)) agrees with the bootstrap on every customer;
+    below the cap nothing changes."""
+    rng = np.random.default_rng(3)
+    n = 40_000
+    churned = rng.random(n) < 0.6
+    model = rng.normal(size=n) + 0.8 * churned
+    baseline = rng.normal(size=n) + 0.7 * churned + 0.3 * rng.normal(size=n)
+    arrays = (churned, model, baseline)
+    full = bootstrap_auc_difference(*arrays, 300, 0)
+    assert scaled_bootstrap(bootstrap_auc_difference, arrays, full[0], 300, 0, None) == full
+    assert scaled_bootstrap(bootstrap_auc_difference, arrays, full[0], 300, 0, n) == full
+    point, low, high = scaled_bootstrap(bootstrap_auc_difference, arrays, full[0], 300, 0, 8_000)
+    assert point == full[0] and low < point < high
+    assert (high - low) == pytest.approx(full[2] - full[1], rel=0.25)      # same width, ±25 %
+    assert abs((low + high) / 2 - (full[1] + full[2]) / 2) < 0.25 * (full[2] - full[1])
+
+
+def test_a_large_evaluation_says_its_intervals_come_from_a_subsample(evaluated, small_log):
+    horizon, scored, evaluation = evaluated
+    features = build_features(small_log, CUTOFF)
+    capped = evaluate(scored, features, build_labels(small_log, CUTOFF, horizon), CUTOFF, horizon,
+                      n_boot=200, n_boot_cindex=50, max_bootstrap_customers=1_500)
+    assert "subsample of 1,500" in capped.notes["bootstrap"] and "bootstrap" not in evaluation.notes
+    for a, b in zip(capped.comparisons, evaluation.comparisons):
+        assert a.difference == pytest.approx(b.difference) and a.low <= a.difference <= a.high

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from training import pipeline
 from training.cli import app
-from features import TransactionLog
+from features import TransactionLog, labelled_features
+from models.scorer import TRAINING_COLUMNS
 from training.pipeline import fingerprint, plan_origins, train
 from training.registry import (BACKTEST_ARTIFACT, CHALLENGER, CHAMPION, MODEL_NAME, Gate, gate,
                                incomparable_reason, version_for)
@@ -202,3 +203,44 @@ def test_a_log_without_amounts_trains_and_scores_from_the_cli(cdnow_raw, store, 
     assert done.exit_code == 0, done.output
     scores = pd.read_parquet(out)
     assert len(scores) == 4000 and scores["churn_probability"].between(0, 1).all()
+
+
+def test_training_rows_are_the_labelled_features_of_each_origin_stacked(small_log):
+    _, _, reference = pipeline.prepare(small_log, "1997-09-30")
+    origins = [pd.Timestamp("1997-05-31"), pd.Timestamp("1997-06-30")]
+    got = pipeline.training_frame(small_log, origins, HORIZON, reference, lambda *_: None)
+    want = pd.concat([labelled_features(small_log, o, HORIZON, reference, columns=TRAINING_COLUMNS)
+                      for o in origins], ignore_index=True)
+    assert list(got.columns) == ["customer_id", "origin", *TRAINING_COLUMNS]
+    # numbers, not Python objects (DuckDB's HUGEINT sums arrive in Arrow as decimals)
+    assert all(pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t)
+               for t in got[list(TRAINING_COLUMNS)].dtypes)
+    assert (got["origin"].to_numpy() == want["origin"].to_numpy()).all()
+    pd.testing.assert_frame_equal(got.drop(columns="origin").astype(float, errors="ignore"),
+                                  want.drop(columns="origin").astype(float, errors="ignore"),
+                                  check_dtype=False)
+
+
+def test_threads_reach_duckdb_and_lightgbm_and_every_fit_reports_its_rate(cdnow_raw):
+    log = TransactionLog.from_frame(cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 3000], _CDNOW)
+    config = quick_config(threads=1, memory_limit="1GB", next_purchase="hazard")
+    pipeline.use_engine_settings(log, config.threads, config.memory_limit)
+    assert log.con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
+    assert log.con.execute("SELECT current_setting('memory_limit')").fetchone()[0] in ("1000.0 MB", "953.6 MiB")
+    reports, lines = [], []
+    cutoff = pd.Timestamp(CUTOFF)
+    origins, calibration = plan_origins(cutoff, HORIZON, 2, 30, pd.Timestamp("1997-01-01"))
+    scorer = pipeline.fit_recipe(log, config, origins, calibration,
+                                 lambda *a: (reports.append(a), pipeline.progress_lines(lines.append)(*a)))
+    assert scorer.churn_model_.num_threads == 1 and scorer.hazard_model_.num_threads == 1
+    ended = {task: (rows, seconds) for task, rows, seconds in reports if rows is not None}
+    started = [task for task, rows, _ in reports if rows is None]
+    assert set(started) == set(ended)                                  # every step that starts ends
+    assert {"churn model", "next-purchase models", f"features, origin {origins[0].date()}",
+            f"classical models, origin {origins[0].date()}"} <= set(ended)
+    assert all(rows > 0 and seconds >= 0 for rows, seconds in ended.values())
+    assert any("rows/s" in line for line in lines)
+    with pytest.raises(ValueError, match="threads"):
+        pipeline.use_engine_settings(log, -1)
+    with pytest.raises(ValueError, match="memory_limit"):
+        pipeline.use_engine_settings(log, 0, "lots")

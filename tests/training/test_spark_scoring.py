@@ -61,3 +61,17 @@ def test_the_scores_dataframe_keeps_the_scorers_columns(scorer, slog, small_log)
     assert scores.columns == list(scorer.score(small_log, AS_OF, reasons=False).columns)
     with pytest.raises(ValueError, match="Parquet directory"):
         write_scores_spark(scores, "scores.csv")
+
+
+def test_training_origins_built_on_spark_equal_duckdbs(scorer, slog, small_log):
+    """`winback train --engine spark`: the stacked training frame the fit reads is the same
+    from both engines, column by column."""
+    from training.pipeline import training_frame
+
+    origins = [pd.Timestamp("1997-06-30"), pd.Timestamp("1997-07-31")]
+    reference = scorer.reference_
+    quiet = lambda *_: None                                          # noqa: E731
+    local = training_frame(small_log, origins, HORIZON, reference, quiet)
+    on_spark = training_frame(small_log, origins, HORIZON, reference, quiet, slog)
+    assert list(on_spark.columns) == list(local.columns) and len(local) > 0
+    pd.testing.assert_frame_equal(on_spark, local, check_dtype=False, check_exact=False, rtol=1e-9)
