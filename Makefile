@@ -40,6 +40,11 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Every benchmark at its small size, the comparisons printed as one table (out/bench/ keeps each
+# script's output); `$(BIN)/python benchmarks/bench_all.py --large` runs the issue's sizes.
+bench: install
+	$(BIN)/python benchmarks/bench_all.py
+
 test-all: install
 	$(BIN)/python -m pytest -q -m ""
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import load_average  # noqa: E402
+from measure import print_load  # noqa: E402
 
 HERE = Path(__file__).parent
 RATIO = re.compile(r"\d+(?:\.\d+)?x\b")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per script")
     args = ap.parse_args(argv)
     args.log_dir.mkdir(parents=True, exist_ok=True)
-    before = load_average()
+    print_load("at start")
     rows, failed = [], []
     for name in args.only:
         flags = ["--tiny"] if args.tiny else SIZES[name]["large" if args.large else "small"]
@@ -96,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
         rows += [(name, line) for line in lines] or [(name, "(no comparison printed)")]
         print(f"  exit {status} in {seconds:.0f} s; output in {args.log_dir / f'bench_{name}.log'}", flush=True)
-    print(f"\nload average (1/5/15 min) before: {before}")
     print("\n| benchmark | comparison (ratios are ours vs the alternative, in the same run) |")
     print("|---|---|")
     for name, line in rows:
         print(f"| {name} | {line} |")
-    print(f"\nload average (1/5/15 min) after: {load_average()}")
+    print()
+    print_load("at end")
     if failed:
         print(f"FAILED: {', '.join(failed)} (see their logs)")
     return 1 if failed else 0

@@ -94,3 +94,12 @@ def test_bench_spark(tmp_path):
     table = out.split("| Spark / DuckDB |", 1)[1]
     assert RATIO.search(table.splitlines()[2]), table      # the measured row, after the rule
     assert "-> OK" in line_with(out, "parity")
+
+
+def test_bench_all_gathers_every_comparison_in_one_table(tmp_path):
+    out = run_benchmark("bench_all.py", "--only", "models", "scorer", "--log-dir", str(tmp_path))
+    table = out.split("| benchmark |", 1)[1]
+    assert RATIO.search(line_with(table, "| models | BG/NBD"))
+    assert RATIO.search(line_with(table, "| scorer | winback scorer, every output"))
+    assert (tmp_path / "bench_models.log").read_text().strip()
+    assert out.count("load average") == 2
