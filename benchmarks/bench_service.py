@@ -329,13 +329,19 @@ def report_floor(results: list[tuple], floor: dict[str, dict], batch: int) -> No
         print(f"{label:<38} {r['rps']:>11,.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['cpu_ms']:>22.2f} "
               f"{r['requests']:>9} {r['errors']:>7}")
     bare = floor.get("bare Starlette echo on uvicorn")
-    targets = [("winback / plain requests/s at 1 id (target >= 2x)", single[2]["rps"] / single[3]["rps"]),
-               (f"winback / plain customers/s at {batch:,} ids (target >= 1x)", many[2]["rps"] / many[3]["rps"]),
-               ("plain / winback server CPU per request at 1 id", single[3]["cpu_ms"] / single[2]["cpu_ms"])]
+    targets = [("winback / plain requests/s at 1 id (target >= 2x)", _ratio(single[2]["rps"], single[3]["rps"])),
+               (f"winback / plain customers/s at {batch:,} ids (target >= 1x)", _ratio(many[2]["rps"], many[3]["rps"])),
+               ("plain / winback server CPU per request at 1 id", _ratio(single[3]["cpu_ms"], single[2]["cpu_ms"]))]
     if bare:
-        targets.append(("winback p99 / bare echo p99 at 32 clients (target <= 1.5x)", single[2]["p99"] / bare["p99"]))
+        targets.append(("winback p99 / bare echo p99 at 32 clients (target <= 1.5x)",
+                        _ratio(single[2]["p99"], bare["p99"])))
     for label, value in targets:
         print(f"{label:<62} {value:.2f}x")
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b; NaN when b is 0 (a tiny run can use less CPU than the clock's 10 ms tick)."""
+    return a / b if b else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
