@@ -124,6 +124,17 @@ def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_i
                              threads=threads, memory_limit=memory_limit)
 
 
+#: The flags every log-reading command shares, as :func:`open_log` takes them.
+LOG_OPTIONS = ("customer_id_col", "timestamp_col", "amount_col", "order_id_col", "quantity_col",
+               "category_col", "channel_col", "date_format", "timezone", "duplicates", "refunds",
+               "zero_amounts", "encoding", "threads", "memory_limit")
+
+
+def log_options(flags: dict) -> dict:
+    """A command's log-reading flags (from its ``locals()``), for :func:`open_log`."""
+    return {name: flags[name] for name in LOG_OPTIONS if name in flags}
+
+
 def spark_log_for(log, master: str | None, staging: Path | None):
     """The validated ``log`` handed to a Spark session (``--engine spark``)."""
     from features.spark import spark_log, spark_session
@@ -193,13 +204,7 @@ def features(
         timezone = timezone or reference.timezone
     with _steps() as progress:
         progress.add_task("reading and validating transactions")
-        log = open_log(transactions, dataset, customer_id_col=customer_id_col,
-                       timestamp_col=timestamp_col, amount_col=amount_col,
-                       order_id_col=order_id_col, quantity_col=quantity_col,
-                       category_col=category_col, channel_col=channel_col,
-                       date_format=date_format, timezone=timezone, duplicates=duplicates,
-                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
-                       threads=threads, memory_limit=memory_limit)
+        log = open_log(transactions, dataset, **log_options(locals()))
         if cutoff is None:
             cutoff = log.report.last_timestamp.date().isoformat()
         progress.add_task(f"building features as of {cutoff} ({engine})")
@@ -283,13 +288,7 @@ def train(
                          threads=threads or 0, memory_limit=memory_limit)
     with _steps() as progress:
         task = progress.add_task("reading and validating transactions")
-        log = open_log(transactions, dataset, customer_id_col=customer_id_col,
-                       timestamp_col=timestamp_col, amount_col=amount_col,
-                       order_id_col=order_id_col, quantity_col=quantity_col,
-                       category_col=category_col, channel_col=channel_col,
-                       date_format=date_format, timezone=timezone, duplicates=duplicates,
-                       refunds=refunds, zero_amounts=zero_amounts,
-                       threads=threads, memory_limit=memory_limit)
+        log = open_log(transactions, dataset, **log_options(locals()))
         slog = spark_log_for(log, spark_master, spark_staging) if engine == "spark" else None
         result = run_training(log, config, tracking_uri,
                               step=lambda text: progress.update(task, description=text),
@@ -456,11 +455,7 @@ def score(
         raise ValueError("--engine spark scores a log (--transactions / --dataset) without reasons: "
                          "drop --features and --reasons")
     reasons = 100 if reasons is None else reasons
-    mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
-                   order_id_col=order_id_col, quantity_col=quantity_col, category_col=category_col,
-                   channel_col=channel_col, date_format=date_format, timezone=timezone,
-                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
-                   threads=threads, memory_limit=memory_limit)
+    mapping = log_options(locals())
     started = time.perf_counter()
     with _steps() as progress:
         progress.add_task("loading the model and the data")
@@ -516,11 +511,7 @@ def rank(
     _choice("--lang", lang, ("en", "zh-TW"))
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise ValueError(f"--out must end in .csv or .xlsx, got {out.name!r}")
-    mapping = dict(customer_id_col=customer_id_col, timestamp_col=timestamp_col, amount_col=amount_col,
-                   order_id_col=order_id_col, quantity_col=quantity_col, category_col=category_col,
-                   channel_col=channel_col, date_format=date_format, timezone=timezone,
-                   duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
-                   threads=threads, memory_limit=memory_limit)
+    mapping = log_options(locals())
     scorer, version = load_scorer(model_uri, tracking_uri)
     if threads is not None:
         scorer.use_threads(threads)
@@ -587,13 +578,7 @@ def report(
         timezone = timezone or reference.timezone
     with _steps() as progress:
         progress.add_task("reading and validating transactions")
-        log = open_log(transactions, dataset, customer_id_col=customer_id_col,
-                       timestamp_col=timestamp_col, amount_col=amount_col,
-                       order_id_col=order_id_col, quantity_col=quantity_col,
-                       category_col=category_col, channel_col=channel_col,
-                       date_format=date_format, timezone=timezone, duplicates=duplicates,
-                       refunds=refunds, zero_amounts=zero_amounts, encoding=encoding,
-                       threads=threads, memory_limit=memory_limit)
+        log = open_log(transactions, dataset, **log_options(locals()))
         as_of = as_of or log.report.last_timestamp.date().isoformat()
         progress.add_task(f"computing the reports as of {as_of}")
         write_report(log, as_of, out, lang, currency, reference=reference)
@@ -749,11 +734,7 @@ def triggers_run(
 
     secret = secret_from_env() if webhook_url else None
     scorer, _ = load_scorer(model_uri, tracking_uri)
-    log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
-                   amount_col=amount_col, order_id_col=order_id_col, quantity_col=quantity_col,
-                   category_col=category_col, channel_col=channel_col, date_format=date_format,
-                   timezone=scorer.reference_.timezone, duplicates=duplicates, refunds=refunds,
-                   zero_amounts=zero_amounts)
+    log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
     with _steps() as progress:
         task = progress.add_task("triggers")
         run = run_triggers(scorer, model_features(scorer, log, as_of), as_of, TriggerRules.from_toml(rules),
@@ -836,11 +817,7 @@ def daily(
     secret = secret_from_env() if webhook_url else None
     with exclusive(out_dir / "daily.lock"):
         scorer, version = load_scorer(model_uri, tracking_uri)
-        log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
-                       amount_col=amount_col, order_id_col=order_id_col, quantity_col=quantity_col,
-                       category_col=category_col, channel_col=channel_col, date_format=date_format,
-                       timezone=scorer.reference_.timezone, duplicates=duplicates, refunds=refunds,
-                       zero_amounts=zero_amounts)
+        log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
         with _steps() as progress:
             task = progress.add_task(f"features as of {as_of}")
             snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_)
