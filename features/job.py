@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -43,22 +44,37 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
     day = parse_cutoff(cutoff).date().isoformat()
     log, query, used = prepare(log, cutoff, freq, settings, reference)
     if not log.con.execute("SELECT count(*) FROM daily").fetchone()[0]:
-        first = log.report.first_timestamp
-        starts = f"; the log starts on {first:%Y-%m-%d}" if first is not None else ""
-        raise ValueError(f"no purchases on or before the cutoff {day} in {log.source}{starts}, "
-                         "so there is no customer to write; choose a later --cutoff")
+        raise no_customers(log, day)
+    return copy_table(log.con, query, out, day, used)
+
+
+def no_customers(log: TransactionLog, day: str) -> ValueError:
+    """The error for a cutoff before every purchase: an empty table would hide the mistake."""
+    first = log.report.first_timestamp
+    starts = f"; the log starts on {first:%Y-%m-%d}" if first is not None else ""
+    return ValueError(f"no purchases on or before the cutoff {day} in {log.source}{starts}, "
+                      "so there is no customer to write; choose a later --cutoff")
+
+
+def table_metadata(day: str, used: FeatureReference) -> dict[str, str]:
+    """What a feature table records of how it was built (:func:`feature_table_metadata` reads it)."""
+    return {"winback.cutoff": day, "winback.freq": used.freq, "winback.reference_id": used.fingerprint(),
+            "winback.reference": json.dumps(used.to_dict(), ensure_ascii=False)}
+
+
+def copy_table(con: duckdb.DuckDBPyConnection, query: str, out: Path, day: str,
+               used: FeatureReference) -> FeatureJobSummary:
+    """Write the rows of ``query`` to ``out`` (``.parquet`` with :func:`table_metadata`, or ``.csv``
+    with a BOM) atomically, and count its segments and tiers from the written file."""
     if out.suffix.lower() == ".parquet":
-        meta = {"winback.cutoff": day, "winback.freq": used.freq,
-                "winback.reference_id": used.fingerprint(),
-                "winback.reference": json.dumps(used.to_dict(), ensure_ascii=False)}
-        pairs = ", ".join(f"'{k}': '{sql_escape(v)}'" for k, v in meta.items())
+        pairs = ", ".join(f"'{k}': '{sql_escape(v)}'" for k, v in table_metadata(day, used).items())
         options, reader = f"(FORMAT parquet, KV_METADATA {{{pairs}}})", "read_parquet"
     else:
         options, reader = "(FORMAT csv, HEADER true)", "read_csv"
     with atomic_path(out) as tmp:
         written = f"{reader}('{sql_escape(str(tmp))}')"
-        log.con.execute(f"COPY ({query}) TO '{sql_escape(str(tmp))}' {options}")
-        counts = log.con.execute(
+        con.execute(f"COPY ({query}) TO '{sql_escape(str(tmp))}' {options}")
+        counts = con.execute(
             f"SELECT 'segment', segment, count(*) FROM {written} GROUP BY ALL UNION ALL "
             f"SELECT 'tier', tier, count(*) FROM {written} GROUP BY ALL ORDER BY 3 DESC").fetchall()
         if reader == "read_csv":

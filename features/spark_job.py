@@ -19,8 +19,8 @@ from pathlib import Path
 import duckdb
 
 from features.build import parse_cutoff
-from features.job import FeatureJobSummary, with_bom
-from features.output import atomic_path, check_output_path
+from features.job import FeatureJobSummary, copy_table, no_customers, table_metadata
+from features.output import check_output_path
 from features.reference import FeatureReference
 from features.settings import FeatureSettings, Freq
 from features.spark import SparkLog, build_features_spark
@@ -41,16 +41,12 @@ def write_features_spark(slog: SparkLog, cutoff: dt.date | str, out: str | Path,
     day = parse_cutoff(cutoff).date().isoformat()
     table, used = build_features_spark(slog, cutoff, freq, settings, reference)
     if slog.spark.table("daily").limit(1).count() == 0:
-        first = slog.log.report.first_timestamp
-        starts = f"; the log starts on {first:%Y-%m-%d}" if first is not None else ""
-        raise ValueError(f"no purchases on or before the cutoff {day} in {slog.source}{starts}, "
-                         "so there is no customer to write; choose a later --cutoff")
-    meta = {"winback.cutoff": day, "winback.freq": used.freq, "winback.reference_id": used.fingerprint(),
-            "winback.reference": json.dumps(used.to_dict(), ensure_ascii=False)}
+        raise no_customers(slog.log, day)
     if not single:
         table.write.mode("overwrite").parquet(str(out))
         if Path(str(out)).is_dir():
-            Path(str(out), "_winback.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+            Path(str(out), "_winback.json").write_text(json.dumps(table_metadata(day, used), ensure_ascii=False),
+                                                       encoding="utf-8")
         written = slog.spark.read.parquet(str(out))
         segments = {r[0]: r[1] for r in written.groupBy("segment").count().orderBy("count", ascending=False).collect()}
         tiers = {r[0]: r[1] for r in written.groupBy("tier").count().orderBy("count", ascending=False).collect()}
@@ -58,28 +54,8 @@ def write_features_spark(slog: SparkLog, cutoff: dt.date | str, out: str | Path,
     parts = Path(tempfile.mkdtemp(prefix=f".{Path(out).name}.spark-", dir=Path(out).parent))
     try:
         table.write.mode("overwrite").parquet(str(parts))
-        con = duckdb.connect()
-        source = f"(SELECT * FROM read_parquet('{sql_escape(str(parts))}/*.parquet') ORDER BY customer_id)"
-        if Path(out).suffix.lower() == ".parquet":
-            pairs = ", ".join(f"'{k}': '{sql_escape(v)}'" for k, v in meta.items())
-            options, reader = f"(FORMAT parquet, KV_METADATA {{{pairs}}})", "read_parquet"
-        else:
-            options, reader = "(FORMAT csv, HEADER true)", "read_csv"
-        with atomic_path(out) as tmp:
-            con.execute(f"COPY {source} TO '{sql_escape(str(tmp))}' {options}")
-            summary = _summary(con, f"{reader}('{sql_escape(str(tmp))}')", Path(out), used)
-            if reader == "read_csv":
-                with_bom(tmp)
-        return summary
+        source = f"SELECT * FROM read_parquet('{sql_escape(str(parts))}/*.parquet') ORDER BY customer_id"
+        return copy_table(duckdb.connect(), source, Path(out), day, used)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
 
-
-def _summary(con: duckdb.DuckDBPyConnection, written: str, out: Path,
-             used: FeatureReference) -> FeatureJobSummary:
-    counts = con.execute(
-        f"SELECT 'segment', segment, count(*) FROM {written} GROUP BY ALL UNION ALL "
-        f"SELECT 'tier', tier, count(*) FROM {written} GROUP BY ALL ORDER BY 3 DESC").fetchall()
-    segments = {name: n for kind, name, n in counts if kind == "segment"}
-    tiers = {name: n for kind, name, n in counts if kind == "tier"}
-    return FeatureJobSummary(out, sum(segments.values()), segments, tiers, used.fingerprint())

@@ -73,7 +73,7 @@ def write_table(frame: pd.DataFrame, out: str | Path, *, sheet: str = SCORES_SHE
             _listless(frame).to_csv(tmp, index=False, encoding="utf-8-sig")
         else:
             _write_xlsx(_listless(frame), tmp, sheet, currency or default_currency(lang))
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
     return out
 
 
@@ -133,7 +133,7 @@ def _display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read without changing it where the system allows (Linux)."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:

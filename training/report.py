@@ -12,7 +12,7 @@ from features.reference import FeatureReference
 from features.settings import FeatureSettings
 from features.transactions import TransactionLog
 from serving.dashboard.reports import TEXT, report_html
-from training.batch import _umask
+from training.batch import current_umask
 
 
 def write_report(log: TransactionLog, as_of: dt.date | str, out: Path, lang: str = "en",
@@ -46,5 +46,5 @@ def write_report(log: TransactionLog, as_of: dt.date | str, out: Path, lang: str
     document = report_html(log, day, lang, currency, features, tiers=tiers)
     with atomic_path(out) as tmp:
         tmp.write_text(document, encoding="utf-8")
-        os.chmod(tmp, 0o666 & ~_umask())          # as any file a program creates, not mkstemp's 0600
+        os.chmod(tmp, 0o666 & ~current_umask())          # as any file a program creates, not mkstemp's 0600
     return out
