@@ -85,7 +85,14 @@ class Dashboard:
         self._outbox = None
         self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # per snapshot
         self._lock = threading.Lock()
-        self._plots_dir = Path(tempfile.mkdtemp(prefix="winback-plots-"))
+        self._plots_tmp: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def plots_dir(self) -> Path:
+        """Where the model's fetched plots are kept: made on first use, removed at exit."""
+        if self._plots_tmp is None:
+            self._plots_tmp = tempfile.TemporaryDirectory(prefix="winback-plots-")
+        return Path(self._plots_tmp.name)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -301,7 +308,7 @@ class Dashboard:
         run_id = state.model.run_id
         if not run_id:
             return {}
-        target = self._plots_dir / run_id
+        target = self.plots_dir / run_id
         if not target.exists():                                  # kept once fetched; a failure is retried
             from mlflow.artifacts import download_artifacts
 
@@ -318,7 +325,7 @@ class Dashboard:
         name = request.path_params["name"]
         if name not in self._plots(state).values():
             return PlainTextResponse("no such plot", status_code=404)
-        path = next((self._plots_dir / state.model.run_id).rglob(name))
+        path = next((self.plots_dir / state.model.run_id).rglob(name))
         return FileResponse(path, media_type="image/png")
 
 
