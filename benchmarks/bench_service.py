@@ -182,9 +182,8 @@ def bare_echo(log: Path):
 class Connection:
     """One keep-alive HTTP/1.1 connection posting JSON and reading whole answers.
 
-    A lean client on purpose: with httpx the client used more CPU per request than the
-    servers it measured, so on 2 cores the bare echo and Winback both ran at the client's
-    ceiling (665 requests/s each). This one writes pre-built header bytes and reads the
+    A lean client on purpose: with an httpx client the bare echo and Winback both ran at
+    665 requests/s, the same rate: the client, on the same 2 cores, was the limit. This one writes pre-built header bytes and reads the
     status, ``Content-Length`` (or chunks) and body; the floor table prints its CPU per
     request beside the server's. Every service is loaded by the same client.
     """
