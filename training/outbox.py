@@ -69,6 +69,7 @@ trigger_events = Table(
     Column("delivered_at", String(32)),
     Index("ix_trigger_events_status_as_of", "status", "as_of"),
     Index("ix_trigger_events_as_of_rule", "as_of", "rule"),
+    Index("ix_trigger_events_customer_id", "customer_id"),    # one customer's page in the dashboard
 )
 
 
@@ -89,6 +90,8 @@ class Outbox:
             options["connect_args"] = {"timeout": 60}   # wait for another writer, don't fail
         self.engine = create_engine(url, **options)
         metadata.create_all(self.engine, checkfirst=True)
+        for index in trigger_events.indexes:          # create_all skips indexes of an existing table
+            index.create(self.engine, checkfirst=True)
 
     def __repr__(self) -> str:
         return f"Outbox({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -140,10 +143,13 @@ class Outbox:
             return pd.DataFrame(result.fetchall(), columns=list(result.keys())).astype(
                 {"customer_id": str, "rule": str, "as_of": str, "group": str})
 
-    def events(self, as_of: str | None = None, status: str | None = None) -> pd.DataFrame:
+    def events(self, as_of: str | None = None, status: str | None = None,
+               customer_id: str | None = None) -> pd.DataFrame:
         """Every recorded event (``EVENT_COLUMNS`` then ``STATE_COLUMNS``), optionally of one
-        day and one status, ordered by day, rule, priority and key."""
+        day, one status and one customer, ordered by day, rule, priority and key."""
         query = select(*_event_selection(), *(trigger_events.c[c] for c in STATE_COLUMNS))
+        if customer_id is not None:
+            query = query.where(trigger_events.c.customer_id == str(customer_id))
         if as_of is not None:
             query = query.where(trigger_events.c.as_of == _iso_date(as_of, "as_of"))
         if status is not None:

@@ -105,7 +105,6 @@ def _plain(value):
 
 def customer_events(outbox, customer_id: str) -> list[dict]:
     """The trigger events recorded for one customer (sent or held out), newest first."""
-    events = outbox.events()
-    mine = events[events["customer_id"] == customer_id]
+    mine = outbox.events(customer_id=customer_id)
     return [{"as_of": e.as_of, "rule": e.rule, "template": e.template, "group": e.group, "status": e.status}
             for e in mine.iloc[::-1].itertuples(index=False)]

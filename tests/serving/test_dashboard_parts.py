@@ -173,3 +173,37 @@ def test_session_secret_is_shared_by_workers_and_changes_with_the_keys():
     cookie = Sessions(one.dashboard.session_secret).issue("viewer")
     assert Sessions(two.dashboard.session_secret).read(cookie) is not None
     assert Sessions(other.dashboard.session_secret).read(cookie) is None
+
+
+def test_customer_events_are_read_by_customer_and_old_outboxes_get_the_index(tmp_path):
+    import json
+    import sqlite3
+
+    from models.triggers import EVENT_COLUMNS, idempotency_key
+    from serving.dashboard.customer import customer_events
+    from training.outbox import Outbox
+
+    db = tmp_path / "state.db"
+    with sqlite3.connect(db) as old:                 # an outbox made before the customer index
+        old.execute("CREATE TABLE trigger_events (idempotency_key VARCHAR(255) PRIMARY KEY, "
+                    "customer_id VARCHAR(255) NOT NULL, rule VARCHAR(100) NOT NULL, as_of VARCHAR(10) NOT NULL, "
+                    "grp VARCHAR(10) NOT NULL, template VARCHAR(255), priority INTEGER, fields TEXT, "
+                    "status VARCHAR(10) NOT NULL, attempts INTEGER NOT NULL, last_error TEXT, "
+                    "created_at VARCHAR(32) NOT NULL, delivered_at VARCHAR(32))")
+    box = Outbox(f"sqlite:///{db}")
+    events = pd.DataFrame([{"idempotency_key": idempotency_key(cid, rule, day), "customer_id": cid, "rule": rule,
+                            "as_of": day, "group": "send", "template": "t", "priority": 1,
+                            "fields": json.dumps({})}
+                           for cid in ("00001", "00002", "000010")
+                           for rule, day in (("winback_due", "1997-09-30"), ("tier_keep", "1997-10-31"))])
+    box.record(events[list(EVENT_COLUMNS)])
+    mine = customer_events(box, "00001")
+    assert [(e["as_of"], e["rule"]) for e in mine] == [("1997-10-31", "tier_keep"), ("1997-09-30", "winback_due")]
+    assert customer_events(box, "0000") == []
+    with sqlite3.connect(db) as con:
+        indexes = {row[1] for row in con.execute("PRAGMA index_list('trigger_events')")}
+        plan = " ".join(str(r) for r in con.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM trigger_events WHERE customer_id = '00001'"))
+    assert "ix_trigger_events_customer_id" in indexes
+    assert "ix_trigger_events_customer_id" in plan
+    box.close()
