@@ -19,6 +19,7 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -115,6 +116,48 @@ class Sessions:
         if not binding or not token:
             return False
         return hmac.compare_digest(token.encode(), self.csrf_token(binding).encode())
+
+
+class SignInThrottle:
+    """Failed dashboard sign-ins per client address: after ``limit`` failures within
+    ``window_seconds``, that address waits until its oldest failure leaves the window.
+
+    Keys are long random strings, so guessing one is hopeless anyway; the throttle keeps a
+    script from trying millions of them and from flooding the log. It is kept in memory by
+    each worker process; at most ``max_addresses`` are tracked (the stalest are forgotten).
+    """
+
+    def __init__(self, limit: int = 10, window_seconds: float = 300.0, max_addresses: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self.max_addresses = max_addresses
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, address: str) -> int:
+        """Whole seconds ``address`` must wait before trying again; 0 when it may try now."""
+        failures = self._recent(address)
+        if len(failures) < self.limit:
+            return 0
+        return max(1, int(failures[0] + self.window_seconds - self.clock() + 0.999))
+
+    def failed(self, address: str) -> None:
+        """Count a failed sign-in from ``address``."""
+        self._failures.setdefault(address, deque()).append(self.clock())
+        if len(self._failures) > self.max_addresses:
+            stalest = min(self._failures, key=lambda a: self._failures[a][-1] if self._failures[a] else 0.0)
+            del self._failures[stalest]
+
+    def succeeded(self, address: str) -> None:
+        """Forget ``address``'s failures after a good sign-in."""
+        self._failures.pop(address, None)
+
+    def _recent(self, address: str) -> deque[float]:
+        failures = self._failures.get(address, deque())
+        while failures and failures[0] <= self.clock() - self.window_seconds:
+            failures.popleft()
+        return failures
 
 
 class Guard:

@@ -38,7 +38,7 @@ from serving.dashboard.formatting import (DEFAULT_CURRENCY, format_date, format_
 from serving.dashboard.i18n import LANG_COOKIE, pick_language, translator
 from serving.dashboard.listing import (PER_PAGE, SORTABLE, FilterError, ListIndexes, ListQuery, export_frame,
                                        list_rows, snapshot_column)
-from serving.security import Session, Sessions
+from serving.security import Session, Sessions, SignInThrottle
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "winback_session"
@@ -86,6 +86,7 @@ class Dashboard:
         self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # per snapshot
         self._lock = threading.Lock()
         self._plots_tmp: tempfile.TemporaryDirectory | None = None
+        self.throttle = SignInThrottle()
 
     @property
     def plots_dir(self) -> Path:
@@ -140,13 +141,22 @@ class Dashboard:
 
     async def signin(self, request: Request) -> Response:
         form = await _form(request)
+        if form.get("lang") in DEFAULT_CURRENCY:            # errors in the language the form was shown in
+            request.state.lang = form["lang"]
         sessions = self.sessions()
         pre = request.cookies.get(PRESESSION_COOKIE)
         if not sessions.check_csrf(pre and "pre:" + pre, form.get("csrf")):
             return self.signin_page(request, "bad_form", 403)
+        address = request.client.host if request.client else ""
+        if wait := self.throttle.retry_after(address):
+            response = self.signin_page(request, "too_many", 429)
+            response.headers["Retry-After"] = str(wait)
+            return response
         roles = self.service().keys.roles_of(form.get("key", "").strip())
         if not roles & DASHBOARD_ROLES:
+            self.throttle.failed(address)
             return self.signin_page(request, "bad_key", 401)
+        self.throttle.succeeded(address)
         role = "admin" if "admin" in roles else "viewer"
         response = RedirectResponse(f"{request.scope.get('root_path', '')}/", status_code=303)
         _cookie(response, request, SESSION_COOKIE, sessions.issue(role), max_age=int(sessions.lifetime_seconds))

@@ -26,6 +26,7 @@ STRINGS: dict[str, tuple[str, str]] = {      # key -> (English, 繁體中文)
     "key": ("Key", "金鑰"),
     "bad_key": ("That key cannot open the dashboard.", "此金鑰無法開啟工作台。"),
     "bad_form": ("The form expired; please try again.", "表單已過期，請重試。"),
+    "too_many": ("Too many failed sign-ins from here; please wait a few minutes.", "此處登入失敗次數過多，請稍候幾分鐘再試。"),
     "language": ("Language", "語言"),
     "switch": ("中文", "English"),
     "as_of": ("Scores as of", "評分基準日"),

@@ -345,3 +345,23 @@ def test_no_script_errors_and_no_keys_in_the_log(page, dashboard):
     assert page.goto("/ui/list").url.endswith("/ui/signin")
     log = dashboard["log"].read_text(errors="replace")
     assert VIEWER not in log and ADMIN not in log and KEYS[0] not in log
+
+
+# ---------------------------------------------------------------------- last: it locks this address out
+
+
+def test_repeated_failed_sign_ins_are_throttled_even_for_a_good_key(dashboard):
+    """Ten wrong keys from one address within five minutes, then 429 with Retry-After, in both
+    languages, whatever key comes next (runs last: the server now refuses this address)."""
+    with httpx.Client(base_url=dashboard["url"], timeout=30) as client:
+        def attempt(key: str, lang: str = "en") -> httpx.Response:
+            form = client.get("/ui/signin", params={"lang": lang}).text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+            return client.post("/ui/signin", data={"key": key, "csrf": csrf, "lang": lang})
+
+        assert [attempt(f"wrong-{i}").status_code for i in range(10)] == [401] * 10
+        refused = attempt(VIEWER)
+        assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 300
+        assert "Too many failed sign-ins" in refused.text
+        assert "登入失敗次數過多" in attempt(ADMIN, "zh-TW").text
+        assert "winback_session" not in client.cookies

@@ -13,7 +13,7 @@ from serving.config import ApiKey, ConfigError, ServiceSettings, read_keys_file
 from serving.dashboard.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
                                           format_percent)
 from serving.dashboard.listing import FilterError, ListIndex, ListQuery
-from serving.security import KeyRing, Sessions
+from serving.security import KeyRing, Sessions, SignInThrottle
 
 # ---------------------------------------------------------------------- formatting
 
@@ -207,3 +207,23 @@ def test_customer_events_are_read_by_customer_and_old_outboxes_get_the_index(tmp
     assert "ix_trigger_events_customer_id" in indexes
     assert "ix_trigger_events_customer_id" in plan
     box.close()
+
+
+def test_sign_in_throttle_counts_failures_per_address_within_the_window():
+    now = [1000.0]
+    throttle = SignInThrottle(limit=3, window_seconds=60, max_addresses=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("a") == 0
+        throttle.failed("a")
+    assert throttle.retry_after("a") == 60 and throttle.retry_after("b") == 0
+    now[0] += 59.5
+    assert throttle.retry_after("a") == 1
+    now[0] += 0.5                                    # the oldest failure leaves the window
+    assert throttle.retry_after("a") == 0
+    throttle.failed("a"), throttle.failed("a")
+    throttle.succeeded("a")                          # a good sign-in forgets the failures
+    assert throttle.retry_after("a") == 0
+    for address in ("b", "c", "d"):                  # bounded: the stalest address is forgotten
+        throttle.failed(address)
+        now[0] += 1
+    assert set(throttle._failures) == {"c", "d"}
