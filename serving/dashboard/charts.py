@@ -64,12 +64,17 @@ def line(days: list[int], values: list[float], title: str, key: str, x_title: st
 
 
 def timeline(events: list[tuple[str, object]], lang: str, title: str, key: str) -> str:
-    """Dated events (first and last purchase, as-of day, expected next purchase, win-back day)."""
+    """Dated events (first and last purchase, as-of day, expected next purchase, win-back day),
+    one row each: the labels sit on the y axis (sized to fit) and the dates on the points'
+    hover and the x axis, so nothing overlaps or is cut at the chart's edges."""
     known = [(label, day) for label, day in events if day is not None]
+    labels = [label for label, _ in known]
     figure = go.Figure(go.Scatter(
-        x=[str(day) for _, day in known], y=[0] * len(known), mode="markers+text",
-        text=[f"{label}<br>{format_date(day, lang)}" for label, day in known],
-        textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(known))],
+        x=[str(day) for _, day in known], y=labels, mode="markers",
+        text=[f"{label}: {format_date(day, lang)}" for label, day in known],
         marker={"size": 12, "color": ACCENT}, hoverinfo="text"))
-    figure.update_layout(title=title, yaxis={"visible": False, "range": [-1, 1]}, showlegend=False)
-    return figure_div(figure, key, height=240)
+    figure.update_layout(title=title, showlegend=False,
+                         yaxis={"type": "category", "categoryorder": "array", "categoryarray": labels[::-1],
+                                "automargin": True},
+                         xaxis={"automargin": True})
+    return figure_div(figure, key, height=max(200, 90 + 36 * len(known)))
