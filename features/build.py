@@ -2,9 +2,10 @@
 
 The CLI's feature job, training and the scoring service all call it, so a feature is defined
 once. It is plain SQL run by DuckDB over the validated log: first the log is reduced to one row
-per customer and purchase day (``daily``; kept per log, each cutoff a filter on it), then one
-window and one GROUP BY over it compute the customer-level groups (summary, totals, cycle,
-windows, tiers), RFM scores read that result and replenishment reads ``cat_days``. The SQL
+per customer and purchase day (``daily``, with the gap to the day before; kept per log, each
+cutoff a filter on it), then one GROUP BY over it computes the customer-level groups (summary,
+totals, cycle, windows, tiers) as the table ``customers``, RFM edges and scores read that table
+and replenishment reads ``cat_days``. The SQL
 uses only standard aggregates and window functions (plus ``arg_min``/``arg_max``, which Spark
 spells ``min_by``/``max_by``), so the same definitions port to Spark SQL.
 """
@@ -20,7 +21,7 @@ from features import cycle, replenishment, rfm, summary, tiers, windows
 from features.reference import FeatureReference
 from features.sql import day_totals_sql, money_sum
 from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
-from features.transactions import DAYS_TABLE, TransactionLog
+from features.transactions import DAYS_TABLE, TransactionLog, in_any_order
 
 TransactionsLike = TransactionLog | pd.DataFrame
 
@@ -68,55 +69,83 @@ def cutoff_literal(cutoff: dt.date | str | pd.Timestamp) -> str:
 def stage_statements(cutoff: str, has_order_id: bool, has_category: bool) -> list[tuple[str, str]]:
     """The staging step as (table name, SELECT over ``transactions``) pairs, engine-neutral SQL.
 
-    ``daily``: customer_id, day, spend, orders (and ``rows_kept``, the rows that day).
-    ``cat_days``: customer_id, category, day, where the log has categories. The Spark engine
+    ``daily``: customer_id, day, spend, orders, ``rows_kept`` (the rows that day) and ``gap``
+    (:data:`features.cycle.GAP`). ``cat_days``: customer_id, category, day and ``gap``
+    (:data:`features.replenishment.GAP`), where the log has categories. The Spark engine
     transpiles this text; DuckDB runs the same SELECTs without the cutoff once per log
     (:func:`stage`).
     """
     return _stage_selects(f"ts < {cutoff} + INTERVAL 1 DAY", has_order_id, has_category)
 
 
-def _stage_selects(seen: str, has_order_id: bool, has_category: bool) -> list[tuple[str, str]]:
+def _stage_selects(seen: str, has_order_id: bool, has_category: bool,
+                   days: str | None = None) -> list[tuple[str, str]]:
+    """The staged SELECTs; ``days`` is a table of the per-day totals already computed."""
     orders = "count(DISTINCT order_id)" if has_order_id else "count(*)"
     categories = f"{seen} AND category IS NOT NULL" if has_category else "false"
+    totals = (f"SELECT * FROM {days} WHERE rows_kept > 0" if days
+              else day_totals_sql("transactions", orders, seen))
     return [
-        ("daily", day_totals_sql("transactions", orders, seen)),
+        ("daily", f"""
+        SELECT customer_id, day, spend, orders, rows_kept, {cycle.GAP} AS gap
+        FROM ({totals})"""),
+        # one row per customer, category and day: the rows after a day's first have gap 0 (this
+        # window over the rows replaces a DISTINCT before a window over the days)
         ("cat_days", f"""
-        SELECT DISTINCT customer_id, category, CAST(ts AS DATE) AS day
-        FROM transactions WHERE {categories}"""),
+        SELECT customer_id, category, day, gap
+        FROM (SELECT customer_id, category, CAST(ts AS DATE) AS day,
+                  {replenishment.gap_over('CAST(ts AS DATE)')} AS gap
+              FROM transactions WHERE {categories})
+        WHERE gap IS NULL OR gap > 0"""),
     ]
 
 
 #: The cutoff-free per-day tables :func:`stage` keeps on a log's connection.
-_ALL = {"daily": DAYS_TABLE, "cat_days": "cat_days_all"}
+_ALL = {"daily": "daily_all", "cat_days": "cat_days_all"}
 
 
-def stage(log: TransactionLog, cutoff: str) -> None:
-    """Make ``daily`` and ``cat_days`` (:func:`stage_statements`) the log's rows up to the cutoff.
+def stage(log: TransactionLog, cutoff: str, settings: FeatureSettings = FeatureSettings()) -> None:
+    """Make ``daily`` and ``cat_days`` (:func:`stage_statements`) the log's rows up to the cutoff,
+    and ``customers`` (:func:`customers_statement`) their one row per customer.
 
-    The transactions never change, so the per-day tables of the whole log are computed once per
-    log (ingest may already have computed ``daily``'s) and each cutoff is a filter on them:
-    training stages one log at many origins.
+    The transactions never change, so the per-day tables of the whole log (with the gaps, as a
+    day's gap to the day before never depends on the cutoff) are computed once per log, from the
+    per-day totals ingest computed when it did (:data:`DAYS_TABLE`, dropped once used), and each
+    cutoff is a filter on them: training stages one log at many origins. ``customers`` is a
+    table of this cutoff, as the reference and the feature query both read it.
     """
-    for table, select in _stage_selects("true", log.has_order_id, log.has_category):
-        if not log.con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND "
-                               "table_name = ?", [_ALL[table]]).fetchone()[0]:
-            log.con.execute(f"CREATE TEMP TABLE {_ALL[table]} AS {select}")
-    log.con.execute(f"CREATE OR REPLACE TEMP VIEW daily AS SELECT customer_id, day, spend, orders, "
-                    f"rows_kept FROM {_ALL['daily']} WHERE day <= {cutoff} AND rows_kept > 0")
-    log.con.execute(f"CREATE OR REPLACE TEMP VIEW cat_days AS SELECT customer_id, category, day "
-                    f"FROM {_ALL['cat_days']} WHERE day <= {cutoff}")
+    staged = {name for (name,) in log.con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+    days = DAYS_TABLE if DAYS_TABLE in staged else None
+    with in_any_order(log.con):
+        for table, select in _stage_selects("true", log.has_order_id, log.has_category, days):
+            if _ALL[table] not in staged:
+                log.con.execute(f"CREATE TEMP TABLE {_ALL[table]} AS {select}")
+        if days:
+            log.con.execute(f"DROP TABLE {DAYS_TABLE}")
+        log.con.execute(f"CREATE OR REPLACE TEMP VIEW daily AS SELECT customer_id, day, spend, orders, "
+                        f"rows_kept, gap FROM {_ALL['daily']} WHERE day <= {cutoff}")
+        log.con.execute(f"CREATE OR REPLACE TEMP VIEW cat_days AS SELECT customer_id, category, day, gap "
+                        f"FROM {_ALL['cat_days']} WHERE day <= {cutoff}")
+        table, select = customers_statement(cutoff, settings)
+        log.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
 
 
-def _customers_sql(cutoff: str, settings: FeatureSettings, gaps: bool = True) -> str:
-    """One row per customer from ``daily`` in one GROUP BY: totals, windows, tiers, the purchase
-    cycle (``gaps``; a window over the days, skipped where only the totals are needed) and,
-    for daily periods, the BG/NBD summary."""
+def customers_statement(cutoff: str, settings: FeatureSettings) -> tuple[str, str]:
+    """The table ``customers`` as (name, SELECT over ``daily``), engine-neutral SQL: one row per
+    customer with the totals, windows, tiers, purchase cycle and, for daily periods, the BG/NBD
+    summary. Staged once per cutoff after :func:`stage_statements`' tables: the RFM edges
+    (:func:`fit_reference`) and the feature query (:func:`features_sql`) both read it, so the
+    one large GROUP BY runs once."""
+    return "customers", _customers_sql(cutoff, settings)
+
+
+def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
+    """One row per customer from ``daily`` in one GROUP BY (see :func:`customers_statement`)."""
     aggregates = ",\n            ".join(
         windows.window_aggregates(cutoff, settings.windows_days, settings.trend_days)
         + tiers.tier_aggregates(cutoff, settings.tiers)
-        + (cycle.cycle_aggregates() if gaps else []))
-    gap = f", {cycle.GAP} AS gap" if gaps else ""
+        + cycle.cycle_aggregates())
     return f"""
         SELECT *, {', '.join(summary.daily_summary_columns())},
             total_spend / orders AS avg_order_value
@@ -128,17 +157,17 @@ def _customers_sql(cutoff: str, settings: FeatureSettings, gaps: bool = True) ->
             count(*) AS purchase_days, sum(orders) AS orders, {money_sum('spend')} AS total_spend,
             arg_min(spend, day) AS first_purchase_value,
             {aggregates}
-        FROM (SELECT customer_id, day, spend, orders, {windows.age_expr(cutoff)} AS age{gap}
+        FROM (SELECT customer_id, day, spend, orders, {windows.age_expr(cutoff)} AS age, gap
               FROM daily)
         GROUP BY customer_id))"""
 
 
 def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
                   settings: FeatureSettings = FeatureSettings()) -> FeatureReference:
-    """The feature contract fixed on the population in the staged tables: RFM edges and
-    category intervals, with the settings, ``freq`` and the log's time zone."""
-    row = log.con.execute(
-        rfm.edges_sql(f"({_customers_sql(cutoff, settings, gaps=False)})")).fetchone()
+    """The feature contract fixed on the population in the staged tables (``customers`` and
+    ``cat_days``): RFM edges and category intervals, with the settings, ``freq`` and the log's
+    time zone. ``cutoff`` is the one the tables were staged for."""
+    row = log.con.execute(rfm.edges_sql("customers")).fetchone()
     edges = {name: [float(x) for x in (value or [0.0] * len(rfm.QUANTILES))]
              for name, value in zip(rfm.SCORED, row)}
     intervals = dict(log.con.execute(replenishment.category_intervals_sql()).fetchall())
@@ -150,17 +179,17 @@ def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
                  reference: FeatureReference) -> str:
     """The whole feature table as one SELECT over the staged tables.
 
-    One window and one GROUP BY over ``daily`` give every customer-level group (summary for
-    daily periods, totals, cycle, windows, tiers); RFM scores read that result, and only the
-    weekly summary and replenishment (over ``cat_days``) are separate passes.
+    The staged ``customers`` (:func:`customers_statement`) holds every customer-level group
+    (summary for daily periods, totals, cycle, windows, tiers); RFM scores read it, and only
+    the weekly summary and replenishment (over ``cat_days``) are separate passes.
     """
     if freq == "D":
-        source, summary_from = "customers AS c", "c"
+        source, summary_from = "scored AS c", "c"
     else:
-        source, summary_from = f"({summary.summary_sql(cutoff, freq)}) AS s JOIN customers AS c USING (customer_id)", "s"
+        source, summary_from = f"({summary.summary_sql(cutoff, freq)}) AS s JOIN scored AS c USING (customer_id)", "s"
     return f"""
-        WITH customers AS (SELECT *, {', '.join(rfm.score_columns(reference.rfm_edges))}
-                           FROM ({_customers_sql(cutoff, settings)}))
+        WITH scored AS (SELECT *, {', '.join(rfm.score_columns(reference.rfm_edges))}
+                        FROM customers)
         SELECT c.customer_id, {', '.join(f'{summary_from}.{col}' for col in summary.COLUMNS)},
             c.first_purchase_date, c.last_purchase_date, c.days_since_last_purchase,
             c.tenure_days, c.purchase_days, c.orders, c.total_spend, c.avg_order_value,
@@ -209,7 +238,7 @@ def prepare(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq | 
     log = as_log(transactions, reference.timezone if reference else "UTC")
     freq, settings = resolve(log.policy.timezone, freq, settings, reference)
     cutoff_sql = cutoff_literal(cutoff)
-    stage(log, cutoff_sql)
+    stage(log, cutoff_sql, settings)
     reference = reference or fit_reference(log, cutoff_sql, freq, settings)
     return log, features_sql(cutoff_sql, freq, settings, reference), reference
 

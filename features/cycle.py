@@ -10,7 +10,8 @@ from __future__ import annotations
 
 COLUMNS = ("mean_gap_days", "median_gap_days", "std_gap_days", "last_gap_days")
 
-#: The gap before each purchase day (NULL for the first), a window over the ``daily`` table.
+#: The gap before each purchase day (NULL for the first), a window over the customer's days;
+#: staged once per log as ``daily.gap`` (:func:`features.build.stage_statements`).
 GAP = "date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day)"
 
 
@@ -27,8 +28,8 @@ def cycle_aggregates() -> list[str]:
 
 
 def cycle_sql() -> str:
-    """A SELECT of customer_id and the gap statistics, from the ``daily`` table."""
+    """A SELECT of customer_id and the gap statistics, from the staged ``daily`` (with its ``gap``)."""
     return f"""
         SELECT customer_id, {', '.join(cycle_aggregates())}
-        FROM (SELECT customer_id, day, {GAP} AS gap FROM daily)
+        FROM daily
         GROUP BY customer_id HAVING count(gap) > 0"""

@@ -15,20 +15,33 @@ from features.transactions import sql_escape
 COLUMNS = ("top_category", "replenish_interval_days", "replenish_due_in_days")
 MIN_OWN_GAPS = 2
 
-GAPS_SQL = """
-    SELECT customer_id, category, day,
-        date_diff('day', lag(day) OVER (PARTITION BY customer_id, category ORDER BY day), day) AS gap
+
+
+def gap_over(day: str) -> str:
+    """The days from the previous row of the customer and category (by ``day``) to ``day``:
+    a window. Over rows that repeat a day, the first of them has the gap and the others 0."""
+    return f"date_diff('day', lag({day}) OVER (PARTITION BY customer_id, category ORDER BY {day}), {day})"
+
+
+#: The gap before each purchase day of a category (NULL for the first), over distinct days;
+#: staged once per log as ``cat_days.gap``.
+GAP = gap_over("day")
+
+#: The gaps over any table ``cat_days`` of customer_id, category and day.
+GAPS_SQL = f"""
+    SELECT customer_id, category, day, {GAP} AS gap
     FROM cat_days"""
 
 
 def category_intervals_sql() -> str:
-    """A SELECT of each category's median repurchase gap in days, over all customers.
+    """A SELECT of each category's median repurchase gap in days, over all customers, from the
+    staged ``cat_days`` (with its ``gap``).
 
     Exactly ``median(gap)`` (the mean of the two middle gaps when their number is even), read
     from a histogram of the gaps: one row per category and gap length instead of every gap held
     at once, so a 100M-row log does not run out of memory here.
     """
-    histogram = f"SELECT category, gap, count(*) AS n FROM ({GAPS_SQL}) WHERE gap IS NOT NULL GROUP BY category, gap"
+    histogram = f"SELECT category, gap, count(*) AS n FROM cat_days WHERE gap IS NOT NULL GROUP BY category, gap"
     cumulative = f"""
         SELECT category, gap,
             sum(n) OVER (PARTITION BY category ORDER BY gap ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS upto,
@@ -48,7 +61,7 @@ def _values(intervals: dict[str, float]) -> str:
 
 
 def replenishment_sql(cutoff: str, intervals: dict[str, float]) -> str:
-    """A SELECT of customer_id and the replenishment columns, from the ``cat_days`` table.
+    """A SELECT of customer_id and the replenishment columns, from the staged ``cat_days``.
 
     The favourite category is the one with the largest ``key``: days bought, then the
     alphabetical rank (so ties go to the first name), and every column of it is taken with
@@ -60,7 +73,7 @@ def replenishment_sql(cutoff: str, intervals: dict[str, float]) -> str:
     per_category = f"""
         SELECT customer_id, category, count(*) AS n_days, max(day) AS last_day,
             list_median(list(gap) FILTER (WHERE gap IS NOT NULL)) AS own_median, count(gap) AS n_gaps
-        FROM ({GAPS_SQL}) GROUP BY customer_id, category"""
+        FROM cat_days GROUP BY customer_id, category"""
     ranks = """
         SELECT category, dense_rank() OVER (ORDER BY category DESC) AS name_rank
         FROM (SELECT DISTINCT category FROM cat_days)"""

@@ -31,7 +31,8 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from features.build import cutoff_literal, features_sql, fit_reference, parse_cutoff, resolve, stage_statements
+from features.build import (customers_statement, cutoff_literal, features_sql, fit_reference, parse_cutoff,
+                            resolve, stage_statements)
 from features.labels import check_horizon, labels_sql
 from features.reference import FeatureReference
 from features.output import pid_alive
@@ -107,22 +108,33 @@ def to_spark_sql(duckdb_sql: str) -> str:
     return tree.transform(_spark_median).sql(dialect="spark")
 
 
-def _duckdb_types(query: str, has_category: bool) -> dict[str, str]:
+def _staged(cutoff_sql: str, has_order_id: bool, has_category: bool,
+            settings: FeatureSettings | None) -> list[tuple[str, str]]:
+    """The tables staged before a query, in order: the per-day tables, then (for the feature
+    query, given its ``settings``) ``customers``."""
+    tables = stage_statements(cutoff_sql, has_order_id, has_category)
+    return tables + ([customers_statement(cutoff_sql, settings)] if settings is not None else [])
+
+
+def _duckdb_types(query: str, has_category: bool,
+                  settings: FeatureSettings | None = None) -> dict[str, str]:
     """The column types DuckDB gives ``query`` over the staged tables (empty here)."""
     con = duckdb.connect()
     con.execute("CREATE TABLE transactions (customer_id VARCHAR, ts TIMESTAMP, amount DOUBLE, "
                 "order_id VARCHAR, quantity DOUBLE, category VARCHAR, channel VARCHAR)")
-    for table, select in stage_statements("DATE '2000-01-01'", True, has_category):
+    for table, select in _staged("DATE '2000-01-01'", True, has_category, settings):
         con.execute(f"CREATE TABLE {table} AS {select}")
     return {name: kind for name, kind, *_ in con.execute(f"DESCRIBE {query}").fetchall()}
 
 
-def _run(spark: "SparkSession", duckdb_sql: str, has_category: bool = True) -> "DataFrame":
-    """Run one feature query on Spark, columns cast to the types DuckDB gives it."""
+def _run(spark: "SparkSession", duckdb_sql: str, has_category: bool = True,
+         settings: FeatureSettings | None = None) -> "DataFrame":
+    """Run one feature query on Spark, columns cast to the types DuckDB gives it (``settings``:
+    those of the staged ``customers`` it reads, if any)."""
     from pyspark.sql import functions as F
 
     frame = spark.sql(to_spark_sql(duckdb_sql))
-    types = _duckdb_types(duckdb_sql, has_category)
+    types = _duckdb_types(duckdb_sql, has_category, settings)
     return frame.select([F.col(f"`{name}`").cast(_spark_type(kind)).alias(name)
                          for name, kind in types.items()])
 
@@ -239,16 +251,17 @@ def read_transactions_spark(paths: str | Path | Sequence[str | Path], spark: "Sp
 # Features and labels
 
 
-def stage_spark(slog: SparkLog, cutoff_sql: str) -> None:
-    """The per-day tables of :func:`features.build.stage_statements`, cached as Spark views."""
+def stage_spark(slog: SparkLog, cutoff_sql: str, settings: FeatureSettings = FeatureSettings()) -> None:
+    """The per-day tables of :func:`features.build.stage_statements` and the ``customers`` of
+    :func:`features.build.customers_statement`, cached as Spark views."""
     slog.use()
-    for table, select in stage_statements(cutoff_sql, slog.has_order_id, slog.has_category):
+    for table, select in _staged(cutoff_sql, slog.has_order_id, slog.has_category, settings):
         slog.spark.catalog.dropTempView(table)
         slog.spark.sql(to_spark_sql(select)).cache().createOrReplaceTempView(table)
 
 
 def _unstage(slog: SparkLog) -> None:
-    for table in ("daily", "cat_days"):
+    for table in ("customers", "daily", "cat_days"):
         if slog.spark.catalog.tableExists(table):
             slog.spark.table(table).unpersist()
             slog.spark.catalog.dropTempView(table)
@@ -266,9 +279,10 @@ def build_features_spark(slog: SparkLog, cutoff: dt.date | str, freq: Freq | Non
         raise ValueError(f"freq must be 'D' or 'W', got {freq!r}")
     freq, settings = resolve(slog.policy.timezone, freq, settings, reference)
     cutoff_sql = cutoff_literal(cutoff)
-    stage_spark(slog, cutoff_sql)
+    stage_spark(slog, cutoff_sql, settings)
     reference = reference or fit_reference(slog, cutoff_sql, freq, settings)
-    return _run(slog.spark, features_sql(cutoff_sql, freq, settings, reference), slog.has_category), reference
+    return _run(slog.spark, features_sql(cutoff_sql, freq, settings, reference), slog.has_category,
+                settings), reference
 
 
 def build_labels_spark(slog: SparkLog, cutoff: dt.date | str, horizon_days: int,

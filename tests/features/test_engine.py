@@ -93,7 +93,8 @@ def test_category_intervals_from_the_histogram_equal_the_median():
                              "category": rng.choice(["x", "y", "z"], n),
                              "day": (pd.Timestamp("2024-01-01")
                                      + pd.to_timedelta(rng.integers(0, 200, n), "D")).date}).drop_duplicates()
-        con.register("cat_days", days)
-        median = dict(con.execute(f"SELECT category, median(gap) FROM ({replenishment.GAPS_SQL}) "
+        con.register("days", days)
+        con.execute(f"CREATE OR REPLACE TABLE cat_days AS SELECT *, {replenishment.GAP} AS gap FROM days")
+        median = dict(con.execute("SELECT category, median(gap) FROM cat_days "
                                   "WHERE gap IS NOT NULL GROUP BY category").fetchall())
         assert dict(con.execute(replenishment.category_intervals_sql()).fetchall()) == median

@@ -102,6 +102,33 @@ def test_exact_duplicates_drop_only_with_an_order_id(tmp_path):
     assert forced.report.duplicates_dropped == 1
 
 
+@pytest.mark.parametrize("ids, dropped, orders", [
+    (["o1"], 0, 1),
+    (["o1", "o2"], 0, 2),
+    (["o1", "o2", "o3"], 0, 3),                   # three rows a day: checked exactly
+    (["o1", "o2", "o3", "o4"], 0, 4),
+    (["o1", "o1"], 1, 1),                         # two rows, one id: the same order twice
+    (["o1", "o2", "o1"], 1, 2),
+    (["o1", "o2", "o3", "o2", "o3"], 2, 3),
+])
+def test_order_ids_on_one_customer_day_decide_duplicates(tmp_path, ids, dropped, orders):
+    rows = "".join(f"A,2024-01-01 09:00:00,10,{oid}\n" for oid in ids)
+    body = "customer_id,timestamp,amount,order_id\n" + rows + "B,2024-01-02,5,o1\n"
+    log = read_transactions(write_csv(tmp_path / "log.csv", body), ColumnMap(order_id="order_id"))
+    assert log.report.duplicates_dropped == dropped
+    row = build_features(log, "2024-01-31").set_index("customer_id").loc["A"]
+    assert (row["orders"], row["total_spend"]) == (orders, 10 * orders)
+
+
+def test_an_order_over_several_rows_counts_once(tmp_path):
+    body = ("customer_id,timestamp,amount,order_id\nA,2024-01-01 09:00,10,o1\n"
+            "A,2024-01-01 09:00,4,o1\nA,2024-01-01 10:00,1,o2\n")
+    log = read_transactions(write_csv(tmp_path / "log.csv", body), ColumnMap(order_id="order_id"))
+    assert log.report.duplicates_dropped == 0
+    row = build_features(log, "2024-01-31").loc[0]
+    assert (row["orders"], row["total_spend"]) == (2, 15)
+
+
 def test_time_zones_set_the_day_a_purchase_falls_on(tmp_path):
     # 2024-01-31 20:00 UTC is 2024-02-01 04:00 in Taipei: after a Jan 31 cutoff there
     path = write_csv(tmp_path / "log.csv", "customer_id,timestamp,amount\nA,2024-01-10T00:00:00Z,1\n"
