@@ -16,7 +16,10 @@ Reported per size: total seconds (read + train, imports excluded), the phases (`
 ``step`` callback marks each one with ``time.perf_counter()``; "setup" is the time before the
 first step: origin plan, labels, MLflow run, data fingerprint), peak memory (the subprocess's
 own ``VmHWM``; also sampled by the driver, so a run stopped by ``--timeout`` still has a figure),
-CPU seconds, and the resulting churn AUC and best baseline AUC from ``result.evaluation``.
+CPU seconds, and the resulting churn AUC and best baseline AUC from ``result.evaluation``. The
+details add the out-of-time metrics a faster fit must not cost (:data:`REPORTED_METRICS`) and,
+for every phase and every feature build and fit inside it, its rows, seconds, the resident
+memory at its end and its own peak (:class:`StepMemory`), so the run's peak has an address.
 
 Logs come from ``benchmarks/synthetic.py`` (seed ``--seed``, defaults, ending 2025-12-31) and are
 generated into ``--data-dir`` when missing (``tx_c<customers>_s<seed>.parquet``, the same names
@@ -45,6 +48,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from measure import cpu_seconds, parse_args, parse_counts, peak_rss, print_load  # noqa: E402
 
+#: Out-of-time metrics printed per run besides the churn AUC: what a faster fit must not cost.
+REPORTED_METRICS = ("churn_auc", "churn_brier", "churn_ece", "churn_auc_diff_low", "next_purchase_cindex",
+                    "next_purchase_ibs", "next_purchase_mae_days", "next_purchase_coverage80", "value_gini")
+
 LOG_END = "2025-12-31"  # the generator's default last day; the cutoff must leave a horizon after it
 
 
@@ -52,6 +59,45 @@ LOG_END = "2025-12-31"  # the generator's default last day; the cutoff must leav
 # measured work, in the subprocess
 
 
+class StepMemory:
+    """Resident memory now and the peak since the previous reading, per step.
+
+    Each reading takes ``VmHWM`` (the peak so far) and then resets it through
+    ``/proc/self/clear_refs`` (Linux 4.0+), so the next reading's peak is that step's own; the
+    largest of them is the run's peak. Where the reset is not allowed, every reading shows the
+    peak since the start instead (still a true upper bound).
+    """
+
+    def __init__(self) -> None:
+        self.peak = 0
+
+    def reading(self) -> str:
+        status = _status()
+        step_peak = status.get("VmHWM", 0)
+        self.peak = max(self.peak, step_peak)
+        try:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")
+        except OSError:
+            pass
+        return f"[rss {_mib(status.get('VmRSS', 0))}, step peak {_mib(step_peak)}]"
+
+    def run_peak(self) -> int:
+        return max(self.peak, peak_rss())
+
+
+def _status() -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` of this process in bytes (empty off Linux)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                key = line.split(":")[0]
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -65,20 +111,27 @@ def child_main(args: argparse.Namespace) -> int:
                          hazard_estimators=args.hazard_estimators, threads=args.threads,
                          memory_limit=args.memory_limit or None)
     marks: list[tuple[str, float]] = []
+    memory = StepMemory()
 
     def mark(name: str) -> None:
         now = time.perf_counter()
         marks.append((name, now))
+        if len(marks) > 1:
+            print(f"PROGRESS phase '{marks[-2][0]}' ended {memory.reading()}", flush=True)
         # streamed, so the driver knows the phase reached even if it has to stop this process
         print("PHASE " + json.dumps({"name": name, "t": now - t0}), flush=True)
+
+    def progress(line: str) -> None:
+        print(f"PROGRESS {line} {memory.reading()}", flush=True)
 
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     mark("read_transactions")
     log = read_transactions(args.log, columns, memory_limit=args.memory_limit or None)
     mark("setup (labels, MLflow run, fingerprint)")
     result = train(log, config, tracking_uri=f"sqlite:///{args.store}/mlflow.db", step=mark,
-                   progress=progress_lines(lambda line: print("PROGRESS " + line, flush=True)))
+                   progress=progress_lines(progress))
     t_end = time.perf_counter()
+    print(f"PROGRESS phase '{marks[-1][0]}' ended {memory.reading()}", flush=True)
 
     phases = [(name, (marks[i + 1][1] if i + 1 < len(marks) else t_end) - t)
               for i, (name, t) in enumerate(marks)]
@@ -95,7 +148,8 @@ def child_main(args: argparse.Namespace) -> int:
         "best_baseline_auc": best_auc,
         "version": result.version,
         "alias": result.alias,
-        "peak_rss": peak_rss(),
+        "peak_rss": memory.run_peak(),
+        "metrics": {k: evaluation.metrics[k] for k in REPORTED_METRICS if k in evaluation.metrics},
     }
     print("RESULT " + json.dumps(out), flush=True)
     return 0
@@ -242,6 +296,8 @@ def print_details(results: list[dict]) -> None:
               f"wall {m['process_seconds']:.1f} | load {load}")
         print(f"  {'':>10} rows used {m['rows_used']:,}, customers scored {m['customers_scored']:,}, "
               f"version {m['version']} -> {m['alias']}")
+        if m.get("metrics"):
+            print(f"  {'':>10} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in m["metrics"].items()))
         for line in m.get("progress", []):          # each feature build and fit of both recipes
             print(f"  {'':>10}{line}")
 

@@ -31,16 +31,32 @@ COMPILE_FROM_ROWS = 200_000
 """Rows in one call from which compiling the forest pays for itself."""
 
 
-def feature_matrix(X: pd.DataFrame, names: list[str]) -> NDArray[np.float64]:
-    """Columns ``names`` of ``X`` as one C-ordered float64 matrix.
+def feature_matrix(X: pd.DataFrame, names: list[str], dtype: type = np.float64,
+                   rows: NDArray[np.integer] | None = None) -> NDArray:
+    """Columns ``names`` of ``X`` (only the positions ``rows``, if given) as one C-ordered matrix.
 
     Column by column into one buffer: ``X[names].to_numpy()`` first copies the frame's blocks
-    (``take``) and then interleaves them, two passes over a wide mixed-type table.
+    (``take``) and then interleaves them, two passes over a wide mixed-type table. Training
+    asks for ``float32``, half the memory; LightGBM bins the values, so the trees are the same
+    up to a value within float32 rounding of a bin edge.
     """
-    out = np.empty((len(X), len(names)), dtype=np.float64)
+    out = np.empty((len(X) if rows is None else len(rows), len(names)), dtype=dtype)
     for j, name in enumerate(names):
-        out[:, j] = X[name].to_numpy(dtype=np.float64)
+        column = X[name].to_numpy(dtype=np.float64)
+        out[:, j] = column if rows is None else column[rows]
     return out
+
+
+def sample_positions(n: int, limit: int | None, seed: int) -> NDArray[np.int64] | None:
+    """Sorted positions of ``limit`` of ``n`` rows drawn uniformly without replacement (seeded),
+    or None when all ``n`` are to be kept (``limit`` None or not below ``n``).
+
+    The learned models fit on such a subsample above their row limit: a uniform draw keeps
+    every rate the model learns, so it needs no weights, only fewer rows.
+    """
+    if limit is None or n <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
 def thread_count(num_threads: int) -> int:

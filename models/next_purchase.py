@@ -23,12 +23,18 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from models.base import PurchaseModel
-from models.forest import feature_matrix, forest_for
+from models.forest import feature_matrix, forest_for, sample_positions
 
 DEFAULT_GRID_DAYS = (1, 7, 14, 30, 60, 90, 120, 180, 270, 365)
 #: The hazard model's intervals: each one is a LightGBM prediction per customer at scoring
 #: time, so fewer and wider (hazard constant within one) than the classical model's grid.
 HAZARD_GRID_DAYS = (7, 30, 60, 90, 180, 270, 365)
+#: Customers (rows of the feature table) the hazard model is fit on at most; each brings one
+#: person-period row per interval it enters. Measured on the 1M-customer synthetic log (3 origins,
+#: 3M customer rows, 90-day horizon), judged on the later calibration origin: all 3M customers
+#: integrated Brier 0.11599 and C-index 0.8252 in 55.7 s; 1M 0.11605 / 0.8250 in 23.6 s;
+#: 500k 0.11610 / 0.8250 in 10.5 s.
+MAX_FIT_CUSTOMERS = 500_000
 #: Person-period rows per LightGBM call when predicting (about 40 MB of features).
 PREDICT_CHUNK_ROWS = 1 << 17
 
@@ -86,14 +92,16 @@ class PersonPeriods(lgb.Sequence):
     LightGBM samples single rows for its bins and reads ranges in batches
     (:class:`lightgbm.Sequence`), so the expanded table, several times the feature table,
     never exists in memory at once. The features are read column by column from the
-    caller's frame (float64 columns without a copy).
+    caller's frame (numeric columns without a copy); batches are float32 when every feature
+    column is (LightGBM bins float32 values exactly as their float64 copies), else float64.
     """
 
     batch_size = 65536
 
     def __init__(self, X: pd.DataFrame, rows: NDArray, intervals: NDArray,
                  grid: NDArray[np.float64]) -> None:
-        self.columns = [X[name].to_numpy(dtype=np.float64) for name in X.columns]
+        self.columns = [_numeric(X[name]) for name in X.columns]
+        self.dtype = np.float32 if all(c.dtype == np.float32 for c in self.columns) else np.float64
         self.rows, self.intervals, self.grid = rows, intervals, grid
 
     def __len__(self) -> int:
@@ -104,12 +112,21 @@ class PersonPeriods(lgb.Sequence):
             row, interval = self.rows[index], self.intervals[index]
             return np.array([column[row] for column in self.columns] + [interval, self.grid[interval]])
         rows, intervals = self.rows[index], self.intervals[index]
-        out = np.empty((len(rows), len(self.columns) + 2), dtype=np.float64)
+        out = np.empty((len(rows), len(self.columns) + 2), dtype=self.dtype)
         for j, column in enumerate(self.columns):
-            np.take(column, rows, out=out[:, j])
+            if column.dtype == out.dtype:
+                np.take(column, rows, out=out[:, j])
+            else:                                  # np.take writes only its own dtype
+                out[:, j] = column[rows]
         out[:, -2] = intervals
         out[:, -1] = self.grid[intervals]
         return out
+
+
+def _numeric(column: pd.Series) -> NDArray:
+    """A numeric column's values as they are (no copy); anything else as float64."""
+    values = column.to_numpy()
+    return values if values.dtype.kind in "fiub" else column.to_numpy(dtype=np.float64)
 
 
 class HazardNextPurchaseModel(BaseEstimator):
@@ -124,13 +141,18 @@ class HazardNextPurchaseModel(BaseEstimator):
     ----------
     grid_days : the interval ends, increasing, the last one the label horizon.
     n_estimators, learning_rate, num_leaves, min_child_samples : LightGBM settings.
-    random_state : seed for LightGBM.
+    random_state : seed for LightGBM and for the subsample of customers.
     num_threads : LightGBM threads for fit and predict (0: LightGBM's default, all cores).
+    max_customers : fit on a uniform random subsample of this many customers when given more
+        (None: always all; default :data:`MAX_FIT_CUSTOMERS`). Every customer is kept or
+        dropped with all their intervals, so the hazards stay unbiased and need no weights;
+        the cost of a fit is its person-period rows.
     """
 
     def __init__(self, grid_days: tuple[int, ...] = HAZARD_GRID_DAYS, n_estimators: int = 80,
                  learning_rate: float = 0.1, num_leaves: int = 15, min_child_samples: int = 100,
-                 random_state: int = 0, num_threads: int = 0) -> None:
+                 random_state: int = 0, num_threads: int = 0,
+                 max_customers: int | None = MAX_FIT_CUSTOMERS) -> None:
         self.grid_days = grid_days
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -138,6 +160,7 @@ class HazardNextPurchaseModel(BaseEstimator):
         self.min_child_samples = min_child_samples
         self.random_state = random_state
         self.num_threads = num_threads
+        self.max_customers = max_customers
 
     def fit(self, X: pd.DataFrame, days_to_next: NDArray, censored: NDArray) -> "HazardNextPurchaseModel":
         """Learn the hazards from features, days to the next purchase and censoring flags.
@@ -145,12 +168,15 @@ class HazardNextPurchaseModel(BaseEstimator):
         The person-period rows are never materialised as one matrix: LightGBM reads them in
         batches from :class:`PersonPeriods` (customer features + interval columns built per
         batch), so the memory is the customers' features once plus LightGBM's binned data.
+        Above :attr:`max_customers` a uniform random subsample of customers is expanded.
         """
         grid = np.asarray(self.grid_days, dtype=float)
         days = np.asarray(days_to_next, dtype=float)
         event = ~np.asarray(censored, dtype=bool)
         if (event & (days > grid[-1])).any():
             raise ValueError("an observed purchase lies beyond the last grid point (the horizon)")
+        customers = self._customers(len(days))
+        days, event = days[customers], event[customers]
         starts = np.concatenate([[0.0], grid[:-1]])
         # interval holding each event (or len(grid) for censored customers: never)
         event_interval = np.where(event, np.searchsorted(grid, days, side="left"), len(grid))
@@ -159,6 +185,7 @@ class HazardNextPurchaseModel(BaseEstimator):
         rows, intervals = (index.astype(np.int32) for index in np.nonzero(at_risk))
         del at_risk
         y = (intervals == event_interval[rows]).astype(np.float32)
+        rows = customers[rows].astype(np.int32)          # positions in X
         self.feature_names_ = list(X.columns)
         periods = PersonPeriods(X, rows, intervals, grid)
         data = lgb.Dataset(periods, y, feature_name=self.feature_names_ + ["_interval", "_interval_days"],
@@ -166,6 +193,11 @@ class HazardNextPurchaseModel(BaseEstimator):
                                    "data_random_seed": lightgbm_data_seed(self.random_state)})
         self.booster_ = lgb.train(self._lightgbm_params(), data, num_boost_round=self.n_estimators)
         return self
+
+    def _customers(self, n: int) -> NDArray[np.int64]:
+        """Positions of the customers to fit on: all, or ``max_customers`` drawn at random (sorted)."""
+        rows = sample_positions(n, self.max_customers, self.random_state)
+        return np.arange(n) if rows is None else rows
 
     def _lightgbm_params(self) -> dict:
         return {"objective": "binary", "learning_rate": self.learning_rate,

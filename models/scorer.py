@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -31,6 +32,7 @@ from features.output import atomic_path
 from models.base import PurchaseModel
 from models.beta_geo import BetaGeoModel
 from models.churn import ChurnModel
+from models.forest import feature_matrix, sample_positions
 from models.gamma_gamma import GammaGammaModel, fit_spend_model
 from models.metrics import brier_scores, concordance_index, integrated_brier
 from models.modified_beta_geo import ModifiedBetaGeoModel
@@ -83,6 +85,12 @@ LABEL_COLUMNS = ("purchased", "days_to_next_purchase", "next_purchase_censored")
 TRAINING_COLUMNS = tuple(dict.fromkeys(
     ("frequency", "recency", "T", "monetary_value")
     + tuple(c for c in HAZARD_FEATURES if c not in CLASSICAL_OUTPUTS) + LABEL_COLUMNS))
+
+#: Feature columns only the learned models read, not the classical models, the policy or the
+#: labels: training may hold them as float32 (:func:`training.pipeline.training_frame`), half the
+#: memory; the trees bin them anyway.
+LEARNED_ONLY_COLUMNS = tuple(c for c in TRAINING_COLUMNS if c in HAZARD_FEATURES
+                             and c not in ("frequency", "recency", "T", "monetary_value"))
 
 #: A progress report: what is being done, and when a step ends, how many customer rows it
 #: covered and in how many seconds (``None`` while it starts).
@@ -185,13 +193,18 @@ class WinbackScorer:
         self.churn_features_ = list(CHURN_FEATURES) + [
             f"{name}_{out}" for name in self.extra_classical for out in EXTRA_OUTPUTS]
         columns = self.churn_features_
-        with _step(report, "churn trees: time-series cross-validation of their number", len(X_train)):
-            self.churn_tuning_ = self._choose_trees(churn, X_train, columns)
+        churned = ~X_train["purchased"].to_numpy(bool)
+        with _step(report, "churn dataset, binned once for every churn fit", len(X_train)):
+            data = churn.dataset(X_train, churned, columns).construct()
+        self.churn_tuning_ = {}
+        if self.churn_tree_candidates:
+            with _step(report, "churn trees: time-series cross-validation of their number", len(X_train)):
+                self.churn_tuning_ = self._choose_trees(churn, data, X_train, columns)
         if self.churn_tuning_:
             churn.set_params(n_estimators=self.churn_tuning_["chosen"])
         with _step(report, "churn model", len(X_train)):
-            self.churn_model_ = churn.fit(X_train[columns], ~X_train["purchased"].to_numpy(bool),
-                                          X_cal[columns], ~X_cal["purchased"].to_numpy(bool))
+            self.churn_model_ = churn.fit(data, churned, _columns(X_cal, columns), ~X_cal["purchased"].to_numpy(bool))
+        del data
         with _step(report, "next-purchase models", len(X_train)):
             self._fit_next_purchase(X_train, X_cal)
         self.reference_ = reference
@@ -206,31 +219,37 @@ class WinbackScorer:
         self._check_fitted()
         return self.reference_.settings
 
-    def _choose_trees(self, churn: ChurnModel, X_train: pd.DataFrame, columns: list[str]) -> dict:
+    def _choose_trees(self, churn: ChurnModel, data: lgb.Dataset, X_train: pd.DataFrame,
+                      columns: list[str]) -> dict:
         """Time-series cross-validation of the number of trees, on training origins only.
 
         The latest training origin validates; the trees are fit on the earlier origins. Customers
         are split in two by a hash of their id: the trees see one half, the validation the other,
         because an origin's customers reappear at every origin with overlapping label windows and
-        trees would otherwise be rewarded for memorising them. Returns the validation AUC per
-        candidate and the chosen count ({} when there are fewer than two origins or no candidates).
+        trees would otherwise be rewarded for memorising them. ``data`` is the churn model's
+        dataset of ``X_train`` (:meth:`ChurnModel.dataset`); the trees are fit on a subset of it,
+        sharing its bins. Returns the validation AUC per candidate and the chosen count ({} when
+        there are fewer than two origins or no candidates).
         """
         from sklearn.metrics import roc_auc_score
 
         origins = sorted(X_train["origin"].unique())
         if len(origins) < 2 or not self.churn_tree_candidates:
             return {}
-        half = pd.util.hash_pandas_object(X_train["customer_id"], index=False).to_numpy() % 2 == 0
-        fit_rows = (X_train["origin"] < origins[-1]).to_numpy() & half
-        valid_rows = (X_train["origin"] == origins[-1]).to_numpy() & ~half
+        half = customer_hash(X_train["customer_id"]) % 2 == 0
+        fit_rows = np.flatnonzero((X_train["origin"] < origins[-1]).to_numpy() & half)
+        valid_rows = np.flatnonzero((X_train["origin"] == origins[-1]).to_numpy() & ~half)
         churned = ~X_train["purchased"].to_numpy(bool)
         if churned[valid_rows].all() or not churned[valid_rows].any():
             return {}
         trees = clone(churn).set_params(n_estimators=max(self.churn_tree_candidates), early_stopping_rounds=None)
-        booster = trees.fit_trees(X_train.loc[fit_rows, columns], churned[fit_rows])
-        valid = X_train.loc[valid_rows, columns].to_numpy(np.float64)
-        auc = {int(k): float(roc_auc_score(churned[valid_rows], booster.predict(valid, num_iteration=k)))
-               for k in sorted(self.churn_tree_candidates)}
+        kept = sample_positions(len(fit_rows), churn.max_rows, churn.random_state)   # as the final fit
+        booster = trees.fit_trees(data.subset(fit_rows if kept is None else fit_rows[kept]))
+        valid = feature_matrix(X_train, columns, np.float32, rows=valid_rows)
+        auc, raw, done = {}, np.zeros(len(valid_rows)), 0
+        for k in sorted(self.churn_tree_candidates):     # each tree once: add the next ones' raw score
+            raw += booster.predict(valid, start_iteration=done, num_iteration=k - done, raw_score=True)
+            auc[int(k)], done = float(roc_auc_score(churned[valid_rows], raw)), k
         best = max(auc.values())
         chosen = min(k for k, v in auc.items() if v >= best - 0.0005)     # fewest trees within noise
         return {"validation_origin": str(pd.Timestamp(origins[-1]).date()), "auc": auc, "chosen": chosen}
@@ -283,14 +302,14 @@ class WinbackScorer:
         grid = grid_for_horizon(self.horizon_days)
         hazard = HazardNextPurchaseModel(grid_days=grid, n_estimators=self.hazard_estimators,
                                          random_state=self.random_state, num_threads=self.num_threads)
-        hazard.fit(train[columns], train["days_to_next_purchase"].to_numpy(),
+        hazard.fit(_columns(train, columns), train["days_to_next_purchase"].to_numpy(),
                    train["next_purchase_censored"].to_numpy(bool))
         classical = ClassicalNextPurchase(self.purchase_model_, grid)
         days = calibration["days_to_next_purchase"].to_numpy(float)
         event = ~calibration["next_purchase_censored"].to_numpy(bool)
         bought_by = event[:, None] & (days[:, None] <= np.asarray(grid)[None, :])
         self.next_purchase_evaluation_ = {}
-        for name, cdf in (("hazard", hazard.predict_cdf(calibration[columns])),
+        for name, cdf in (("hazard", hazard.predict_cdf(_columns(calibration, columns))),
                           ("classical", classical.predict_cdf(calibration))):
             self.next_purchase_evaluation_[name] = {
                 "integrated_brier": integrated_brier(grid, brier_scores(bought_by, cdf)),
@@ -497,12 +516,31 @@ class WinbackScorer:
         return all([model.compile_trees() for model in models])
 
 
+def customer_hash(ids: pd.Series, chunk: int = 1 << 20) -> np.ndarray:
+    """pandas' 64-bit hash of each id (``hash_pandas_object(ids, index=False)``), a chunk at a
+    time, so ids held as Arrow strings become Python objects only ``chunk`` at a time."""
+    return np.concatenate([pd.util.hash_array(ids.iloc[i:i + chunk].to_numpy(dtype=object))
+                           for i in range(0, len(ids), chunk)] or [np.empty(0, np.uint64)])
+
+
+def _columns(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``frame[names]`` sharing ``frame``'s column arrays (``frame[names]`` copies them all: at
+    3M training rows, half a GiB for the hazard model's features)."""
+    return pd.DataFrame({name: frame[name] for name in names}, index=frame.index, copy=False)
+
+
 def _joined(frame: pd.DataFrame, added: dict[str, np.ndarray]) -> pd.DataFrame:
     """``frame`` with the ``added`` columns (replacing any of the same name), without copying
-    ``frame``'s own columns: the result shares them, and nothing here writes to them."""
-    kept = frame.drop(columns=[c for c in added if c in frame.columns]) if frame.columns.isin(
-        list(added)).any() else frame
-    return pd.concat([kept, pd.DataFrame(added, index=frame.index)], axis=1, copy=False)
+    ``frame``'s own columns: the result shares them, and nothing here writes to them.
+
+    Columns are set one by one on a shallow copy: ``pd.concat(axis=1)`` would consolidate
+    every float column of a wide frame into one new block, a copy of the whole training table.
+    """
+    out = (frame.drop(columns=[c for c in added if c in frame.columns]) if frame.columns.isin(list(added)).any()
+           else frame.copy(deep=False))
+    for name, values in added.items():
+        out[name] = values
+    return out
 
 
 @contextmanager

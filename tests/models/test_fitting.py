@@ -16,7 +16,8 @@ import models.base as base
 import models.next_purchase as next_purchase
 from models.base import Histories, distinct_rows, history_arrays
 from models.beta_geo import BetaGeoModel, beta_geo_log_likelihood
-from models.forest import Forest, feature_matrix
+from models.churn import ChurnModel
+from models.forest import Forest, feature_matrix, sample_positions
 from models.modified_beta_geo import ModifiedBetaGeoModel
 from models.next_purchase import HazardNextPurchaseModel, design_matrix
 from models.pareto_nbd import ParetoNBDModel
@@ -121,6 +122,62 @@ def test_chunked_prediction_equals_one_call(monkeypatch):
     rows, intervals = np.repeat(np.arange(len(X)), 4), np.tile(np.arange(4), len(X))
     hazard = model.booster_.predict(design_matrix(values[rows], intervals, np.array([7.0, 30, 60, 90])))
     np.testing.assert_allclose(whole, 1 - np.cumprod(1 - hazard.reshape(-1, 4), axis=1), rtol=0, atol=1e-15)
+
+
+def test_a_capped_hazard_fit_is_the_fit_on_the_sampled_customers():
+    X, days, censored = _hazard_data(3000)
+    capped = HazardNextPurchaseModel((7, 30, 60, 90), n_estimators=3, num_threads=1, max_customers=1000,
+                                     random_state=5).fit(X, days, censored)
+    kept = sample_positions(3000, 1000, 5)
+    alone = HazardNextPurchaseModel((7, 30, 60, 90), n_estimators=3, num_threads=1, max_customers=None).fit(
+        X.iloc[kept], days[kept], censored[kept])
+    whole = HazardNextPurchaseModel((7, 30, 60, 90), n_estimators=3, num_threads=1, max_customers=None).fit(
+        X, days, censored)
+    assert _trees(capped) == _trees(alone)
+    assert _trees(capped) != _trees(whole)
+
+
+def _trees(model) -> str:
+    text = model.booster_.model_to_string()
+    return text[text.index("Tree=0"):text.index("end of trees")]
+
+
+def test_sample_positions_are_a_sorted_seeded_draw_without_replacement():
+    assert sample_positions(10, None, 0) is None and sample_positions(10, 10, 0) is None
+    drawn = sample_positions(1000, 100, 3)
+    assert len(np.unique(drawn)) == 100 and (np.diff(drawn) > 0).all() and drawn.max() < 1000
+    np.testing.assert_array_equal(drawn, sample_positions(1000, 100, 3))
+    assert not np.array_equal(drawn, sample_positions(1000, 100, 4))
+
+
+def _churn_data(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"days_since_last_purchase": rng.exponential(50, n), "p_alive": rng.random(n),
+                      "noise": rng.normal(size=n)})
+    churned = (X["days_since_last_purchase"].to_numpy() / 100 - X["p_alive"].to_numpy()
+               + rng.normal(size=n) * 0.3 > 0)
+    return X, churned
+
+
+def test_a_capped_churn_fit_is_the_fit_on_a_subset_of_the_same_bins():
+    X, churned = _churn_data(4000)
+    capped = ChurnModel(n_estimators=5, num_threads=1, max_rows=1000, random_state=2).fit(X, churned, X, churned)
+    full = ChurnModel(n_estimators=5, num_threads=1, max_rows=None, random_state=2)
+    data = full.dataset(X, churned).construct()
+    alone = full.fit(data.subset(sample_positions(4000, 1000, 2)), churned, X, churned)
+    assert _trees(capped) == _trees(alone)
+    assert _trees(capped) != _trees(ChurnModel(n_estimators=5, num_threads=1, max_rows=None,
+                                               random_state=2).fit(X, churned, X, churned))
+
+
+def test_a_churn_fit_on_its_dataset_equals_one_on_the_frame():
+    X, churned = _churn_data(3000)
+    model = ChurnModel(n_estimators=5, num_threads=1)
+    from_frame = model.fit(X, churned, X, churned)
+    frame_trees, frame_scores = _trees(from_frame), from_frame.predict_proba(X)
+    from_data = ChurnModel(n_estimators=5, num_threads=1).fit(model.dataset(X, churned), churned, X, churned)
+    assert _trees(from_data) == frame_trees
+    np.testing.assert_array_equal(from_data.predict_proba(X), frame_scores)
 
 
 def test_threads_setting_round_trips():

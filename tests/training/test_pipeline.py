@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from training import pipeline
 from training.cli import app
 from features import TransactionLog, labelled_features
-from models.scorer import TRAINING_COLUMNS
+from models.scorer import LEARNED_ONLY_COLUMNS, TRAINING_COLUMNS
 from training.pipeline import fingerprint, plan_origins, train
 from training.registry import (BACKTEST_ARTIFACT, CHALLENGER, CHAMPION, MODEL_NAME, Gate, gate,
                                incomparable_reason, version_for)
@@ -88,6 +88,11 @@ def test_first_run_becomes_champion_and_records_everything(small_log, store):
     from models.pyfunc import scorer_from_pyfunc
     backtest = scorer_from_pyfunc(mlflow.pyfunc.load_model(f"runs:/{result.run_id}/{BACKTEST_ARTIFACT}"))
     assert backtest.trained_until_ == CUTOFF
+    # the refit keeps the tree count the backtest's cross-validation chose, without validating again
+    served = scorer_from_pyfunc(mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{result.version}"))
+    assert backtest.churn_tuning_ and served.churn_tuning_ == {}
+    assert served.churn_model_.n_estimators == backtest.churn_tuning_["chosen"] == int(
+        run.data.params["served_churn_trees"])
     # the gate compares like with like only
     champion = version_for(client, CHAMPION)
     assert incomparable_reason(client, champion, HORIZON, CUTOFF) is None
@@ -216,6 +221,10 @@ def test_training_rows_are_the_labelled_features_of_each_origin_stacked(small_lo
     assert all(pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t)
                for t in got[list(TRAINING_COLUMNS)].dtypes)
     assert (got["origin"].to_numpy() == want["origin"].to_numpy()).all()
+    # the learned models' own float columns narrowed to float32; the classical models' inputs not
+    narrowed = {c for c in LEARNED_ONLY_COLUMNS if want[c].dtype == "float64"}
+    assert narrowed and {c for c in TRAINING_COLUMNS if got[c].dtype == "float32"} == narrowed
+    assert all(got[c].dtype == "float64" for c in ("frequency", "recency", "T", "monetary_value"))
     pd.testing.assert_frame_equal(got.drop(columns="origin").astype(float, errors="ignore"),
                                   want.drop(columns="origin").astype(float, errors="ignore"),
                                   check_dtype=False)
