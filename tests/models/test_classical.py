@@ -126,10 +126,17 @@ def test_distinct_row_weighted_fit_equals_lifetimes_fit_on_every_row(cls, cdnow_
 
 
 def test_gamma_gamma_weighted_fit_equals_lifetimes_fit_on_every_repeat_buyer(cdnow_spend, fitted):
+    # lifetimes stops at tol=1e-7, a little short of the maximum: equal to 1e-4, and our
+    # weighted fit's objective (lifetimes' own, on every row) at least as good as its fit's
     repeat = cdnow_spend[cdnow_spend["frequency"] > 0]
-    fitter = GammaGammaFitter().fit(repeat["frequency"], repeat["monetary_value"], q_constraint=True)
+    x, m = (repeat[c].to_numpy(float) for c in ("frequency", "monetary_value"))
+    fitter = GammaGammaFitter().fit(x, m, q_constraint=True)
     expected = {"p": fitter.params_["p"], "q": fitter.params_["q"], "gamma": fitter.params_["v"]}
-    assert fitted[GammaGammaModel].params_ == pytest.approx(expected, rel=1e-6)
+    ours = fitted[GammaGammaModel].params_
+    assert ours == pytest.approx(expected, rel=1e-4)
+    objective = lambda p: GammaGammaFitter._negative_log_likelihood(
+        np.log([p["p"], p["q"], p["gamma"]]), x, m, np.ones_like(x), 0.0)
+    assert objective(ours) <= objective(expected) + 1e-14
 
 
 @pytest.mark.parametrize("cls", PURCHASE_MODELS)
@@ -395,3 +402,22 @@ def test_simulated_posterior_of_the_paper_customer_matches_predictions(cls, fitt
     _assert_close_to_simulation(model.predict_p_alive(history)[0], alive, weights)
     _assert_close_to_simulation(model.predict_prob_purchase_within(history, t * WEEK)[0], future > 0, weights)
     _assert_close_to_simulation(model.predict_expected_purchases(history, t * WEEK)[0], future, weights)
+
+
+def test_gamma_gamma_warm_started_fit_reaches_the_cold_fits_maximum():
+    from models.base import WARM_START_CUSTOMERS
+    from models.gamma_gamma import _maximize_spend, fit_spend
+
+    rng = np.random.default_rng(7)
+    n = WARM_START_CUSTOMERS + 50_000                     # above the warm-start threshold
+    x = rng.integers(1, 20, n).astype(float)
+    nu = rng.gamma(3.7, 1 / 15.4, n)                      # Gamma-Gamma data: q=3.7, gamma=15.4, and the
+    m = rng.gamma(6.0 * x, 1 / (nu * x))                  # mean of x Gamma(p=6, nu) spends
+    weights = np.ones(n)
+    warm = fit_spend(x, m, weights)
+    cold = _maximize_spend(x, m, weights, 0.0, np.full(3, 0.1))
+    assert warm == pytest.approx(cold, rel=1e-6)
+    assert warm == pytest.approx({"p": 6.0, "q": 3.7, "v": 15.4}, rel=0.05)
+    fitter = GammaGammaFitter().fit(x, m, q_constraint=True)
+    objective = lambda p: GammaGammaFitter._negative_log_likelihood(np.log([p["p"], p["q"], p["v"]]), x, m, weights, 0.0)
+    assert objective(warm) <= objective(dict(fitter.params_)) + 1e-14
