@@ -329,7 +329,6 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         _log_plots(log, scorer, evaluation, features, cutoff, config.horizon_days)
         del features, labels            # the refit needs neither: its peak memory is the run's
 
-
         step(f"refitting the recipe on the freshest data: {len(fresh_origins)} origins to "
              f"{fresh_calibration.date()}, labels to {last_day.date()}")
         served = fit_recipe(log, config, fresh_origins, fresh_calibration, progress, spark_log,
