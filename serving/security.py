@@ -178,11 +178,15 @@ class Guard:
                 return await self.app(scope, receive, send)
             return await _reply(send, 503, {"error": "the service is starting; retry shortly"})
         keys, max_body, version = ctx
-        extra = [(MODEL_VERSION_HEADER.lower().encode(), version.encode())]
+        name = MODEL_VERSION_HEADER.lower().encode()
 
         async def send_with_version(message):
+            # an answer that names its model version already carries the header (set from the
+            # state it was computed with); every other answer gets the one read here
             if message["type"] == "http.response.start":
-                message = dict(message, headers=[*message.get("headers", []), *extra])
+                headers = message.get("headers", [])
+                if not any(key.lower() == name for key, _ in headers):
+                    message = dict(message, headers=[*headers, (name, version.encode())])
             await send(message)
 
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):

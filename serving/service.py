@@ -31,7 +31,7 @@ from serving.dashboard import app as dashboard_app
 from serving.schemas import (STRICT, CustomerHistory, CustomerId, InfoResponse, Label, ScoreResponse,
                              WinbackResponse)
 from serving.openapi import OpenAPIDocument
-from serving.security import Guard, KeyRing, install_log_filter
+from serving.security import MODEL_VERSION_HEADER, Guard, KeyRing, install_log_filter
 
 logger = logging.getLogger("winback.serving")
 
@@ -324,8 +324,14 @@ WinbackService.add_asgi_middleware(DirectRoutes, service=WinbackService, names=(
 
 
 def _json(payload: dict) -> Response:
-    """A JSON answer (orjson: UTF-8 as is; a NaN would be a bug upstream, written as null)."""
-    return Response(orjson.dumps(payload), media_type="application/json")
+    """A JSON answer (orjson: UTF-8 as is; a NaN would be a bug upstream, written as null).
+
+    An answer naming its ``model_version`` carries it in ``X-Model-Version`` too, from the same
+    state: the Guard's header (read when the request came in) could name the model before a
+    swap that happened while this answer was computed."""
+    version = payload.get("model_version")
+    headers = None if version is None else {MODEL_VERSION_HEADER: str(version)}
+    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
 def _error(status: int, field: str, message: str) -> Response:

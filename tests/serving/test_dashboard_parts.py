@@ -227,3 +227,27 @@ def test_sign_in_throttle_counts_failures_per_address_within_the_window():
         throttle.failed(address)
         now[0] += 1
     assert set(throttle._failures) == {"c", "d"}
+
+
+def test_model_version_header_comes_from_the_answer_when_it_names_one():
+    """A champion swap between the Guard reading the version and the handler reading the model
+    must not give a header naming one version and a body naming another."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from serving.security import Guard
+
+    async def swapped(_):                       # computed with version 2 after the Guard read 1
+        return JSONResponse({"model_version": "2"}, headers={"X-Model-Version": "2"})
+
+    async def plain(_):
+        return JSONResponse({})
+
+    app = Guard(Starlette(routes=[Route("/score", swapped, methods=["POST"]), Route("/healthz", plain)]),
+                lambda: (KeyRing(["k"]), 1000, "1"))
+    with TestClient(app) as client:
+        answer = client.post("/score", json={}, headers={"Authorization": "Bearer k"})
+        assert answer.headers.get_list("x-model-version") == ["2"] and answer.json()["model_version"] == "2"
+        assert client.get("/healthz").headers.get_list("x-model-version") == ["1"]
