@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP) system-deps
 
-# From Debian, when missing: Chromium for the dashboard's browser tests and screenshots, and
-# Java 17+ for the Spark engine. Both are checked again by the tests that need them.
+# From Debian, when missing: Chromium for the dashboard's browser tests and screenshots, Java 17+
+# for the Spark engine, and the PostgreSQL server the outbox tests start in a temporary folder
+# (tests/postgres_support.py; Debian puts initdb and pg_ctl in /usr/lib/postgresql/<version>/bin).
+# Each is checked again by the tests that need it.
 system-deps:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium (browser tests)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
@@ -17,6 +19,9 @@ system-deps:
 	@java -version 2>&1 | grep -Eq 'version "(1[7-9]|2[0-9])' || { echo "installing Java 17 (Spark engine)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null) \
 	  || { echo "Spark needs Java 17 or later: run 'apt-get install openjdk-17-jre-headless' as root"; exit 1; }; }
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { echo "installing Debian's postgresql (outbox tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || { echo "could not install postgresql: run 'apt-get install postgresql' as root"; exit 1; }; }
 
 # Pinned: constraints.txt is the tested set (see README, "Pinned versions").
 $(STAMP): pyproject.toml constraints.txt

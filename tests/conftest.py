@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import pandas as pd
 import pytest
 
@@ -16,3 +19,26 @@ def cdnow_raw() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def cdnow() -> TransactionLog:
     return cdnow_log()
+
+
+
+def _required() -> bool:
+    """Under CI a missing real part fails the tests that need it; elsewhere they are skipped."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the session (see ``postgres_support``)."""
+    import postgres_support
+
+    with contextlib.ExitStack() as stack:
+        try:
+            import psycopg  # noqa: F401
+
+            server = stack.enter_context(postgres_support.running_postgres())
+        except Exception as exc:
+            if _required():
+                pytest.fail(f"PostgreSQL is required under CI: {exc}")
+            pytest.skip(f"no PostgreSQL: {exc}")
+        yield server
