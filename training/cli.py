@@ -842,6 +842,9 @@ def _print_ingest(report) -> None:
         f"(excluded {report.zero_amounts_excluded:,}), duplicates dropped {report.duplicates_dropped:,}")
 
 
+from training.monitor_cli import register as _register_monitor; _register_monitor(app)  # noqa: E402,E702
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
