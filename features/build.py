@@ -18,7 +18,10 @@ import re
 import pandas as pd
 
 from features import cycle, replenishment, rfm, summary, tiers, windows
+from features.attributes import CustomerAttributes, categorize
+from features.events import EngagementLog
 from features.reference import FeatureReference
+from features.side import SideData, fit_side, with_side
 from features.sql import day_totals_sql, money_sum
 from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
 from features.transactions import DAYS_TABLE, TransactionLog, in_any_order
@@ -226,12 +229,15 @@ def resolve(log_timezone: str | None, freq: Freq | None, settings: FeatureSettin
 
 def prepare(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq | None = None,
             settings: FeatureSettings | None = None,
-            reference: FeatureReference | None = None) -> tuple[TransactionLog, str, FeatureReference]:
+            reference: FeatureReference | None = None,
+            side: SideData | None = None) -> tuple[TransactionLog, str, FeatureReference]:
     """Stage the log for a cutoff and return it with the feature query and the reference used.
 
     With a ``reference`` (a model's feature contract) its settings, ``freq`` and time zone are
     used; a DataFrame is read in the reference's time zone, a :class:`TransactionLog` must have
-    been read in it. Without one, a reference is fitted on this population at ``cutoff``.
+    been read in it. Without one, a reference is fitted on this population at ``cutoff``
+    (with ``side``'s schema: :func:`features.side.fit_side`). The query joins the reference's
+    side columns (:func:`features.side.with_side`).
     """
     if freq not in (None, "D", "W"):
         raise ValueError(f"freq must be 'D' or 'W', got {freq!r}")
@@ -239,13 +245,16 @@ def prepare(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq | 
     freq, settings = resolve(log.policy.timezone, freq, settings, reference)
     cutoff_sql = cutoff_literal(cutoff)
     stage(log, cutoff_sql, settings)
-    reference = reference or fit_reference(log, cutoff_sql, freq, settings)
-    return log, features_sql(cutoff_sql, freq, settings, reference), reference
+    reference = reference or fit_side(fit_reference(log, cutoff_sql, freq, settings), side, cutoff)
+    query = with_side(log.con, features_sql(cutoff_sql, freq, settings, reference), cutoff, reference, side)
+    return log, query, reference
 
 
 def build_features(transactions: TransactionsLike, cutoff: dt.date | str, freq: Freq | None = None,
                    settings: FeatureSettings | None = None,
-                   reference: FeatureReference | None = None) -> pd.DataFrame:
+                   reference: FeatureReference | None = None, *,
+                   customers: CustomerAttributes | None = None, events: EngagementLog | None = None,
+                   side: SideData | None = None) -> pd.DataFrame:
     """One row per customer with a purchase on or before ``cutoff``, from those purchases only.
 
     Parameters
@@ -263,11 +272,18 @@ def build_features(transactions: TransactionsLike, cutoff: dt.date | str, freq: 
         A model's feature contract (:class:`FeatureReference`): RFM edges and category
         intervals to score against, and the settings, ``freq`` and time zone to build with.
         By default the statistics are computed from this same population.
+    customers, events, side
+        Customer attributes (:func:`features.attributes.read_customers`) and engagement events
+        (:func:`features.events.read_events`), or both as one :class:`features.side.SideData`:
+        as of ``cutoff`` they add ``attr_*``, ``events_<type>_<N>d`` and ``days_since_<type>``
+        (the reference's schema; without a reference, fitted here).
 
     Returns
     -------
     pandas.DataFrame
         Sorted by ``customer_id``; the columns are documented in each feature module.
     """
-    log, query, _ = prepare(transactions, cutoff, freq, settings, reference)
-    return log.con.execute(query).df()
+    side = side or SideData(customers, events)
+    log, query, used = prepare(transactions, cutoff, freq, settings, reference, side)
+    table = log.con.execute(query).df()
+    return categorize(table, used) if used.attributes else table

@@ -12,9 +12,11 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
+from features.attributes import categorize
 from features.build import parse_cutoff, prepare
 from features.output import atomic_path, check_output_path
 from features.reference import FeatureReference
+from features.side import SideData
 from features.settings import FeatureSettings, Freq
 from features.transactions import TransactionLog, sql_escape
 
@@ -32,17 +34,20 @@ class FeatureJobSummary:
 
 def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, freq: Freq | None = None,
                    settings: FeatureSettings | None = None,
-                   reference: FeatureReference | None = None) -> FeatureJobSummary:
+                   reference: FeatureReference | None = None,
+                   side: SideData | None = None) -> FeatureJobSummary:
     """Build the feature table and write it to ``out`` (``.parquet`` or ``.csv``) atomically.
 
     DuckDB streams the result straight to the file, so the table never has to fit in memory.
     The output path is checked before any work; a cutoff before every purchase is an error,
     not an empty table. A Parquet table records its cutoff, ``freq`` and the feature reference it was built with
     (a model's, when ``reference`` is given), which the service checks against its model.
+    ``side`` (customer attributes, events) adds the reference's ``attr_*``, ``events_*`` and
+    ``days_since_*`` columns (the recorded reference names them and their categories).
     """
     out = check_output_path(out)
     day = parse_cutoff(cutoff).date().isoformat()
-    log, query, used = prepare(log, cutoff, freq, settings, reference)
+    log, query, used = prepare(log, cutoff, freq, settings, reference, side)
     if not log.con.execute("SELECT count(*) FROM daily").fetchone()[0]:
         raise no_customers(log, day)
     return copy_table(log.con, query, out, day, used)
@@ -110,8 +115,11 @@ def feature_table_metadata(path: str | Path) -> dict[str, str]:
 
 
 def read_feature_table(path: str | Path) -> tuple[pd.DataFrame, pd.Timestamp, str]:
-    """A feature table written by :func:`write_features` as Parquet, with its cutoff and freq."""
+    """A feature table written by :func:`write_features` as Parquet, with its cutoff and freq;
+    text attributes as categoricals with the recorded reference's categories."""
     meta = feature_table_metadata(path)
-    table = pq.read_table(path)
-    return (table.to_pandas(date_as_object=False), pd.Timestamp(meta["winback.cutoff"]),
-            meta.get("winback.freq", "D"))
+    table = pq.read_table(path).to_pandas(date_as_object=False)
+    if "winback.reference" in meta:
+        used = FeatureReference.from_dict(json.loads(meta["winback.reference"]))
+        table = categorize(table, used) if used.attributes else table
+    return table, pd.Timestamp(meta["winback.cutoff"]), meta.get("winback.freq", "D")

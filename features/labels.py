@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import pandas as pd
 import pyarrow as pa
 
+from features.attributes import categorize, categorize_arrow
 from features.build import TransactionsLike, as_log, cutoff_literal, parse_cutoff, prepare
 from features.reference import FeatureReference
+from features.side import SideData
 from features.sql import money_sum
 from features.settings import FeatureSettings
 from features.transactions import TransactionLog
@@ -70,50 +72,58 @@ def labels_sql(cutoff: str, horizon_days: int, has_order_id: bool) -> str:
 def labelled_features(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
                       reference: FeatureReference | None = None,
                       settings: FeatureSettings | None = None,
-                      columns: Sequence[str] | None = None) -> pd.DataFrame:
+                      columns: Sequence[str] | None = None,
+                      side: SideData | None = None) -> pd.DataFrame:
     """Features as of ``cutoff`` (daily summary) joined with the labels of the next ``horizon_days``.
 
     One training origin; the column ``origin`` holds the cutoff. Training passes the model's
     ``reference`` so every origin's features are defined exactly as at scoring time.
     ``columns`` keeps only those feature and label columns (with ``customer_id`` and
     ``origin``): the join and the selection run in DuckDB, so a large log never holds the
-    whole feature table in pandas.
+    whole feature table in pandas. ``side`` (customer attributes, events) adds the reference's
+    side columns as of ``cutoff`` (:func:`features.side.with_side`); text attributes come out
+    as categoricals with the reference's categories.
     """
-    log, query = _labelled_query(transactions, cutoff, horizon_days, reference, settings, columns)
+    log, query, used = _labelled_query(transactions, cutoff, horizon_days, reference, settings, columns, side)
     table = log.con.execute(query).df()
     table.insert(1, "origin", parse_cutoff(cutoff))
-    return table
+    return categorize(table, used) if used.attributes else table
 
 
 def labelled_features_arrow(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
                             reference: FeatureReference | None = None,
-                            columns: Sequence[str] | None = None) -> pa.Table:
+                            columns: Sequence[str] | None = None,
+                            side: SideData | None = None) -> pa.Table:
     """:func:`labelled_features` as an Arrow table (``origin`` a timestamp column), for stacking
     many origins without pandas copies: Arrow keeps each column apart, so the stacked table
-    converts to pandas column by column (``to_pandas(split_blocks=True, self_destruct=True)``)."""
-    log, query = _labelled_query(transactions, cutoff, horizon_days, reference, None, columns)
+    converts to pandas column by column (``to_pandas(split_blocks=True, self_destruct=True)``).
+    Text attributes are dictionary columns whose dictionary is the reference's categories."""
+    log, query, used = _labelled_query(transactions, cutoff, horizon_days, reference, None, columns, side)
     origin = f"CAST({cutoff_literal(cutoff)} AS TIMESTAMP) AS origin"
     table = log.con.sql(f"SELECT customer_id, {origin}, * EXCLUDE (customer_id) FROM ({query})").to_arrow_table()
     # DuckDB sums integers as HUGEINT, which Arrow holds as decimal128 and pandas would turn into
     # Python objects; as floats, like DuckDB's own .df()
-    return table.cast(pa.schema([f.with_type(pa.float64()) if pa.types.is_decimal(f.type) else f
-                                 for f in table.schema]))
+    table = table.cast(pa.schema([f.with_type(pa.float64()) if pa.types.is_decimal(f.type) else f
+                                  for f in table.schema]))
+    return categorize_arrow(table, used) if used.attributes else table
 
 
 def _labelled_query(transactions: TransactionsLike, cutoff: dt.date | str, horizon_days: int,
                     reference: FeatureReference | None, settings: FeatureSettings | None,
-                    columns: Sequence[str] | None) -> tuple[TransactionLog, str]:
-    """Stage the log for ``cutoff``; the SELECT joining features and labels on that connection."""
+                    columns: Sequence[str] | None,
+                    side: SideData | None = None) -> tuple[TransactionLog, str, FeatureReference]:
+    """Stage the log for ``cutoff``; the SELECT joining features and labels on that connection,
+    and the reference used."""
     log = as_log(transactions, reference.timezone if reference else "UTC")
     check_horizon(log, cutoff, horizon_days)
-    log, features, _ = prepare(log, cutoff, "D", settings, reference)
+    log, features, used = prepare(log, cutoff, "D", settings, reference, side)
     wanted = "f.*, l.* EXCLUDE (customer_id)" if columns is None else ", ".join(
         ["customer_id"] + [_quoted(c) for c in columns if c not in ("customer_id", "origin")])
     return log, f"""
         SELECT {wanted}
         FROM ({features}) AS f JOIN ({labels_sql(cutoff_literal(cutoff), int(horizon_days), log.has_order_id)}) AS l
             USING (customer_id)
-        ORDER BY customer_id"""
+        ORDER BY customer_id""", used
 
 
 def _quoted(column: str) -> str:

@@ -30,7 +30,7 @@ import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import duckdb
 import pandas as pd
@@ -624,3 +624,159 @@ def sql_escape(value: str) -> str:
 
 def _ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------------------------------------
+# Other inputs read like transaction logs (customer attributes, engagement events): the same
+# formats, dialects, encodings, file checks and messages naming file, row, line and column.
+
+
+@dataclass
+class RawInput:
+    """A side input (files or a DataFrame) opened as the view ``raw`` (its columns, ``_file``
+    and ``_row``) on a connection of its own, read the way :func:`read_transactions` reads.
+
+    ``what`` names the rows in messages (``"customers"``, ``"events"``); ``row_numbers`` is
+    ``"exact"`` (Parquet, frames) or ``"rescan"`` (CSV: an error's row is found by rescanning).
+    """
+
+    con: duckdb.DuckDBPyConnection
+    source: str
+    what: str
+    row_numbers: str
+    specs: dict[str, _CsvSpec]
+    policy: IngestPolicy
+    copies: list[str]
+
+    @property
+    def types(self) -> dict[str, str]:
+        """Column name -> DuckDB type of the raw input (``_file`` and ``_row`` left out)."""
+        return {n: t for n, t in self.con.execute(
+            "SELECT column_name, column_type FROM (DESCRIBE raw)").fetchall() if n not in ("_file", "_row")}
+
+    def require(self, wanted: dict[str, tuple[str, str]]) -> None:
+        """Every wanted column must exist: ``{column: (what it holds, the flag that maps it)}``."""
+        available = self.types
+        for name, (meaning, flag) in wanted.items():
+            if name not in available:
+                shown = ", ".join(available) or "none"
+                raise TransactionDataError(
+                    f"{self.source}: column {name!r} (the {meaning}) is missing; the columns are: "
+                    f"{shown}. Map it with {flag}.", source=self.source, column=name)
+
+    def first_bad(self, typed_view: Callable[[dict[str, str]], str], cond: str, column: str,
+                  expected: str, raw_value: str | None, n_bad: int) -> TransactionDataError:
+        """The error for the first row of the view ``typed`` (made by ``typed_view(raw types)``)
+        where ``cond`` holds: file, row (and CSV line), column, what was expected and found."""
+        value = raw_value or "NULL"
+        file, row, found = self.con.execute(
+            f"SELECT _file, _row, {value} FROM typed WHERE {cond} ORDER BY _file, _row LIMIT 1").fetchone()
+        if row is None and self.row_numbers == "rescan":
+            row = rescanned_row(self.specs[file], self.policy, typed_view, cond)
+        where = f"{file}: row {row}" + (f" (line {row + 1})" if self.row_numbers == "rescan" and row else "")
+        shown = "an empty value" if found is None or str(found).strip() == "" else repr(found)
+        more = f"; {n_bad - 1} more row(s) have the same problem" if n_bad > 1 else ""
+        return TransactionDataError(f"{where}, column {column!r}: expected {expected}, found {shown}{more}.",
+                                    source=file, row=row, column=column)
+
+    def close(self) -> None:
+        _unlink(self.copies)
+
+
+def open_raw(paths: str | Path | Sequence[str | Path], what: str,
+             policy: IngestPolicy = IngestPolicy(), *, encoding: str = "utf-8",
+             memory_limit: str | None = None, threads: int | None = None) -> RawInput:
+    """Open CSV or Parquet files (paths or globs) as :class:`RawInput`, with the checks of
+    :func:`read_transactions`: files that exist and are named once, one format, a well-formed
+    header, the encoding (transcoded copies for the encodings DuckDB does not read), rows."""
+    _check_threads(threads)
+    files = _expand(paths)
+    kind = _format_of(files)
+    con = _connect(policy, memory_limit, threads)
+    specs: dict[str, _CsvSpec] = {}
+    if kind == "parquet":
+        for f in files:
+            try:
+                duckdb.execute(f"DESCRIBE SELECT * FROM read_parquet('{sql_escape(f)}')")
+            except duckdb.Error as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise TransactionDataError(f"{f}: cannot be read as Parquet ({first})", source=f) from None
+        listing = "[" + ", ".join(f"'{sql_escape(f)}'" for f in files) + "]"
+        con.execute(f"CREATE TEMP VIEW raw AS SELECT * EXCLUDE (filename, file_row_number), "
+                    f"filename AS _file, file_row_number + 1 AS _row FROM read_parquet({listing}, "
+                    f"filename = true, file_row_number = true, union_by_name = true)")
+        return RawInput(con, ", ".join(files), what, "exact", specs, policy, [])
+    _remove_stale_temp_files()
+    try:
+        for f in files:
+            try:
+                specs[f] = _csv_spec(f, encoding)
+            except TransactionDataError as exc:
+                raise _renamed(exc, what) from None
+        selects = [f"SELECT *, '{sql_escape(s.file)}' AS _file, NULL::BIGINT AS _row FROM {s.reader()}"
+                   for s in specs.values()]
+        con.execute(f"CREATE TEMP VIEW raw AS {' UNION ALL BY NAME '.join(selects)}")
+    except BaseException:
+        _unlink([s.path for s in specs.values() if s.path != s.file])
+        raise
+    return RawInput(con, ", ".join(files), what, "rescan", specs, policy,
+                    [s.path for s in specs.values() if s.path != s.file])
+
+
+def open_raw_frame(frame: pd.DataFrame, what: str, policy: IngestPolicy = IngestPolicy(), *,
+                   source: str = "<DataFrame>") -> RawInput:
+    """A DataFrame as :class:`RawInput`; rows are numbered from 1 in frame order."""
+    con = _connect(policy, None)
+    con.register("raw_frame", frame.reset_index(drop=True))
+    con.execute(f"CREATE TEMP VIEW raw AS SELECT *, '{sql_escape(source)}' AS _file, "
+                "row_number() OVER () AS _row FROM raw_frame")
+    return RawInput(con, source, what, "exact", {}, policy, [])
+
+
+def materialize(raw: RawInput, table: str, select: str) -> None:
+    """Run ``CREATE TEMP TABLE table AS select`` over a raw input; a CSV file DuckDB cannot
+    parse (ragged, unbalanced quote, bad encoding) is the error naming file and line."""
+    try:
+        raw.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
+    except duckdb.InvalidInputException as exc:
+        raise _csv_error(str(exc), raw.specs, raw.source) from None
+
+
+def checked_count(raw: RawInput, select: str) -> tuple:
+    """``select`` over a raw input's views, with CSV parse errors named as in :func:`materialize`."""
+    try:
+        return raw.con.execute(select).fetchone()
+    except duckdb.InvalidInputException as exc:
+        raise _csv_error(str(exc), raw.specs, raw.source) from None
+
+
+def timestamp_expr(column: str, raw_type: str, policy: IngestPolicy) -> str:
+    """A column read as a shop-time TIMESTAMP, exactly as a log's timestamps are read."""
+    return _timestamp_expr(column, raw_type, policy)
+
+
+def ident(name: str) -> str:
+    """A column name quoted for SQL."""
+    return _ident(name)
+
+
+def rescanned_row(spec: _CsvSpec, policy: IngestPolicy, typed_view: Callable[[dict[str, str]], str],
+                  cond: str, nth: int = 1) -> int | None:
+    """The data row (1-based) of the ``nth`` row of one CSV file where ``cond`` holds on the view
+    ``typed`` (made by ``typed_view``), by a single-threaded rescan (only on the error path)."""
+    single = duckdb.connect()
+    single.execute("SET threads = 1")
+    single.execute(f"SET TimeZone = '{sql_escape(policy.timezone)}'")
+    single.execute(f"CREATE TEMP VIEW raw AS SELECT *, '{sql_escape(spec.file)}' AS _file, "
+                   f"row_number() OVER () AS _row FROM {spec.reader()}")
+    raw_types = dict(single.execute("SELECT column_name, column_type FROM (DESCRIBE raw)").fetchall())
+    single.execute(typed_view(raw_types))
+    found = single.execute(f"SELECT _row FROM typed WHERE {cond} ORDER BY _row LIMIT 1 "
+                           f"OFFSET {int(nth) - 1}").fetchone()
+    return found[0] if found else None
+
+
+def _renamed(exc: TransactionDataError, what: str) -> TransactionDataError:
+    """A reader error about "transactions" said of another input."""
+    text = str(exc).replace("no transactions in", f"no {what} in")
+    return TransactionDataError(text, source=exc.source, row=exc.row, column=exc.column)
