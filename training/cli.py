@@ -56,6 +56,16 @@ RefundsOpt = Annotated[str, typer.Option(help="Negative amounts: exclude (not pu
 ZerosOpt = Annotated[str, typer.Option("--zero-amounts", help="Zero amounts: keep (purchases without spend) or exclude.")]
 EncodingOpt = Annotated[str, typer.Option(
     "--encoding", help="Text encoding of CSV files, e.g. big5, cp950, latin-1; default utf-8.")]
+CustomersOpt = Annotated[Optional[Path], typer.Option(
+    "--customers", help="CSV or Parquet file of customer attributes (gender, channel, region, birth year, ...): "
+                        "one row per customer, or per customer and valid_from day; they become features.")]
+CustomersIdCol = Annotated[str, typer.Option("--customers-id-col", help="Column of --customers with the customer id.")]
+EventsOpt = Annotated[Optional[Path], typer.Option(
+    "--events", help="CSV or Parquet engagement log (visits, email opens, carts, ...): counts and days since the "
+                     "last event per type, as of the cutoff, become features.")]
+EventsIdCol = Annotated[str, typer.Option("--events-id-col", help="Column of --events with the customer id.")]
+EventsTimestampCol = Annotated[str, typer.Option("--events-timestamp-col", help="Column of --events with the event time.")]
+EventsTypeCol = Annotated[str, typer.Option("--events-type-col", help="Column of --events with the event type.")]
 
 
 ThreadsOpt = Annotated[Optional[int], typer.Option(
@@ -135,6 +145,28 @@ def log_options(flags: dict) -> dict:
     return {name: flags[name] for name in LOG_OPTIONS if name in flags}
 
 
+def open_side(flags: dict, timezone: str):
+    """The customers file and events log a command's flags (its ``locals()``) name, read in the
+    log's ``timezone`` and date format, as :class:`features.SideData`; None when neither is given."""
+    from features import IngestPolicy
+    from features.side import open_side as open_side_data
+
+    if not flags.get("customers") and not flags.get("events"):
+        return None
+    return open_side_data(
+        flags.get("customers"), flags.get("events"), customers_id_col=flags.get("customers_id_col", "customer_id"),
+        events_id_col=flags.get("events_id_col", "customer_id"),
+        events_timestamp_col=flags.get("events_timestamp_col", "timestamp"),
+        events_type_col=flags.get("events_type_col", "event_type"),
+        policy=IngestPolicy(timezone=timezone, date_format=flags.get("date_format")),
+        encoding=flags.get("encoding") or "utf-8", threads=flags.get("threads"), memory_limit=flags.get("memory_limit"))
+
+
+def _no_spark_side(engine: str, flags: dict) -> None:
+    if engine == "spark" and (flags.get("customers") or flags.get("events")):
+        raise ValueError("--engine spark does not read --customers or --events yet; use --engine duckdb")
+
+
 def spark_log_for(log, master: str | None, staging: Path | None):
     """The validated ``log`` handed to a Spark session (``--engine spark``)."""
     from features.spark import spark_log, spark_session
@@ -177,9 +209,13 @@ def features(
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
     threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
+    customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
+    events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
+    events_type_col: EventsTypeCol = "event_type",
 ) -> None:
     """Build one row of features per customer as of a cutoff: BG/NBD summary, RFM and
-    segment, purchase cycle, rolling windows, membership tier and replenishment.
+    segment, purchase cycle, rolling windows, membership tier and replenishment; with
+    --customers and --events also customer attributes and engagement counts.
 
     For the scoring service's snapshot pass --model-uri: the table is then built exactly as
     that model defines its features, and the service checks it."""
@@ -189,6 +225,7 @@ def features(
 
     _choice("--freq", freq, ("D", "W"))
     _choice("--engine", engine, ("duckdb", "spark"))
+    _no_spark_side(engine, locals())
     check_output_path(out)                          # before the whole job, not after it
     if cutoff is not None:
         parse_cutoff(cutoff)
@@ -205,6 +242,7 @@ def features(
     with _steps() as progress:
         progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
+        side = open_side(locals(), log.policy.timezone)
         if cutoff is None:
             cutoff = log.report.last_timestamp.date().isoformat()
         progress.add_task(f"building features as of {cutoff} ({engine})")
@@ -214,7 +252,7 @@ def features(
             summary = write_features_spark(spark_log_for(log, spark_master, spark_staging), cutoff, out,
                                            None if reference else freq, reference=reference)
         else:
-            summary = write_features(log, cutoff, out, None if reference else freq, reference=reference)
+            summary = write_features(log, cutoff, out, None if reference else freq, reference=reference, side=side)
     _print_ingest(log.report)
     if reference is not None:
         console.print(f"features defined by model {model_uri} (version {version}), "
@@ -266,6 +304,9 @@ def train(
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep",
     threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
+    customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
+    events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
+    events_type_col: EventsTypeCol = "event_type",
 ) -> None:
     """Train on rolling origins, evaluate out of time against baselines and the champion,
     record everything in MLflow, and promote the new version only if it wins.
@@ -280,6 +321,7 @@ def train(
     _choice("--next-purchase", next_purchase, ("auto", "hazard", "classical"))
     _choice("--purchase-model", purchase_model, ("mbgnbd", "pareto_nbd", "bgnbd"))
     _choice("--engine", engine, ("duckdb", "spark"))
+    _no_spark_side(engine, locals())
     started = time.perf_counter()
     config = TrainConfig(cutoff=cutoff, horizon_days=horizon_days, origins=origins,
                          origin_step_days=origin_step_days, next_purchase=next_purchase,
@@ -289,10 +331,12 @@ def train(
     with _steps() as progress:
         task = progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
+        side = open_side(locals(), log.policy.timezone)
         slog = spark_log_for(log, spark_master, spark_staging) if engine == "spark" else None
         result = run_training(log, config, tracking_uri,
                               step=lambda text: progress.update(task, description=text),
-                              progress=progress_lines(progress.console.print), spark_log=slog)
+                              progress=progress_lines(progress.console.print), spark_log=slog,
+                              **({"side": side} if side else {}))
     table = Table(title=f"Churn ROC AUC as of {cutoff}, horizon {horizon_days} days (out of time)")
     for col in ("model", "churn AUC", "difference"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -392,6 +436,12 @@ CurrencyOpt = Annotated[Optional[str], typer.Option(
     help="Currency symbol of money columns in .xlsx, e.g. NT$, €; default NT$ with --lang zh-TW, else $.")]
 
 
+def _no_side_with_features(features_path, flags: dict) -> None:
+    if features_path is not None and (flags.get("customers") or flags.get("events")):
+        raise ValueError("a feature table (--features) already holds the attributes and events it was built "
+                         "with; drop --customers and --events, or score the log itself")
+
+
 def _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer):
     """(feature table, as-of) from --features, or from a log as of --as-of.
 
@@ -441,6 +491,9 @@ def score(
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
     threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
+    customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
+    events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
+    events_type_col: EventsTypeCol = "event_type",
 ) -> None:
     """Score every customer with the champion model: churn, next purchase, value, win-back date.
 
@@ -454,6 +507,8 @@ def score(
     if engine == "spark" and (reasons or features_path is not None):
         raise ValueError("--engine spark scores a log (--transactions / --dataset) without reasons: "
                          "drop --features and --reasons")
+    _no_spark_side(engine, locals())
+    _no_side_with_features(features_path, locals())
     reasons = 100 if reasons is None else reasons
     mapping = log_options(locals())
     started = time.perf_counter()
@@ -472,7 +527,9 @@ def score(
                           f"{version} → {done.out} ({time.perf_counter() - started:.1f} s)")
             return
         scorer.compile_trees()                       # a batch: compiled trees pay for themselves
-        scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False)
+        side = open_side(locals(), timezone or scorer.reference_.timezone)
+        scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False,
+                              **({"side": side} if side else {}))
         scores.insert(1, "model_version", version)
         write_table(scores, out, currency=currency)
     console.print(f"scored {len(scores):,} customers as of {day.date()} with model version {version} "
@@ -501,6 +558,9 @@ def rank(
     timezone: TimezoneOpt = None, duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude",
     zero_amounts: ZerosOpt = "keep", encoding: EncodingOpt = "utf-8",
     threads: ThreadsOpt = None, memory_limit: MemoryLimitOpt = None,
+    customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
+    events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
+    events_type_col: EventsTypeCol = "event_type",
 ) -> None:
     """The win-back list: customers ranked by value at risk (churn probability × 12-month
     value), with win-back date, next-purchase date, segment, tier and reasons."""
@@ -511,12 +571,14 @@ def rank(
     _choice("--lang", lang, ("en", "zh-TW"))
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise ValueError(f"--out must end in .csv or .xlsx, got {out.name!r}")
+    _no_side_with_features(features_path, locals())
     mapping = log_options(locals())
     scorer, version = load_scorer(model_uri, tracking_uri)
     if threads is not None:
         scorer.use_threads(threads)
     data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
-    table = data if features_path is not None else build_features(data, day, reference=scorer.reference_)
+    side = open_side(locals(), timezone or scorer.reference_.timezone)
+    table = data if features_path is not None else build_features(data, day, reference=scorer.reference_, side=side)
     ranked = ranked_list(scorer, table, day, top, segment, tier, min_value, lang)
     write_table(ranked, out, sheet=LIST_SHEET[lang], currency=currency, lang=lang)
     if ranked.empty:
@@ -641,6 +703,9 @@ def serve(
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude", zero_amounts: ZerosOpt = "keep",
+    customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
+    events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
+    events_type_col: EventsTypeCol = "event_type",
 ) -> None:
     """Start the scoring service (BentoML). API keys come from WINBACK_API_KEYS
     (comma-separated) or --api-keys-file; requests send `Authorization: Bearer KEY`.
@@ -671,8 +736,15 @@ def serve(
                    "channel": channel_col}
         policy = {"duplicates": duplicates, "refunds": refunds, "zero_amounts": zero_amounts,
                   "date_format": date_format}
-        source = LogSource(tuple(str(Path(p).resolve()) for p in transactions or ()), dataset, as_of,
-                           {"policy": policy} if dataset else {"columns": columns, "policy": policy})
+        ingest = {"policy": policy} if dataset else {"columns": columns, "policy": policy}
+        if customers or events:             # opened with the log, in the model's zone (features.side.open_side)
+            ingest["side"] = {"customers": str(customers.resolve()) if customers else None,
+                              "events": str(events.resolve()) if events else None,
+                              "customers_id_col": customers_id_col, "events_id_col": events_id_col,
+                              "events_timestamp_col": events_timestamp_col, "events_type_col": events_type_col}
+        source = LogSource(tuple(str(Path(p).resolve()) for p in transactions or ()), dataset, as_of, ingest)
+    elif customers or events:
+        raise ValueError("--customers and --events go with a log (--transactions or --dataset), not a snapshot")
     elif as_of:
         raise ValueError("--as-of needs a log to build features from (--transactions or --dataset)")
     raise typer.Exit(run_service(host, port, tracking_uri, model_uri, snapshot, api_keys_file,
@@ -803,6 +875,9 @@ def daily(
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
     category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
     duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude", zero_amounts: ZerosOpt = "keep",
+    customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
+    events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
+    events_type_col: EventsTypeCol = "event_type",
 ) -> None:
     """The whole day for cron or an orchestrator: the feature snapshot (with the champion's
     reference), every customer's scores, then the triggers. A lock keeps two runs apart."""
@@ -820,7 +895,9 @@ def daily(
         log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
         with _steps() as progress:
             task = progress.add_task(f"features as of {as_of}")
-            snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_)
+            side = open_side(locals(), scorer.reference_.timezone)
+            snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_,
+                                      side=side)
             progress.update(task, description="scores")
             from features.job import read_feature_table
 
