@@ -798,21 +798,32 @@ def triggers_run(
     duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude", zero_amounts: ZerosOpt = "keep",
 ) -> None:
     """Evaluate the trigger rules on the champion's scores as of a day, record the new events
-    (re-running a day adds nothing) and deliver them to files and a webhook."""
+    (re-running a day adds nothing) and deliver them to files and a webhook. At most
+    [budget] max_sends_per_day are sent, the highest expected net value first; each rule is
+    ranked by its uplift model (`winback triggers learn`) or, until one beats the baselines, by
+    value at risk."""
+    from features.build import parse_cutoff
     from models.triggers import TriggerRules
     from training.outbox import Outbox, secret_from_env
     from training.registry import load_scorer
     from training.triggers_job import model_features, run_triggers
+    from training.uplift import rankings_for
 
     secret = secret_from_env() if webhook_url else None
     scorer, _ = load_scorer(model_uri, tracking_uri)
     log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
+    trigger_rules, outbox = TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri))
+    uplift = rankings_for(trigger_rules, outbox.events(), parse_cutoff(as_of), tracking_uri)
     with _steps() as progress:
         task = progress.add_task("triggers")
-        run = run_triggers(scorer, model_features(scorer, log, as_of), as_of, TriggerRules.from_toml(rules),
-                           Outbox(_state_uri(state_uri)), out_dir, webhook_url, secret,
-                           step=lambda t: progress.update(task, description=t))
+        run = run_triggers(scorer, model_features(scorer, log, as_of), as_of, trigger_rules, outbox, out_dir,
+                           webhook_url, secret, step=lambda t: progress.update(task, description=t),
+                           log=log, uplift=uplift)
     _print_trigger_run(run)
+    sends = sum(n for (_, group), n in run.counts.items() if group == "send")
+    console.print(f"budget: {sends:,} of {run.max_sends_per_day:,} sends on {run.as_of}")
+    for rule, note in sorted(run.rankings.items()):
+        console.print(f"ranking {rule}: {note}")
 
 
 @triggers_app.command("replay")
@@ -833,22 +844,26 @@ def triggers_replay(
 def triggers_report(
     out: Annotated[Optional[Path], typer.Option(help="Also write the table (.csv or .xlsx).")] = None,
     by_day: Annotated[bool, typer.Option(help="One row per rule, day and window.")] = False,
-    state_uri: StateOpt = DEFAULT_STATE,
+    state_uri: StateOpt = DEFAULT_STATE, rules: RulesOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", date_format: DateFormat = None, timezone: TimezoneOpt = None,
 ) -> None:
     """Treated vs holdout: purchase rate and revenue within 30/60/90 days per rule, the
-    difference with a 95 % interval, and the messages sent."""
+    difference with a 95 % interval, and the messages sent; the budget used and skipped; per
+    rule the uplift, the Qini and AUUC of the recorded ranking, churn risk and value at risk,
+    and the recorded ranking's Qini curve."""
+    from models.triggers import TriggerRules
     from training.batch import write_table
     from training.outbox import Outbox
-    from training.trigger_report import lift_report
+    from training.trigger_report import budget_report, lift_report, uplift_report
 
     log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
                    amount_col=amount_col, order_id_col=None, quantity_col=None, category_col=None,
                    channel_col=None, date_format=date_format, timezone=timezone, duplicates="auto",
                    refunds="exclude", zero_amounts="keep")
-    report = lift_report(Outbox(_state_uri(state_uri)).events(), log, by_day=by_day)
+    outbox = Outbox(_state_uri(state_uri))
+    report = lift_report(outbox.events(), log, by_day=by_day)
     view = Table(title="triggers: treated (send) vs holdout")
     keys = ["rule", *(["as_of"] if by_day else []), "window_days"]
     for col in (*keys, "observed", "sent", "held out", "purchase rate diff [95% CI]", "revenue diff [95% CI]"):
@@ -859,8 +874,72 @@ def triggers_report(
                      f"{r['revenue_per_customer_diff']:+.2f} [{r['revenue_per_customer_diff_low']:+.2f}, "
                      f"{r['revenue_per_customer_diff_high']:+.2f}]")
     console.print(view)
+    events = outbox.events()
+    trigger_rules = TriggerRules.from_toml(rules)
+    budget = budget_report(events, trigger_rules.budget.max_sends_per_day)
+    if len(budget):
+        console.print(f"budget: busiest day {int(budget['busiest_day_sends'].iloc[0]):,} sends of "
+                      f"{trigger_rules.budget.max_sends_per_day:,} a day; per rule: " + "; ".join(
+                          f"{r.rule} sent {r.sent:,}, held out {r.held_out:,}, skipped {r.skipped_budget:,}"
+                          for r in budget.itertuples()))
+    qini, curves = uplift_report(events, log, trigger_rules)
+    if len(qini):
+        table = Table(title="uplift per rule (matured events, the rule's window): Qini and AUUC [95% CI]")
+        for col in ("rule", "window", "uplift", "ranking", "Qini [95% CI]", "AUUC [95% CI]"):
+            table.add_column(col)
+        for r in qini.to_dict("records"):
+            table.add_row(r["rule"], str(r["window_days"]), f"{r['uplift']:+.4f}", r["ranking"],
+                          f"{r['qini']:+.4f} [{r['qini_low']:+.4f}, {r['qini_high']:+.4f}]",
+                          f"{r['auuc']:+.4f} [{r['auuc_low']:+.4f}, {r['auuc_high']:+.4f}]")
+        console.print(table)
+        for rule, curve in curves.items():
+            console.print(f"Qini curve {rule} (recorded ranking; share targeted: incremental purchasers per event): "
+                          + ", ".join(f"{s:.0%}: {q:+.4f}" for s, q in zip(curve["share_targeted"], curve["qini"])))
     if out is not None:
         write_table(report, out)
+
+
+@triggers_app.command("learn")
+@user_errors
+def triggers_learn(
+    as_of: Annotated[Optional[str], typer.Option(help="Learn from outcomes seen by this day (default: the log's last day).")] = None,
+    rules: RulesOpt = None, state_uri: StateOpt = DEFAULT_STATE, tracking_uri: TrackingOpt = None,
+    model_uri: ModelUriOpt = None,
+    learner: Annotated[str, typer.Option(help="Meta-learner: x_learner (default) or t_learner.")] = "x_learner",
+    transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
+    customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
+    amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
+    category_col: CategoryCol = None, channel_col: ChannelCol = None, date_format: DateFormat = None,
+    duplicates: DuplicatesOpt = "auto", refunds: RefundsOpt = "exclude", zero_amounts: ZerosOpt = "keep",
+) -> None:
+    """Fit an uplift model per rule on the matured sent and held-out events (features as of each
+    event's day), judge it out of time by Qini and AUUC against churn risk and value at risk,
+    and register it as `winback-uplift` (alias: the rule) only if it beats both."""
+    import functools as _functools
+
+    from features import build_features
+    from models.triggers import TriggerRules
+    from training.outbox import Outbox
+    from training.registry import load_scorer
+    from training.uplift import learn
+
+    scorer, _ = load_scorer(model_uri, tracking_uri)
+    log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
+    day = as_of or log.report.last_timestamp.date().isoformat()
+
+    @_functools.lru_cache(maxsize=None)
+    def features_for_day(when):
+        return build_features(log, when.date().isoformat(), reference=scorer.reference_)
+
+    results = learn(Outbox(_state_uri(state_uri)).events(), log, TriggerRules.from_toml(rules), features_for_day,
+                    day, tracking_uri, learner=learner)
+    for r in results:
+        where = f" -> {r.alias} (version {r.version})" if r.version else ""
+        console.print(f"{r.rule}: {r.n_treated:,} sent, {r.n_holdout:,} held out matured; {r.verdict}{where}")
+        if len(r.comparison):
+            for row in r.comparison.to_dict("records"):
+                console.print(f"    {row['ranking']}: Qini {row['qini']:+.4f} [{row['qini_low']:+.4f}, "
+                              f"{row['qini_high']:+.4f}], AUUC {row['auuc']:+.4f} [{row['auuc_low']:+.4f}, {row['auuc_high']:+.4f}]")
 
 
 @app.command()

@@ -15,8 +15,14 @@ Webhook batches are ``{"events": [...]}`` signed like Stripe's and GitHub's: the
 exact bytes sent; :func:`verify_signature` checks it (receivers should also refuse old ``t``).
 
 Statuses: ``pending`` (a send event not yet delivered), ``delivered``, ``holdout`` (recorded
-like a sent event for cooldowns and the lift report, never delivered) and ``dead`` (a batch that
-failed ``max_attempts`` times: the dead letters, resent by :meth:`Outbox.replay`).
+like a sent event for cooldowns and the lift report, never delivered), ``skipped`` (an event of
+the group ``skipped_budget``: the day's budget left it out; recorded for the report, never
+delivered, not counted by cooldowns) and ``dead`` (a batch that failed ``max_attempts`` times:
+the dead letters, resent by :meth:`Outbox.replay`).
+
+Schema changes are made when an outbox opens: version 2 (issue #21) widened ``grp`` to 20
+characters for ``skipped_budget`` (``ALTER TABLE`` on PostgreSQL and MySQL; SQLite does not
+enforce the length, so an older SQLite outbox opens as it is).
 """
 
 from __future__ import annotations
@@ -33,16 +39,20 @@ from typing import Callable, Iterable
 
 import httpx
 import pandas as pd
-from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, create_engine, insert, select, update
+from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, create_engine, insert, inspect,
+                        select, text, update)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
-from models.triggers import EVENT_COLUMNS       # one home: the rules define what an event is
+from models.triggers import EVENT_COLUMNS, SKIPPED       # one home: the rules define what an event is
 
 #: What :meth:`Outbox.events` adds to them.
 STATE_COLUMNS = ("status", "attempts", "last_error", "created_at", "delivered_at")
-STATUSES = ("pending", "delivered", "holdout", "dead")
-GROUPS = ("send", "holdout")
+STATUSES = ("pending", "delivered", "holdout", "skipped", "dead")
+GROUPS = ("send", "holdout", SKIPPED)
+#: The status an event of each group starts with.
+INITIAL_STATUS = {"send": "pending", "holdout": "holdout", SKIPPED: "skipped"}
+GROUP_CHARS = 20
 SIGNATURE_HEADER = "Winback-Signature"
 SECRET_VARIABLE = "WINBACK_WEBHOOK_SECRET"
 
@@ -58,7 +68,7 @@ trigger_events = Table(
     Column("customer_id", String(255), nullable=False),
     Column("rule", String(100), nullable=False),
     Column("as_of", String(10), nullable=False),          # ISO date: sorts and compares as text
-    Column("grp", String(10), nullable=False),             # "group" is a reserved word in SQL
+    Column("grp", String(GROUP_CHARS), nullable=False),    # "group" is a reserved word in SQL
     Column("template", String(255)),
     Column("priority", Integer),
     Column("fields", Text),                                # JSON text
@@ -92,6 +102,7 @@ class Outbox:
         metadata.create_all(self.engine, checkfirst=True)
         for index in trigger_events.indexes:          # create_all skips indexes of an existing table
             index.create(self.engine, checkfirst=True)
+        _widen_group_column(self.engine)
 
     def __repr__(self) -> str:
         return f"Outbox({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -105,7 +116,8 @@ class Outbox:
     def record(self, events: pd.DataFrame) -> int:
         """Commit ``events`` in one transaction, skipping keys already recorded; the new count.
 
-        Send events start ``pending``, holdout events ``holdout``. A key repeated within
+        Send events start ``pending``, holdout events ``holdout``, ``skipped_budget`` events
+        ``skipped``. A key repeated within
         ``events`` is recorded once (its first row). Nothing is delivered here. Keys are looked up
         in chunks and the rest inserted inside the same transaction, which works on every
         database; a concurrent run inserting the same keys makes it start over (three times).
@@ -363,7 +375,7 @@ def _event_rows(events: pd.DataFrame) -> list[dict]:
         if pd.isna(key) or not str(key):
             raise ValueError(f"events row {position}: idempotency_key is empty")
         if group not in GROUPS:
-            raise ValueError(f"events row {position}: group must be 'send' or 'holdout', got {group!r}")
+            raise ValueError(f"events row {position}: group must be one of {', '.join(GROUPS)}, got {group!r}")
         if str(key) in seen:
             continue
         seen.add(str(key))
@@ -374,9 +386,28 @@ def _event_rows(events: pd.DataFrame) -> list[dict]:
             "as_of": _iso_date(as_of, f"events row {position}: as_of"), "grp": group,
             "template": None if pd.isna(template) else str(template),
             "priority": None if pd.isna(priority) else int(priority),
-            "fields": fields, "status": "pending" if group == "send" else "holdout", "attempts": 0,
+            "fields": fields, "status": INITIAL_STATUS[group], "attempts": 0,
         })
     return rows
+
+
+def _widen_group_column(engine) -> None:
+    """Migrate an outbox made before issue #21: ``grp`` was 10 characters, too few for
+    ``skipped_budget``. SQLite ignores declared lengths, so only other databases are altered."""
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        return
+    column = next(c for c in inspect(engine).get_columns("trigger_events") if c["name"] == "grp")
+    length = getattr(column["type"], "length", None)
+    if length is None or length >= GROUP_CHARS:
+        return
+    statement = {"postgresql": f"ALTER TABLE trigger_events ALTER COLUMN grp TYPE VARCHAR({GROUP_CHARS})",
+                 "mysql": f"ALTER TABLE trigger_events MODIFY grp VARCHAR({GROUP_CHARS}) NOT NULL"}.get(dialect)
+    if statement is None:
+        raise ValueError(f"the outbox's grp column holds {length} characters and this code needs {GROUP_CHARS}; "
+                         f"widen it by hand on {dialect}")
+    with engine.begin() as conn:
+        conn.execute(text(statement))
 
 
 def _existing_keys(conn: Connection, keys: list[str]) -> set[str]:

@@ -14,6 +14,9 @@ window the report compares the send group with the holdout:
   interval (t with Welch-Satterthwaite degrees of freedom; unequal group sizes and variances).
 * ``messages_sent``: the cost side, every send event of the rule (and day).
 
+Events the day's budget skipped (``skipped_budget``) were never randomised: they are left out
+here and counted by :func:`budget_report`.
+
 A window is counted only once it has ended by the log's last day: an event whose window runs
 past it is left out of the comparison (an unobserved day is not a day without a purchase), and
 the row says ``observed = False``. Each event is a unit; the intervals assume events are
@@ -28,6 +31,7 @@ proportions: comparison of eleven methods. *Statistics in Medicine* 17, 873-890.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Sequence
 
@@ -38,6 +42,7 @@ from scipy import stats
 from features.build import parse_cutoff
 from features.sql import money_sum
 from features.transactions import TransactionLog
+from models.triggers import SKIPPED
 
 GROUPS = ("send", "holdout")
 REPORT_COLUMNS = ("customer_id", "rule", "as_of", "group")
@@ -80,7 +85,7 @@ def lift_report(events: pd.DataFrame, log: TransactionLog, windows: Sequence[int
     windows = _check_windows(windows)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
-    frame = _check_events(events)
+    frame = _check_events(events[events["group"].astype(str) != SKIPPED] if "group" in events else events)
     end = pd.Timestamp(observation_end) if observation_end is not None else log.report.last_timestamp
     if end is None:
         raise ValueError("the log has no transactions: no outcome can be observed")
@@ -94,6 +99,109 @@ def lift_report(events: pd.DataFrame, log: TransactionLog, windows: Sequence[int
     finally:
         log.con.unregister(name)
     return _compare(counts, keys, confidence)
+
+
+def event_outcomes(events: pd.DataFrame, log: TransactionLog, window_days: int | Sequence[int] | pd.Series,
+                   observation_end: dt.date | str | None = None) -> pd.DataFrame:
+    """Each event's own outcome: ``purchased`` and ``revenue`` in ``(as_of, as_of + window]``, seen
+    only up to the end of ``observation_end`` (default: the log's last day), and ``observed``,
+    whether the whole window had ended by then.
+
+    ``events`` needs ``customer_id`` and ``as_of``; ``window_days`` is one window or one per event.
+    Purchases after ``observation_end`` are never read, so an outcome computed as of a day uses
+    nothing the day could not know. Returns ``events`` with the three columns added, in its order.
+    """
+    frame = events.reset_index(drop=True)
+    windows = (np.full(len(frame), int(window_days)) if np.isscalar(window_days)
+               else np.asarray(window_days, dtype="int64"))
+    if len(windows) != len(frame) or (windows < 1).any():
+        raise ValueError(f"window_days must be at least 1, one per event ({len(frame)}); got {len(windows)}")
+    end = pd.Timestamp(observation_end) if observation_end is not None else log.report.last_timestamp
+    if end is None:
+        raise ValueError("the log has no transactions: no outcome can be observed")
+    end_day = end.normalize().date().isoformat()
+    base = pd.DataFrame({"event": np.arange(len(frame)), "customer_id": frame["customer_id"].astype(str),
+                         "as_of": pd.to_datetime(frame["as_of"]).dt.normalize(), "window_days": windows})
+    name = f"trigger_outcomes_{uuid.uuid4().hex}"
+    log.con.register(name, base)
+    try:
+        out = log.con.execute(f"""
+            SELECT e.event,
+                CAST(e.as_of AS DATE) + CAST(e.window_days AS INTEGER) <= DATE '{end_day}' AS observed,
+                count(t.ts) > 0 AS purchased,
+                {money_sum('t.amount')} AS revenue
+            FROM {name} AS e LEFT JOIN transactions AS t
+                ON t.customer_id = e.customer_id
+                AND t.ts >= CAST(e.as_of AS DATE) + INTERVAL 1 DAY
+                AND t.ts < CAST(e.as_of AS DATE) + to_days(CAST(e.window_days + 1 AS INTEGER))
+                AND t.ts < DATE '{end_day}' + INTERVAL 1 DAY
+            GROUP BY ALL ORDER BY e.event""").df()
+    finally:
+        log.con.unregister(name)
+    return frame.assign(observed=out["observed"].to_numpy(bool), purchased=out["purchased"].to_numpy(bool),
+                        revenue=out["revenue"].to_numpy(float))
+
+
+def budget_report(events: pd.DataFrame, max_sends_per_day: int | None = None) -> pd.DataFrame:
+    """Per rule: events selected (sent and held out), skipped by the budget, and the days with
+    events; with ``max_sends_per_day``, the busiest day's sends (all rules) against it."""
+    frame = events.assign(group=events["group"].astype(str))
+    per_rule = (frame.pivot_table(index="rule", columns="group", values="as_of", aggfunc="count", fill_value=0)
+                .reindex(columns=[*GROUPS, SKIPPED], fill_value=0))
+    out = pd.DataFrame({"rule": per_rule.index, "sent": per_rule["send"].to_numpy(),
+                        "held_out": per_rule["holdout"].to_numpy(),
+                        "skipped_budget": per_rule[SKIPPED].to_numpy(),
+                        "days": frame.groupby("rule")["as_of"].nunique().reindex(per_rule.index).to_numpy()})
+    sends = frame[frame["group"] == "send"].groupby("as_of").size()
+    out["busiest_day_sends"] = int(sends.max()) if len(sends) else 0
+    out["max_sends_per_day"] = max_sends_per_day
+    return out.reset_index(drop=True)
+
+
+def uplift_report(events: pd.DataFrame, log: TransactionLog, rules, observation_end: dt.date | str | None = None,
+                  n_boot: int = 200, seed: int = 0) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Per rule, how well three orders of its matured randomised events found the customers the
+    message moved: the uplift each event recorded (``expected_uplift``; a constant prior ranks at
+    random), churn risk and value at risk, by the Qini coefficient and AUUC with bootstrap
+    intervals (:func:`models.uplift_metrics.compare_rankings`, the recorded uplift as reference);
+    and per rule the recorded ranking's Qini curve at every tenth of the events.
+
+    The outcome is a purchase within the rule's ``window_days``; ``rules`` is a
+    :class:`models.triggers.TriggerRules`. A rule without sent and held-out matured events is
+    left out."""
+    from models.uplift_metrics import compare_rankings, qini_curve
+
+    end = pd.Timestamp(observation_end) if observation_end is not None else log.report.last_timestamp
+    windows = {r.name: r.window_days for r in rules.rules}
+    frame = events[events["group"].isin(GROUPS) & events["rule"].isin(list(windows))].reset_index(drop=True)
+    if frame.empty or end is None:
+        return pd.DataFrame(), {}
+    frame = event_outcomes(frame, log, frame["rule"].map(windows).to_numpy(), observation_end=end)
+    frame = frame[frame["observed"]]
+    fields = pd.DataFrame([json.loads(f) if isinstance(f, str) and f else {} for f in frame["fields"]],
+                          index=frame.index)
+    tables, curves = [], {}
+    for rule, rows in frame.groupby("rule", sort=True):
+        t = (rows["group"] == "send").to_numpy()
+        if t.all() or not t.any():
+            continue
+        f = fields.loc[rows.index]
+        scores = {name: pd.to_numeric(f.get(column, pd.Series(np.nan, index=f.index)), errors="coerce")
+                  .fillna(0.0).to_numpy(float)
+                  for name, column in (("recorded_uplift", "expected_uplift"), ("churn_risk", "churn_probability"),
+                                       ("value_at_risk", "value_at_risk"))}
+        y = rows["purchased"].to_numpy(int)
+        table = compare_rankings(scores, t, y, reference="recorded_uplift", n_boot=n_boot, seed=seed)
+        tables.append(table.assign(rule=rule, window_days=windows[rule], n_send=int(t.sum()),
+                                   n_holdout=int((~t).sum()), uplift=y[t].mean() - y[~t].mean()))
+        curve = qini_curve(scores["recorded_uplift"], t, y, seed=seed)
+        at = np.searchsorted(curve["share_targeted"].to_numpy(), np.linspace(0, 1, 11) - 1e-12)
+        curves[rule] = curve.iloc[np.minimum(at, len(curve) - 1)].reset_index(drop=True)
+    if not tables:
+        return pd.DataFrame(), {}
+    out = pd.concat(tables, ignore_index=True)
+    return out[["rule", "window_days", "n_send", "n_holdout", "uplift", *[c for c in out.columns
+                if c not in ("rule", "window_days", "n_send", "n_holdout", "uplift")]]], curves
 
 
 def _outcome_sql(events: str, windows: list[int], keys: list[str], end_day: str) -> str:

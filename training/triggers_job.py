@@ -6,6 +6,11 @@ outbox (:mod:`training.outbox`) in one transaction, then deliver what is pending
 and day, and signed webhook batches. Because events are committed before any delivery and keyed
 by an idempotency key, a re-run of the same day adds nothing, and a run killed at any moment is
 completed by the next one without duplicates or losses.
+
+Issue #21: with the log at hand, every past ``winback_due`` event is marked ``answered`` (a
+purchase within the rule's window, seen up to the day) for the win-back stop; ``uplift`` says per
+rule which ranking values its events (:func:`training.uplift.rankings_for`: a registered uplift
+model once the rule has enough matured outcomes and a model beat both baselines, else the prior).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import pandas as pd
 from features import build_features
 from features.build import parse_cutoff
 from models.scorer import WinbackScorer
-from models.triggers import TriggerRules, evaluate
+from models.triggers import TriggerRules, UpliftRanking, evaluate
+from models.uplift import UPLIFT_FEATURES
 from training.outbox import Outbox
 
 #: Feature columns the rules read beside the scorer's output.
@@ -39,6 +45,8 @@ class TriggerRun:
     counts: dict[tuple[str, str], int] = field(default_factory=dict)   # (rule, group) -> events of the day
     files: list[Path] = field(default_factory=list)
     webhook: dict | None = None
+    rankings: dict[str, str] = field(default_factory=dict)             # rule -> ranking and why
+    max_sends_per_day: int | None = None
 
 
 def model_features(scorer: WinbackScorer, log, as_of: str) -> pd.DataFrame:
@@ -49,7 +57,8 @@ def model_features(scorer: WinbackScorer, log, as_of: str) -> pd.DataFrame:
 def customers_for_rules(scorer: WinbackScorer, features: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """The scorer's output joined with the feature columns the rules read, one row a customer."""
     scores = scorer.score(features, as_of, reasons=False)
-    extra = [c for c in RULE_FEATURES if c in features.columns]
+    extra = [c for c in dict.fromkeys([*RULE_FEATURES, *UPLIFT_FEATURES])
+             if c in features.columns and c not in scores.columns]
     return scores.merge(features[["customer_id", *extra]], on="customer_id", how="left", validate="one_to_one")
 
 
@@ -73,16 +82,21 @@ def explain_fired(scorer: WinbackScorer, features: pd.DataFrame, customers: pd.D
 
 def run_triggers(scorer: WinbackScorer, features: pd.DataFrame, as_of: str, rules: TriggerRules,
                  outbox: Outbox, out_dir: Path | None = None, webhook_url: str | None = None,
-                 secret: str | None = None, step: Callable[[str], None] = lambda _: None) -> TriggerRun:
+                 secret: str | None = None, step: Callable[[str], None] = lambda _: None, log=None,
+                 uplift: dict[str, UpliftRanking] | None = None) -> TriggerRun:
     """Evaluate the rules on ``features`` (as of ``as_of``, built with the scorer's reference:
-    :func:`model_features`), record the new events, deliver what is pending."""
+    :func:`model_features`), record the new events, deliver what is pending.
+
+    ``log`` (the transactions) lets the win-back stop know which past win-backs were answered;
+    without it a purchase since the event answers it. ``uplift``: per rule, how its events are
+    valued (default: the prior for every rule)."""
     day = parse_cutoff(as_of)
     step(f"scoring as of {day.date()}")
     customers = customers_for_rules(scorer, features, day)
-    past = outbox.past()
-    fired = evaluate(rules, customers, day.date(), past)
+    past = answered_past(outbox.past(), rules, log, day) if log is not None else outbox.past()
+    fired = evaluate(rules, customers, day.date(), past, uplift)
     customers = explain_fired(scorer, features, customers, set(fired["customer_id"]))
-    events = evaluate(rules, customers, day.date(), past)
+    events = evaluate(rules, customers, day.date(), past, uplift)
     step(f"recording {len(events):,} events")
     new = outbox.record(events)
     today = outbox.events(as_of=str(day.date()))
@@ -92,7 +106,25 @@ def run_triggers(scorer: WinbackScorer, features: pd.DataFrame, as_of: str, rule
     if webhook_url:
         step("delivering to the webhook")
         sent = outbox.deliver_webhook(webhook_url, secret)        # also what an earlier crashed day left
-    return TriggerRun(str(day.date()), new, counts, files, sent)
+    notes = {r.name: (uplift or {}).get(r.name, UpliftRanking()).note or
+             f"{(uplift or {}).get(r.name, UpliftRanking()).ranking}: prior uplift {rules.uplift.prior_uplift:g}"
+             for r in rules.rules if r.enabled}
+    return TriggerRun(str(day.date()), new, counts, files, sent, notes, rules.budget.max_sends_per_day)
+
+
+def answered_past(past: pd.DataFrame, rules: TriggerRules, log, day: pd.Timestamp) -> pd.DataFrame:
+    """``past`` with ``answered`` for its ``winback_due`` events: a purchase within the rule's
+    window, seen up to ``day`` (other rows: missing)."""
+    from training.trigger_report import event_outcomes
+
+    out = past.assign(answered=pd.Series([None] * len(past), index=past.index, dtype=object))
+    names = [r.name for r in rules.rules]
+    mask = (past["rule"] == "winback_due") & (pd.to_datetime(past["as_of"]) < day) if len(past) else past["rule"] == ""
+    if "winback_due" not in names or not mask.any():
+        return out
+    seen = event_outcomes(past[mask], log, rules["winback_due"].window_days, observation_end=day)
+    out.loc[mask, "answered"] = seen["purchased"].to_numpy(object)
+    return out
 
 
 @contextlib.contextmanager

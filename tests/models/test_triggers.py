@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.triggers import (DEFAULT_RULES_PATH, EVENT_COLUMNS, RULE_KEYS, TriggerRules, evaluate,
+from models.triggers import (DEFAULT_RULES_PATH, EVENT_COLUMNS, RULE_KEYS, TriggerRules, UpliftRanking, evaluate,
                              holdout_group, idempotency_key)
 
 AS_OF = "2025-06-30"
@@ -23,6 +23,7 @@ def rules_with(only: str | None = None, salt: str = "test", cap: int = 1, **chan
     ``only`` enabled, with ``changes`` to its table."""
     data = TriggerRules.from_toml().to_dict()
     data["global"].update(salt=salt, max_per_customer_per_week=cap)
+    data["budget"]["max_sends_per_day"] = 1_000_000          # the budget has its own tests
     for name in RULE_KEYS:
         data[name]["holdout_share"] = 0.0
         if only is not None:
@@ -320,3 +321,116 @@ def _toml(data: dict) -> str:
         return json.dumps(v)
     return "\n".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in table.items())
                      for name, table in data.items())
+
+
+# -- budget, stop rule, expected net value (issue #21) ---------------------------------------------
+
+def with_budget(rules: TriggerRules, **budget) -> TriggerRules:
+    data = rules.to_dict()
+    data["budget"].update(budget)
+    return TriggerRules.from_dict(data)
+
+
+def test_default_budget_and_uplift_settings():
+    rules = TriggerRules.from_toml()
+    assert rules.budget.max_sends_per_day == 1000 and rules.budget.cost_per_send == 0.0
+    assert rules.budget.winback_stop_after_unanswered == 3 and rules.budget.winback_stop_below_p_alive == 0.1
+    assert rules.uplift.prior_uplift == 0.0
+    assert (rules.uplift.min_treated, rules.uplift.min_holdout) == (500, 100)
+    assert all(r.window_days == 30 for r in rules.rules)
+
+
+def test_budget_keeps_the_highest_value_at_risk_and_records_the_rest_as_skipped():
+    data = rules_with("winback_due").to_dict()
+    data["winback_due"]["holdout_share"] = 0.2
+    rules = with_budget(TriggerRules.from_dict(data), max_sends_per_day=50)
+    n = 400
+    frame = customers(n, winback_date=DAY, value_at_risk=list(np.arange(n, dtype=float)))
+    events = evaluate(rules, frame, AS_OF, None)
+    assert len(events) == n and (events["group"] == "send").sum() == 50
+    risk = frame.set_index("customer_id")["value_at_risk"]
+    chosen = events[events["group"] != "skipped_budget"]
+    skipped = events[events["group"] == "skipped_budget"]
+    assert risk[chosen["customer_id"]].min() > risk[skipped["customer_id"]].max()
+    # the holdout is the hash's share of those selected, not of the whole ranking
+    hashed = holdout_group(chosen["customer_id"], "winback_due", 0.2, rules.salt)
+    assert (hashed == chosen["group"].to_numpy()).all()
+    fields = [json.loads(f) for f in events["fields"]]
+    assert {f["ranking"] for f in fields} == {"value_at_risk"}
+    assert all(f["expected_uplift"] == 0.0 and f["net_value"] == 0.0 and f["value_basis"] == "clv_12m"
+               for f in fields)
+    assert sorted(f["budget_rank"] for f in fields) == list(range(1, n + 1))
+
+
+def test_budget_of_zero_sends_nothing_and_skipped_events_do_not_cool_down():
+    rules = with_budget(rules_with("tier_upgrade", cooldown_days=30), max_sends_per_day=0)
+    frame = customers(3, amount_to_next_tier=10.0)
+    events = evaluate(rules, frame, AS_OF, None)
+    assert set(events["group"]) == {"skipped_budget"}
+    later = evaluate(rules_with("tier_upgrade", cooldown_days=30), frame, "2025-07-01",
+                     events[["customer_id", "rule", "as_of", "group"]])
+    assert set(later["group"]) == {"send"}                 # a skipped event is no message
+
+
+def test_budget_never_exceeded_across_rules_and_ranked_by_net_value():
+    rules = with_budget(rules_with(cap=3), max_sends_per_day=7, cost_per_send=1.0)
+    frame = customers(20, winback_date=DAY, amount_to_next_tier=10.0,
+                      expected_order_value=list(np.linspace(10, 200, 20)), clv_12m=100.0)
+    model = UpliftRanking(predict=lambda rows: np.full(len(rows), 0.1), model="winback-uplift/1",
+                          note="test model")
+    events = evaluate(rules, frame, AS_OF, None, uplift={"tier_upgrade": model})
+    assert (events["group"] == "send").sum() == 7
+    fields = pd.DataFrame([json.loads(f) for f in events["fields"]]).assign(
+        rule=events["rule"].to_numpy(), group=events["group"].to_numpy())
+    upgrade = fields[fields["rule"] == "tier_upgrade"]
+    assert (upgrade["ranking"] == "uplift_model").all() and (upgrade["uplift_model"] == "winback-uplift/1").all()
+    assert np.allclose(upgrade["net_value"], 0.1 * upgrade["expected_order_value"] - 1.0, atol=1e-6)
+    winback = fields[fields["rule"] == "winback_due"]
+    assert (winback["net_value"] == -1.0).all() and (winback["ranking"] == "value_at_risk").all()
+    sent = fields[fields["group"] == "send"]
+    assert sent["net_value"].min() >= fields[fields["group"] == "skipped_budget"]["net_value"].max()
+
+
+def test_winback_stops_below_the_p_alive_threshold():
+    rules = rules_with("winback_due")
+    frame = customers(3, winback_date=DAY, p_alive=[0.05, 0.1, 0.3])
+    assert fired(rules, frame) == ["c001:winback_due", "c002:winback_due"]
+    assert len(fired(with_budget(rules, winback_stop_below_p_alive=0.0), frame)) == 3
+
+
+def test_winback_stops_after_three_unanswered_messages():
+    rules = rules_with("winback_due", cooldown_days=0)
+    frame = customers(2, winback_date=DAY, last_purchase_date=DAY - pd.Timedelta(days=10))
+    # three earlier win-backs each: c000 answered none, c001 answered one (an `answered` column)
+    past = past_events(*[(c, "winback_due", d) for c in ("c000", "c001")
+                         for d in ("2024-06-01", "2024-10-01", "2025-02-01")])
+    past["answered"] = [False, False, False, False, True, False]
+    assert fired(rules, frame, AS_OF, past) == ["c001:winback_due"]
+    assert fired(with_budget(rules, winback_stop_after_unanswered=0), frame, AS_OF, past) == [
+        "c000:winback_due", "c001:winback_due"]
+    # held-out events count as messages; skipped ones never reached anybody
+    assert fired(rules, frame, AS_OF, past.assign(group="holdout")) == ["c001:winback_due"]
+    assert len(fired(rules, frame, AS_OF, past.assign(group="skipped_budget"))) == 2
+    # without `answered`, a purchase after an event answers it: c000 bought after all three
+    bought = past.drop(columns="answered")
+    frame = customers(2, winback_date=DAY, last_purchase_date=[DAY - pd.Timedelta(days=10), pd.Timestamp("2024-05-01")])
+    assert fired(rules, frame, AS_OF, bought) == ["c000:winback_due"]
+    stopped = with_budget(rules, winback_stop_after_unanswered=1)
+    assert fired(stopped, frame, AS_OF, bought) == ["c000:winback_due"]
+
+
+@pytest.mark.parametrize("table, key, value, message", [
+    ("budget", "max_sends_per_day", -1, r"\[budget\] max_sends_per_day"),
+    ("budget", "cost_per_send", "1", r"\[budget\] cost_per_send: expected float"),
+    ("budget", "winback_stop_below_p_alive", 1.0, r"\[budget\] winback_stop_below_p_alive"),
+    ("uplift", "min_treated", 0, r"\[uplift\] min_treated"),
+    ("uplift", "prior_uplift", 2.0, r"\[uplift\] prior_uplift"),
+    ("winback_due", "window_days", 0, r"\[winback_due\] window_days"),
+])
+def test_bad_budget_and_uplift_settings_are_named(tmp_path, table, key, value, message):
+    path = tmp_path / "rules.toml"
+    data = tomllib.loads(DEFAULT_RULES_PATH.read_text(encoding="utf-8"))
+    data[table][key] = value
+    path.write_text(_toml(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        TriggerRules.from_toml(path)

@@ -362,3 +362,38 @@ def test_secret_from_env(monkeypatch):
     monkeypatch.setenv("MY_HOOK_SECRET", " ")
     with pytest.raises(ValueError, match="MY_HOOK_SECRET"):
         secret_from_env("MY_HOOK_SECRET")
+
+
+# -- the budget's skipped events and the schema of older outboxes (issue #21) ----------------------
+
+def test_skipped_budget_events_are_recorded_never_delivered(outbox, tmp_path):
+    events = make_events(6)
+    events.loc[events.index[3:], "group"] = "skipped_budget"
+    assert outbox.record(events) == 6
+    stored = outbox.events()
+    assert (stored.set_index("customer_id")["status"].iloc[3:] == "skipped").all()
+    assert set(outbox.past()["group"]) == {"send", "skipped_budget"}
+    files = outbox.deliver_files(tmp_path / "out", "2026-11-20")
+    assert len(pd.read_parquet(next(p for p in files if p.suffix == ".parquet"))) == 3
+    with pytest.raises(ValueError, match="group must be one of"):
+        outbox.record(make_events(1, start=99).assign(group="later"))
+
+
+def test_an_outbox_made_by_the_previous_version_still_opens(tmp_path):
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:                          # the schema before issue #21
+        conn.executescript("""
+            CREATE TABLE trigger_events (idempotency_key VARCHAR(255) PRIMARY KEY,
+                customer_id VARCHAR(255) NOT NULL, rule VARCHAR(100) NOT NULL, as_of VARCHAR(10) NOT NULL,
+                grp VARCHAR(10) NOT NULL, template VARCHAR(255), priority INTEGER, fields TEXT,
+                status VARCHAR(10) NOT NULL, attempts INTEGER NOT NULL, last_error TEXT,
+                created_at VARCHAR(32) NOT NULL, delivered_at VARCHAR(32));
+            INSERT INTO trigger_events VALUES ('k1', 'c1', 'winback_due', '2026-11-19', 'send', 't', 10,
+                '{}', 'delivered', 1, NULL, '2026-11-19T00:00:00+00:00', '2026-11-19T00:00:01+00:00');""")
+    box = Outbox(f"sqlite:///{db}")
+    try:
+        events = make_events(2, as_of="2026-11-20").assign(group=["send", "skipped_budget"])
+        assert box.record(events) == 2
+        assert list(box.events()["group"]) == ["send", "send", "skipped_budget"]
+    finally:
+        box.close()
