@@ -42,10 +42,13 @@ from models.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel
 from models.pareto_nbd import ParetoNBDModel
 from models.policy import WinbackPolicy
 from models.reasons import top_reasons
+from models.selection import (LEARNED_CHURN, ChurnStack, ScoreCalibrator, Selection, choose_churn,
+                              choose_next_purchase, classical_churn_scores, signed_score, stack_inputs)
 
-#: 3: the feature reference holds settings, time zone and freq; the purchase model is named; extra
-#: classical models feed the churn model.
-FORMAT_VERSION = 3
+#: 4: the served churn and next-purchase scores are chosen among candidates (:mod:`models.selection`),
+#: with the record of that choice. (3: the feature reference holds settings, time zone and freq; the
+#: purchase model is named; extra classical models feed the churn model.)
+FORMAT_VERSION = 4
 
 #: The classical model behind P(alive), expected purchases and the policy. BG/NBD cannot let a
 #: customer without a repeat purchase drop out (P(alive) = 1 for them, half of CDNOW), so the
@@ -119,8 +122,17 @@ class WinbackScorer:
     Parameters
     ----------
     horizon_days : the churn horizon: churn means no purchase within this many days.
-    next_purchase : "auto" keeps whichever of "hazard" and "classical" has the lower
-        integrated Brier score on the calibration cutoff; or force one.
+    next_purchase : "auto" serves the hazard model only where it beats every classical F(t) by
+        C-index in the time-series cross-validation, else the best classical model
+        (:mod:`models.selection`); or force one: "hazard", "classical" (the purchase model) or
+        a classical model's name.
+    churn_score : "auto" serves the LightGBM model or the stack only where it beats the best
+        calibrated classical score in that cross-validation, else that score; or force a
+        candidate ("lightgbm", "stack", "pareto_nbd_expected_purchases", ...: see
+        :func:`models.selection.classical_churn_scores`).
+    chosen : the record of the cross-validation behind a forced ``churn_score`` and
+        ``next_purchase`` (a refit keeps the backtest's choice and its record, as it keeps the
+        tree count); kept as :attr:`selection_`.
     purchase_model : the classical model behind ``p_alive``, expected purchases and the
         policy: "mbgnbd" (default), "pareto_nbd" or "bgnbd" (see :data:`PURCHASE_MODELS`).
     extra_classical : more classical models (names in :data:`PURCHASE_MODELS`) fitted per origin
@@ -141,7 +153,7 @@ class WinbackScorer:
                  churn: ChurnModel | None = None, hazard_estimators: int = 80,
                  random_state: int = 0, extra_classical: tuple[str, ...] = ("pareto_nbd",),
                  churn_tree_candidates: tuple[int, ...] = (30, 60, 90, 150, 250),
-                 num_threads: int = 0) -> None:
+                 num_threads: int = 0, churn_score: str = "auto", chosen: dict | None = None) -> None:
         self.horizon_days = horizon_days
         self.next_purchase = next_purchase
         self.purchase_model = purchase_model
@@ -152,6 +164,8 @@ class WinbackScorer:
         self.hazard_estimators = hazard_estimators
         self.random_state = random_state
         self.num_threads = num_threads
+        self.churn_score = churn_score
+        self.chosen = chosen
 
     # ------------------------------------------------------------------ fitting
 
@@ -169,8 +183,14 @@ class WinbackScorer:
         ends, with the rows it covered and its seconds (see :data:`Progress`).
         """
         report = progress or _no_progress
-        if self.next_purchase not in ("auto", "hazard", "classical"):
-            raise ValueError(f"next_purchase must be auto, hazard or classical, got {self.next_purchase!r}")
+        classical_names = (self.purchase_model, *self.extra_classical)
+        if self.next_purchase not in ("auto", "hazard", "classical", *classical_names):
+            raise ValueError(f"next_purchase must be auto, hazard, classical or one of "
+                             f"{', '.join(classical_names)}, got {self.next_purchase!r}")
+        scores = classical_churn_scores(self.purchase_model, tuple(self.extra_classical))
+        if self.churn_score not in ("auto", *LEARNED_CHURN, *scores):
+            raise ValueError(f"churn_score must be auto or one of {', '.join((*LEARNED_CHURN, *scores))}, "
+                             f"got {self.churn_score!r}")
         if self.purchase_model not in PURCHASE_MODELS:
             raise ValueError(f"purchase_model must be one of {', '.join(PURCHASE_MODELS)}, "
                              f"got {self.purchase_model!r}")
@@ -181,7 +201,7 @@ class WinbackScorer:
         unknown = [m for m in self.extra_classical if m not in PURCHASE_MODELS]
         if unknown:
             raise ValueError(f"extra_classical: unknown model(s) {unknown}; one of {', '.join(PURCHASE_MODELS)}")
-        X_train = self._with_classical_by_origin(train, report)
+        X_train, latest = self._with_classical_by_origin(train, report)
         with _step(report, f"classical models, calibration origin {_day(calibration)}", len(calibration)):
             fitted = self._fit_classical(calibration)
         self.purchase_model_, self.spend_model_ = fitted["purchase"], fitted["spend"]
@@ -197,16 +217,24 @@ class WinbackScorer:
         with _step(report, "churn dataset, binned once for every churn fit", len(X_train)):
             data = churn.dataset(X_train, churned, columns).construct()
         self.churn_tuning_ = {}
-        if self.churn_tree_candidates:
+        split = self._cv_split(X_train) if self.churn_tree_candidates else None
+        if split is not None:
             with _step(report, "churn trees: time-series cross-validation of their number", len(X_train)):
-                self.churn_tuning_ = self._choose_trees(churn, data, X_train, columns)
+                self.churn_tuning_, margin = self._choose_trees(churn, data, X_train, columns, split)
         if self.churn_tuning_:
             churn.set_params(n_estimators=self.churn_tuning_["chosen"])
         with _step(report, "churn model", len(X_train)):
             self.churn_model_ = churn.fit(data, churned, _columns(X_cal, columns), ~X_cal["purchased"].to_numpy(bool))
         del data
+        self.selection_ = dict(self.chosen or {})
+        if self.churn_tuning_ and self.churn_score == "auto":
+            with _step(report, "churn: learned model vs calibrated formulas, cross-validated", len(split[1])):
+                self.selection_["churn"] = self._select_churn(X_train, split, margin).to_dict()
+        self.churn_score_ = (self.selection_["churn"]["served"] if self.churn_score == "auto" and "churn" in self.selection_
+                             else "lightgbm" if self.churn_score == "auto" else self.churn_score)
+        self._fit_churn_output(X_cal)
         with _step(report, "next-purchase models", len(X_train)):
-            self._fit_next_purchase(X_train, X_cal)
+            self._fit_next_purchase(X_train, X_cal, split, latest)
         self.reference_ = reference
         self.feature_schema_ = feature_schema(reference.settings)
         last_origin = pd.Timestamp(calibration["origin"].max())
@@ -219,8 +247,24 @@ class WinbackScorer:
         self._check_fitted()
         return self.reference_.settings
 
+    def _cv_split(self, X_train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+        """The time-series cross-validation's rows: fit on the earlier training origins and one
+        half of the customers (by a hash of their id), validate on the latest training origin
+        and the other half. None with fewer than two origins, or when the validation rows hold
+        only churners or only buyers."""
+        origins = sorted(X_train["origin"].unique())
+        if len(origins) < 2:
+            return None
+        half = customer_hash(X_train["customer_id"]) % 2 == 0
+        fit_rows = np.flatnonzero((X_train["origin"] < origins[-1]).to_numpy() & half)
+        valid_rows = np.flatnonzero((X_train["origin"] == origins[-1]).to_numpy() & ~half)
+        churned = ~X_train["purchased"].to_numpy(bool)[valid_rows]
+        if churned.all() or not churned.any():
+            return None
+        return fit_rows, valid_rows
+
     def _choose_trees(self, churn: ChurnModel, data: lgb.Dataset, X_train: pd.DataFrame,
-                      columns: list[str]) -> dict:
+                      columns: list[str], split: tuple[np.ndarray, np.ndarray]) -> tuple[dict, np.ndarray]:
         """Time-series cross-validation of the number of trees, on training origins only.
 
         The latest training origin validates; the trees are fit on the earlier origins. Customers
@@ -228,31 +272,86 @@ class WinbackScorer:
         because an origin's customers reappear at every origin with overlapping label windows and
         trees would otherwise be rewarded for memorising them. ``data`` is the churn model's
         dataset of ``X_train`` (:meth:`ChurnModel.dataset`); the trees are fit on a subset of it,
-        sharing its bins. Returns the validation AUC per candidate and the chosen count ({} when
-        there are fewer than two origins or no candidates).
+        sharing its bins. Returns the validation AUC per candidate and the chosen count, and the
+        validation rows' raw margin with the chosen count (for :meth:`_select_churn`).
         """
         from sklearn.metrics import roc_auc_score
 
-        origins = sorted(X_train["origin"].unique())
-        if len(origins) < 2 or not self.churn_tree_candidates:
-            return {}
-        half = customer_hash(X_train["customer_id"]) % 2 == 0
-        fit_rows = np.flatnonzero((X_train["origin"] < origins[-1]).to_numpy() & half)
-        valid_rows = np.flatnonzero((X_train["origin"] == origins[-1]).to_numpy() & ~half)
+        fit_rows, valid_rows = split
         churned = ~X_train["purchased"].to_numpy(bool)
-        if churned[valid_rows].all() or not churned[valid_rows].any():
-            return {}
         trees = clone(churn).set_params(n_estimators=max(self.churn_tree_candidates), early_stopping_rounds=None)
         kept = sample_positions(len(fit_rows), churn.max_rows, churn.random_state)   # as the final fit
         booster = trees.fit_trees(data.subset(fit_rows if kept is None else fit_rows[kept]))
         valid = feature_matrix(X_train, columns, np.float32, rows=valid_rows)
-        auc, raw, done = {}, np.zeros(len(valid_rows)), 0
+        auc, raw, done, margins = {}, np.zeros(len(valid_rows)), 0, {}
         for k in sorted(self.churn_tree_candidates):     # each tree once: add the next ones' raw score
             raw += booster.predict(valid, start_iteration=done, num_iteration=k - done, raw_score=True)
             auc[int(k)], done = float(roc_auc_score(churned[valid_rows], raw)), k
+            margins[int(k)] = raw.copy()
         best = max(auc.values())
         chosen = min(k for k, v in auc.items() if v >= best - 0.0005)     # fewest trees within noise
-        return {"validation_origin": str(pd.Timestamp(origins[-1]).date()), "auc": auc, "chosen": chosen}
+        origin = X_train["origin"].iloc[valid_rows[0]]
+        return ({"validation_origin": str(pd.Timestamp(origin).date()), "auc": auc, "chosen": chosen},
+                margins[chosen])
+
+    def _classical_scores(self) -> dict[str, tuple[str, int]]:
+        return classical_churn_scores(self.purchase_model, tuple(self.extra_classical))
+
+    def _select_churn(self, X_train: pd.DataFrame, split: tuple[np.ndarray, np.ndarray],
+                      margin: np.ndarray) -> Selection:
+        """Every churn candidate's validation AUC and the served one (:mod:`models.selection`).
+
+        The trees' figure is their margin with the chosen count, fit on the other rows; the
+        classical scores need no fit on these rows (isotonic calibration keeps their ranking);
+        the stack is fit and scored by 2-fold cross-fitting on the validation rows (a second
+        bit of the customer hash), so no customer is scored by a stack that saw them.
+        """
+        _, rows = split
+        valid = X_train.take(rows)
+        churned = ~valid["purchased"].to_numpy(bool)
+        scores = self._classical_scores()
+        candidates = {"lightgbm": margin}
+        candidates.update({name: signed_score(valid, column, sign) for name, (column, sign) in scores.items()})
+        inputs = stack_inputs(margin, valid, scores)
+        fold = (customer_hash(valid["customer_id"]) >> np.uint64(1)) % np.uint64(2) == 0
+        stacked = np.empty(len(valid))
+        for part in (fold, ~fold):
+            if churned[~part].all() or not churned[~part].any():
+                stacked[part] = margin[part]
+                continue
+            stacked[part] = ChurnStack().fit(inputs[~part], churned[~part]).predict_proba(inputs[part])
+        candidates["stack"] = stacked
+        return choose_churn(churned, candidates, self.random_state,
+                            {"origin": self.churn_tuning_["validation_origin"], "customers": int(len(rows))})
+
+    def _fit_churn_output(self, X_cal: pd.DataFrame) -> None:
+        """Calibrate the served churn score on the calibration origin: the trees keep their
+        isotonic map; a classical score gets its own (:class:`~models.selection.ScoreCalibrator`);
+        the stack is a logistic regression fit there."""
+        churned = ~X_cal["purchased"].to_numpy(bool)
+        self.churn_calibrator_, self.churn_stack_ = None, None
+        if self.churn_score_ == "stack":
+            inputs = stack_inputs(self._margin(X_cal), X_cal, self._classical_scores())
+            self.churn_stack_ = ChurnStack().fit(inputs, churned)
+        elif self.churn_score_ != "lightgbm":
+            column, sign = self._classical_scores()[self.churn_score_]
+            self.churn_calibrator_ = ScoreCalibrator().fit(signed_score(X_cal, column, sign), churned)
+
+    def _margin(self, X: pd.DataFrame) -> np.ndarray:
+        """The trees' raw log-odds."""
+        p = np.clip(self.churn_model_.predict_raw(X), 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p))
+
+    def predict_churn(self, X: pd.DataFrame) -> np.ndarray:
+        """The served churn probability for rows of :meth:`model_input`: the calibrated trees,
+        the stack or a calibrated classical score, as the cross-validation chose."""
+        self._check_fitted()
+        if self.churn_score_ == "lightgbm":
+            return self.churn_model_.predict_proba(X)
+        if self.churn_score_ == "stack":
+            return self.churn_stack_.predict_proba(stack_inputs(self._margin(X), X, self._classical_scores()))
+        column, sign = self._classical_scores()[self.churn_score_]
+        return self.churn_calibrator_.predict(signed_score(X, column, sign))
 
     def _fit_classical(self, frame: pd.DataFrame) -> dict:
         """The purchase model, Gamma-Gamma and the extra classical models, fit on one origin."""
@@ -260,20 +359,23 @@ class WinbackScorer:
         extra = {name: PURCHASE_MODELS[name](time_unit_days=1.0).fit(frame) for name in self.extra_classical}
         return {"purchase": purchase, "spend": fit_spend_model(frame), "extra": extra}
 
-    def _with_classical_by_origin(self, train: pd.DataFrame, report: Progress) -> pd.DataFrame:
-        """``train`` with each origin's classical outputs from models fit on that origin alone.
+    def _with_classical_by_origin(self, train: pd.DataFrame, report: Progress) -> tuple[pd.DataFrame, dict]:
+        """``train`` with each origin's classical outputs from models fit on that origin alone,
+        and the models fit on the latest origin (the cross-validation's validation origin).
 
         The outputs are written origin by origin into one array per column and joined to
         ``train`` without copying it (no per-origin copies to concatenate).
         """
         added: dict[str, np.ndarray] = {}
+        fitted: dict = {}
         for origin, rows in sorted(train.groupby("origin", sort=True).indices.items()):
             frame = train.take(rows)
             with _step(report, f"classical models, origin {pd.Timestamp(origin).date()}", len(frame)):
-                outputs = self._classical_outputs(frame, self._fit_classical(frame))
+                fitted = self._fit_classical(frame)
+                outputs = self._classical_outputs(frame, fitted)
             for name, values in outputs.items():
                 added.setdefault(name, np.empty(len(train)))[rows] = values
-        return _joined(train, added)
+        return _joined(train, added), fitted
 
     def _classical_outputs(self, frame: pd.DataFrame, fitted: dict) -> dict[str, np.ndarray]:
         """The classical models' outputs for ``frame``'s rows, by column name."""
@@ -294,34 +396,92 @@ class WinbackScorer:
     def _with_classical(self, frame: pd.DataFrame, fitted: dict) -> pd.DataFrame:
         return _joined(frame, self._classical_outputs(frame, fitted))
 
-    def _fit_next_purchase(self, train: pd.DataFrame, calibration: pd.DataFrame) -> None:
-        """Fit the hazard model, compare it with the classical F(t) on the calibration origin
-        (integrated Brier score over the grid up to the horizon, where every label is known),
-        and keep the chosen one. The classical model also answers beyond the horizon."""
+    def _classical_model(self, name: str, fitted: dict | None = None) -> PurchaseModel:
+        """The classical model ``name`` of ``fitted`` (default: this scorer's, fit on the
+        calibration origin)."""
+        fitted = fitted or {"purchase": self.purchase_model_, "extra": self.extra_models_}
+        return fitted["purchase"] if name == self.purchase_model else fitted["extra"][name]
+
+    def _next_purchase_grid(self, method: str) -> tuple[int, ...]:
+        """The days a method answers F(t) on: the hazard model's intervals up to the horizon,
+        the classical models' wider grid (they also answer beyond the horizon)."""
+        grid = grid_for_horizon(self.horizon_days)
+        return grid if method == "hazard" else tuple(sorted(set(DEFAULT_GRID_DAYS) | {grid[-1]}))
+
+    def _fit_next_purchase(self, train: pd.DataFrame, calibration: pd.DataFrame,
+                           split: tuple[np.ndarray, np.ndarray] | None, latest: dict) -> None:
+        """Fit the hazard model and choose the served next-purchase model.
+
+        With "auto" and a cross-validation split, the hazard model (refit on the split's fit
+        rows) and each classical F(t) (fit on the validation origin) are compared by C-index
+        on the validation rows, and the hazard model is served only where it beats the best
+        classical model (:func:`models.selection.choose_next_purchase`). Every candidate's
+        integrated Brier score and C-index on the calibration origin are recorded too
+        (``next_purchase_evaluation_``); without a split, "auto" keeps the lowest integrated
+        Brier score there.
+        """
         columns = list(HAZARD_FEATURES)
         grid = grid_for_horizon(self.horizon_days)
-        hazard = HazardNextPurchaseModel(grid_days=grid, n_estimators=self.hazard_estimators,
-                                         random_state=self.random_state, num_threads=self.num_threads)
-        hazard.fit(_columns(train, columns), train["days_to_next_purchase"].to_numpy(),
-                   train["next_purchase_censored"].to_numpy(bool))
-        classical = ClassicalNextPurchase(self.purchase_model_, grid)
+        names = list(dict.fromkeys((self.purchase_model, *self.extra_classical)))
+        hazard = self._hazard(train, columns, grid)
         days = calibration["days_to_next_purchase"].to_numpy(float)
         event = ~calibration["next_purchase_censored"].to_numpy(bool)
         bought_by = event[:, None] & (days[:, None] <= np.asarray(grid)[None, :])
-        self.next_purchase_evaluation_ = {}
-        for name, cdf in (("hazard", hazard.predict_cdf(_columns(calibration, columns))),
-                          ("classical", classical.predict_cdf(calibration))):
-            self.next_purchase_evaluation_[name] = {
-                "integrated_brier": integrated_brier(grid, brier_scores(bought_by, cdf)),
-                "cindex": concordance_index(days, event, restricted_mean_days(cdf, grid)),
-            }
-        chosen = self.next_purchase
-        if chosen == "auto":
+        cdfs = {"hazard": hazard.predict_cdf(_columns(calibration, columns)),
+                **{name: ClassicalNextPurchase(self._classical_model(name), grid).predict_cdf(calibration)
+                   for name in names}}
+        self.next_purchase_evaluation_ = {
+            name: {"integrated_brier": integrated_brier(grid, brier_scores(bought_by, cdf)),
+                   "cindex": concordance_index(days, event, restricted_mean_days(cdf, grid))}
+            for name, cdf in cdfs.items()}
+        chosen = {"classical": self.purchase_model}.get(self.next_purchase, self.next_purchase)
+        if chosen == "auto" and split is not None:
+            self.selection_["next_purchase"] = self._select_next_purchase(train, split, latest, names).to_dict()
+        if chosen == "auto" and "next_purchase" in self.selection_:
+            chosen = self.selection_["next_purchase"]["served"]
+        elif chosen == "auto":
             ev = self.next_purchase_evaluation_
             chosen = min(ev, key=lambda k: ev[k]["integrated_brier"])
         self.next_purchase_method_ = chosen
         self.hazard_model_ = hazard if chosen == "hazard" else None
-        self.grid_days_ = grid if chosen == "hazard" else tuple(sorted(set(DEFAULT_GRID_DAYS) | {grid[-1]}))
+        self.grid_days_ = self._next_purchase_grid(chosen)
+
+    def _hazard(self, frame: pd.DataFrame, columns: list[str], grid: tuple[int, ...]) -> HazardNextPurchaseModel:
+        hazard = HazardNextPurchaseModel(grid_days=grid, n_estimators=self.hazard_estimators,
+                                         random_state=self.random_state, num_threads=self.num_threads)
+        return hazard.fit(_columns(frame, columns), frame["days_to_next_purchase"].to_numpy(),
+                          frame["next_purchase_censored"].to_numpy(bool))
+
+    def _select_next_purchase(self, train: pd.DataFrame, split: tuple[np.ndarray, np.ndarray],
+                              latest: dict, names: list[str]) -> Selection:
+        """Every next-purchase candidate's validation C-index (of the expected days each would
+        serve) and the served one; their integrated Brier scores up to the horizon beside."""
+        fit_rows, rows = split
+        columns = list(HAZARD_FEATURES)
+        grid = grid_for_horizon(self.horizon_days)
+        valid = train.take(rows)
+        days = valid["days_to_next_purchase"].to_numpy(float)
+        event = ~valid["next_purchase_censored"].to_numpy(bool)
+        bought_by = event[:, None] & (days[:, None] <= np.asarray(grid)[None, :])
+        hazard = self._hazard(train.take(fit_rows), columns, grid)
+        expected, brier = {}, {}
+        for name in ("hazard", *names):
+            served_grid = self._next_purchase_grid(name)
+            model = hazard if name == "hazard" else ClassicalNextPurchase(self._classical_model(name, latest), served_grid)
+            cdf = model.predict_cdf(_columns(valid, columns) if name == "hazard" else valid)
+            expected[name] = restricted_mean_days(cdf, served_grid)
+            at_grid = cdf if name == "hazard" else ClassicalNextPurchase(self._classical_model(name, latest), grid).predict_cdf(valid)
+            brier[name] = float(integrated_brier(grid, brier_scores(bought_by, at_grid)))
+        return choose_next_purchase(days, event, expected, self.random_state,
+                                    {"origin": str(pd.Timestamp(valid["origin"].iloc[0]).date()),
+                                     "customers": int(len(rows))}, brier)
+
+    def next_purchase_cdf(self, X: pd.DataFrame) -> np.ndarray:
+        """F(t) on :attr:`grid_days_` of the served next-purchase model, for rows of :meth:`model_input`."""
+        self._check_fitted()
+        if self.next_purchase_method_ == "hazard":
+            return self.hazard_model_.predict_cdf(X)
+        return ClassicalNextPurchase(self._classical_model(self.next_purchase_method_), self.grid_days_).predict_cdf(X)
 
     # ------------------------------------------------------------------ scoring
 
@@ -359,12 +519,8 @@ class WinbackScorer:
         """
         features, day = self.features_for(data, as_of)
         X = self.model_input(features)
-        churn = self.churn_model_.predict_proba(X)
-        if self.next_purchase_method_ == "hazard":
-            cdf = self.hazard_model_.predict_cdf(X)
-        else:
-            cdf = ClassicalNextPurchase(self.purchase_model_, self.grid_days_).predict_cdf(X)
-        nxt = summarize_distribution(cdf, self.grid_days_)
+        churn = self.predict_churn(X)
+        nxt = summarize_distribution(self.next_purchase_cdf(X), self.grid_days_)
         purchase = self.purchase_model_
         clv = X["clv_12m"].to_numpy()
         decided = self.policy.decide(purchase, X, churn, clv, day)
@@ -433,6 +589,7 @@ class WinbackScorer:
                        "purchase_model": self.purchase_model,
                        "extra_classical": list(self.extra_classical),
                        "churn_tree_candidates": list(self.churn_tree_candidates),
+                       "churn_score": self.churn_score, "chosen": self.chosen,
                        "policy": asdict(self.policy), "random_state": self.random_state,
                        "hazard_estimators": self.hazard_estimators},
             "purchase_model": self.purchase_model_.to_dict(),
@@ -441,6 +598,9 @@ class WinbackScorer:
             "churn_features": self.churn_features_, "churn_tuning": self.churn_tuning_,
             "spend_fallback": self.spend_fallback_,
             "churn_model": churn, "hazard_model": hazard,
+            "churn_score": self.churn_score_, "selection": self.selection_,
+            "churn_calibrator": None if self.churn_calibrator_ is None else self.churn_calibrator_.to_dict(),
+            "churn_stack": None if self.churn_stack_ is None else self.churn_stack_.to_dict(),
             "next_purchase_method": self.next_purchase_method_,
             "next_purchase_evaluation": self.next_purchase_evaluation_,
             "grid_days": list(self.grid_days_),
@@ -475,7 +635,8 @@ class WinbackScorer:
         scorer = cls(config["horizon_days"], config["next_purchase"], config["purchase_model"],
                      WinbackPolicy(**config["policy"]), hazard_estimators=config["hazard_estimators"],
                      random_state=config["random_state"], extra_classical=tuple(config["extra_classical"]),
-                     churn_tree_candidates=tuple(config["churn_tree_candidates"]))
+                     churn_tree_candidates=tuple(config["churn_tree_candidates"]),
+                     churn_score=config["churn_score"], chosen=config["chosen"])
         scorer.purchase_model_ = PURCHASE_MODELS[config["purchase_model"]].from_dict(state["purchase_model"])
         scorer.spend_model_ = GammaGammaModel.from_dict(state["spend_model"])
         scorer.extra_models_ = {name: PURCHASE_MODELS[name].from_dict(data)
@@ -485,6 +646,10 @@ class WinbackScorer:
         scorer.spend_fallback_ = state.get("spend_fallback")
         churn = dict(state["churn_model"], booster=(directory / "churn_model.txt").read_text())
         scorer.churn_model_ = ChurnModel.from_dict(churn)
+        scorer.churn_score_, scorer.selection_ = state["churn_score"], state["selection"]
+        scorer.churn_calibrator_ = (None if state["churn_calibrator"] is None
+                                    else ScoreCalibrator.from_dict(state["churn_calibrator"]))
+        scorer.churn_stack_ = None if state["churn_stack"] is None else ChurnStack.from_dict(state["churn_stack"])
         scorer.next_purchase_method_ = state["next_purchase_method"]
         scorer.next_purchase_evaluation_ = state["next_purchase_evaluation"]
         scorer.grid_days_ = tuple(state["grid_days"])

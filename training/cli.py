@@ -337,6 +337,7 @@ def train(
                               step=lambda text: progress.update(task, description=text),
                               progress=progress_lines(progress.console.print), spark_log=slog,
                               **({"side": side} if side else {}))
+    _print_selection(result.selection)
     table = Table(title=f"Churn ROC AUC as of {cutoff}, horizon {horizon_days} days (out of time)")
     for col in ("model", "churn AUC", "difference"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -367,6 +368,20 @@ def train(
     console.print(f"[bold]{result.verdict}[/]")
     console.print(f"MLflow run {result.run_id}; see it with: mlflow ui --backend-store-uri "
                   f"{_display_uri(tracking_uri)}  (done in {time.perf_counter() - started:.0f} s)")
+
+
+def _print_selection(selection: dict) -> None:
+    """The candidates of the time-series cross-validation on training origins, the served one
+    marked, and why it is served."""
+    for target, chosen in selection.items():
+        table = Table(title=f"{target.replace('_', ' ')}: candidates in cross-validation on "
+                            f"{chosen['validation']['origin']} ({chosen['validation']['customers']:,} customers)")
+        for col in ("candidate", chosen["metric"], "served"):
+            table.add_column(col, justify="left" if col == "candidate" else "right")
+        for name, value in sorted(chosen["figures"].items(), key=lambda kv: -kv[1]):
+            table.add_row(name, f"{value:.4f}", "yes" if name == chosen["served"] else "")
+        console.print(table)
+        console.print(f"served {target.replace('_', ' ')}: {chosen['served']}: {chosen['reason']}")
 
 
 def _display_uri(tracking_uri: str | None) -> str:

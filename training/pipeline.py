@@ -95,6 +95,8 @@ class TrainResult:
     trained_until: str = ""
     evaluated_on: str = ""
     spend_note: str | None = None
+    #: which churn and next-purchase candidates are served and why (``WinbackScorer.selection_``)
+    selection: dict = field(default_factory=dict)
 
 
 def plan_origins(cutoff: pd.Timestamp, horizon_days: int, origins: int, step_days: int,
@@ -136,24 +138,29 @@ def fingerprint(log: TransactionLog) -> dict:
 
 def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timestamp],
                calibration_origin: pd.Timestamp, progress: Progress | None = None,
-               spark_log: "SparkLog | None" = None, churn_trees: int | None = None) -> WinbackScorer:
+               spark_log: "SparkLog | None" = None, chosen_by: WinbackScorer | None = None) -> WinbackScorer:
     """Fit the scorer on ``origins``, calibrated on ``calibration_origin``: one recipe, any window.
 
     The feature reference is fixed at the calibration origin and used for every origin. Only
     the columns the scorer reads are fetched from DuckDB (:data:`models.scorer.TRAINING_COLUMNS`),
-    or built on Spark from the same definitions when ``spark_log`` is given. ``churn_trees``
-    fixes the churn model's number of trees (the refit takes the backtest's choice, as a
-    hyperparameter chosen on validation data is kept when refitting on all of it); None lets
-    the scorer's time-series cross-validation choose it.
+    or built on Spark from the same definitions when ``spark_log`` is given. ``chosen_by``, a
+    scorer fit by the same recipe earlier (the backtest), fixes what its time-series
+    cross-validation chose: the churn model's number of trees and the served churn and
+    next-purchase candidates, with the record of that choice (a hyperparameter chosen on
+    validation data is kept when refitting on all of it); None lets this fit's
+    cross-validation choose them.
     """
+    churn_trees = chosen_by.churn_tuning_.get("chosen") if chosen_by is not None else None
     report = progress or (lambda *_: None)
     _, _, reference = prepare(log, calibration_origin)
     train_frame = training_frame(log, origins, config.horizon_days, reference, report, spark_log)
     calibration = training_frame(log, [calibration_origin], config.horizon_days, reference,
                                  lambda task, *done: report(task.replace("origin", "calibration origin"), *done),
                                  spark_log)
+    chosen = ({"churn_score": chosen_by.churn_score_, "next_purchase": chosen_by.next_purchase_method_,
+               "chosen": chosen_by.selection_} if chosen_by is not None else {"next_purchase": config.next_purchase})
     return WinbackScorer(
-        horizon_days=config.horizon_days, next_purchase=config.next_purchase,
+        horizon_days=config.horizon_days, **chosen,
         purchase_model=config.purchase_model, extra_classical=tuple(config.extra_classical),
         churn=ChurnModel(n_estimators=churn_trees or config.churn_estimators, random_state=config.random_state,
                          num_threads=config.threads),
@@ -298,7 +305,11 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         mlflow.log_dict(scorer.churn_tuning_, "churn_tree_selection.json")
         if scorer.churn_tuning_:
             mlflow.log_param("churn_trees_chosen", scorer.churn_tuning_["chosen"])
-        mlflow.log_param("next_purchase_method", scorer.next_purchase_method_)
+        mlflow.log_params({"next_purchase_method": scorer.next_purchase_method_, "served_churn": scorer.churn_score_})
+        mlflow.log_dict(scorer.selection_, "served_selection.json")
+        for target, chosen in scorer.selection_.items():
+            mlflow.set_tag(f"winback.served_{target}", chosen["reason"])
+            mlflow.log_metrics({f"cv_{target}_{name}": v for name, v in chosen["figures"].items()})
 
         step(f"evaluating out of time on {evaluated_on}")
         report = progress or (lambda *_: None)
@@ -331,8 +342,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
 
         step(f"refitting the recipe on the freshest data: {len(fresh_origins)} origins to "
              f"{fresh_calibration.date()}, labels to {last_day.date()}")
-        served = fit_recipe(log, config, fresh_origins, fresh_calibration, progress, spark_log,
-                            churn_trees=scorer.churn_tuning_.get("chosen"))
+        served = fit_recipe(log, config, fresh_origins, fresh_calibration, progress, spark_log, chosen_by=scorer)
         mlflow.log_params({"trained_until": served.trained_until_,
                            "served_churn_trees": served.churn_model_.n_estimators,
                            "backtest_trained_until": scorer.trained_until_,
@@ -363,7 +373,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     client.set_model_version_tag(MODEL_NAME, version.version, "verdict", verdict)
     return TrainResult(run.info.run_id, version.version, alias, evaluation, champion_eval,
                        champion.version if champion else None, table, verdict,
-                       served.trained_until_, evaluated_on, served.spend_fallback_)
+                       served.trained_until_, evaluated_on, served.spend_fallback_, served.selection_)
 
 
 def _dataset(seen: dict) -> "mlflow.data.dataset.Dataset":

@@ -68,12 +68,7 @@ def customer_view(state: ScoredSnapshot, customer_id: str) -> CustomerView | Non
 
 def next_purchase_cdf(scorer, values: pd.DataFrame) -> tuple[list[int], list[float]]:
     """P(next purchase within d days) on the scorer's grid, from day 0, for one customer."""
-    from models.next_purchase import ClassicalNextPurchase
-
-    if scorer.next_purchase_method_ == "hazard":
-        cdf = scorer.hazard_model_.predict_cdf(values)
-    else:
-        cdf = ClassicalNextPurchase(scorer.purchase_model_, scorer.grid_days_).predict_cdf(values)
+    cdf = scorer.next_purchase_cdf(values)
     return [0, *map(int, scorer.grid_days_)], [0.0, *map(float, cdf[0])]
 
 
