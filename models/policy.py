@@ -25,9 +25,11 @@ is centuries, would date them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 
 from models.base import PurchaseModel
@@ -115,6 +117,30 @@ LIST_COLUMNS = {  # column -> (English header, zh-TW header)
 }
 
 
+def winback_ranking(value_at_risk: ArrayLike, customer_ids: ArrayLike) -> np.ndarray:
+    """Row positions in win-back order: highest value at risk first, ties by customer id.
+
+    The one ranking of the win-back list: `winback rank` (:func:`winback_list`), ``/winback``
+    and the dashboard's list (through :class:`serving.state.ScoredSnapshot`) all take it.
+    """
+    ids = np.asarray(customer_ids).astype(str)
+    return np.lexsort((ids, -np.asarray(value_at_risk, dtype=float)))
+
+
+def winback_mask(value_at_risk: ArrayLike, segments: np.ndarray, tiers: np.ndarray,
+                 wanted_segments: Sequence[str] = (), wanted_tiers: Sequence[str] = (),
+                 min_value: float = 0.0) -> np.ndarray:
+    """Which rows the win-back list keeps: value at risk of at least ``min_value``, and a segment
+    and a tier among those wanted (none wanted: any). ``segments`` and ``tiers`` are (n, 2)
+    arrays of the English and Traditional Chinese labels; a label matches in either language."""
+    keep = np.asarray(value_at_risk, dtype=float) >= min_value
+    if wanted_segments:
+        keep &= np.isin(segments, list(wanted_segments)).any(axis=1)
+    if wanted_tiers:
+        keep &= np.isin(tiers, list(wanted_tiers)).any(axis=1)
+    return keep
+
+
 def winback_list(scores: pd.DataFrame, top: int, segments: list[str] | None = None,
                  tiers: list[str] | None = None, min_value: float = 0.0,
                  lang: str = "en") -> pd.DataFrame:
@@ -127,12 +153,10 @@ def winback_list(scores: pd.DataFrame, top: int, segments: list[str] | None = No
         raise ValueError(f"lang must be 'en' or 'zh-TW', got {lang!r}")
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    keep = scores["value_at_risk"] >= min_value
-    if segments:
-        keep &= scores["segment"].isin(segments) | scores["segment_zh_tw"].isin(segments)
-    if tiers:
-        keep &= scores["tier"].isin(tiers) | scores["tier_zh_tw"].isin(tiers)
-    chosen = scores[keep].sort_values(["value_at_risk", "customer_id"], ascending=[False, True]).head(top)
+    order = winback_ranking(scores["value_at_risk"], scores["customer_id"])
+    keep = winback_mask(scores["value_at_risk"], scores[["segment", "segment_zh_tw"]].to_numpy(object),
+                        scores[["tier", "tier_zh_tw"]].to_numpy(object), segments or (), tiers or (), min_value)
+    chosen = scores.iloc[order[keep[order]][:top]]
     zh = lang == "zh-TW"
     out = pd.DataFrame({
         "priority": np.arange(1, len(chosen) + 1),

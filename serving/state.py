@@ -19,6 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from models.policy import winback_mask, winback_ranking
 from models.scorer import WinbackScorer
 
 #: Score columns in the order the API returns them (see serving.schemas.CustomerScore).
@@ -79,8 +80,8 @@ class ScoredSnapshot:
         self._value_at_risk = scores["value_at_risk"].to_numpy(float)
         self._segments = scores[["segment", "segment_zh_tw"]].to_numpy(object)
         self._tiers = scores[["tier", "tier_zh_tw"]].to_numpy(object)
-        # ranked once: by value at risk (priority), then id, for a stable list
-        self._ranking = np.lexsort((ids, scores["priority"].to_numpy()))
+        # ranked once, by the win-back list's one rule (value at risk, then id)
+        self._ranking = winback_ranking(self._value_at_risk, ids)
         values = scorer.model_input(features)
         values.index = pd.Index(features["customer_id"].astype(str), name=None)
         self._values = values
@@ -143,14 +144,10 @@ class ScoredSnapshot:
         filtered by segment and tier (English or Traditional Chinese labels) and by a least
         value at risk. Returns the number matching and the first ``limit`` rows.
 
-        The same rule as :func:`models.policy.winback_list` (which `winback rank` uses), on
-        arrays ranked once per snapshot so a request costs no sort."""
-        keep = self._value_at_risk[self._ranking] >= min_value
-        if segments:
-            keep &= np.isin(self._segments[self._ranking], list(segments)).any(axis=1)
-        if tiers:
-            keep &= np.isin(self._tiers[self._ranking], list(tiers)).any(axis=1)
-        rows = self._ranking[keep]
+        The ranking and filter of :func:`models.policy.winback_list` (which `winback rank`
+        uses), on arrays ranked once per snapshot so a request costs no sort."""
+        keep = winback_mask(self._value_at_risk, self._segments, self._tiers, segments, tiers, min_value)
+        rows = self._ranking[keep[self._ranking]]
         return len(rows), rows[:limit].tolist()
 
     def customer_id(self, position: int) -> str:

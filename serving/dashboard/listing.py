@@ -4,7 +4,8 @@ A :class:`ListIndex` is built once per :class:`serving.state.ScoredSnapshot` (la
 integer codes, one sort order per sortable column, made when first asked for), so a page of the
 list costs a few vectorised comparisons over the snapshot and a slice, not a sort: at a million
 customers a page answers in milliseconds (``benchmarks/bench_dashboard.py``). The default order
-is the snapshot's own win-back ranking (value at risk, then id), the one ``/winback`` uses.
+is the snapshot's own win-back ranking (:func:`models.policy.winback_ranking`: value at risk, then
+id), the one ``/winback`` and `winback rank` use.
 """
 
 from __future__ import annotations

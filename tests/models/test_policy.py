@@ -95,3 +95,13 @@ def test_nothing_planned_beyond_max_days():
 def test_settings_are_checked(bad):
     with pytest.raises(ValueError):
         WinbackPolicy(**bad)
+
+
+def test_the_winback_ranking_puts_value_first_and_breaks_ties_by_id():
+    from models.policy import winback_mask, winback_ranking
+
+    order = winback_ranking([5.0, 9.0, 5.0, 1.0], ["b", "z", "a", "c"])
+    assert order.tolist() == [1, 2, 0, 3]
+    labels = np.array([["Loyal", "忠誠"], ["At risk", "流失風險"], ["Loyal", "忠誠"], ["New", "新客"]], dtype=object)
+    keep = winback_mask([5.0, 9.0, 5.0, 1.0], labels, labels, ["忠誠"], (), min_value=2.0)
+    assert keep.tolist() == [True, False, True, False]
