@@ -132,6 +132,32 @@ class SnapshotInfo(BaseModel):
     loaded_at: dt.datetime
 
 
+class RealizedHealth(BaseModel):
+    churn_auc: Optional[float] = None
+    churn_brier: Optional[float] = None
+    next_purchase_cindex: Optional[float] = None
+
+
+class HealthInfo(BaseModel):
+    """The latest ``winback monitor`` run on the served model (``training.monitor``)."""
+
+    as_of: dt.date = Field(description="The day of the snapshot last monitored.")
+    status: str = Field(description="healthy, warning (the feed: drift off the main features, missing "
+                                    "values, ranges) or retrain (retraining advised).")
+    reason: Optional[str] = Field(None, description="Why, in one line.")
+    estimated_churn_auc: Optional[float] = Field(None, description="CBPE: the churn AUC the calibrated "
+                                                                   "probabilities promise before labels exist.")
+    backtest_churn_auc: Optional[float] = None
+    auc_floor: Optional[float] = Field(None, description="The lower end of the backtest's interval at this "
+                                                         "snapshot's size.")
+    max_psi: Optional[float] = None
+    drifted_columns: Optional[int] = None
+    unseen_share: Optional[float] = Field(None, description="Share of customers first seen after the "
+                                                            "model's calibration origin.")
+    realized: dict[str, RealizedHealth] = Field(default_factory=dict, description="Per past snapshot whose "
+                                                "horizon has closed: realized churn AUC, Brier, C-index.")
+
+
 class InfoResponse(BaseModel):
     status: Literal["ok", "degraded"]
     model_name: str
@@ -151,3 +177,7 @@ class InfoResponse(BaseModel):
     registry: RegistryStatus
     poll_seconds: float
     limits: dict[str, int]
+    health: Optional[HealthInfo] = Field(None, description="The latest `winback monitor` result for the "
+                                                           "served model; absent until it has run.")
+    selection: Optional[dict] = Field(None, description="Which candidate model is served for churn and for "
+                                                        "the next purchase, with their cross-validated figures.")

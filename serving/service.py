@@ -235,6 +235,8 @@ class WinbackService:
     def info(self) -> InfoResponse:
         """The model answering (name, version, alias, when registered, metrics), the snapshot
         (date, size) and whether the registry is reachable (``status: degraded`` if not)."""
+        from training.monitor import health_info
+
         state, registry = self.champion.current, self.champion.registry
         return InfoResponse(
             status="degraded" if self.champion.degraded else "ok",
@@ -249,7 +251,9 @@ class WinbackService:
             registry={"reachable": registry.reachable, "last_checked": registry.last_checked,
                       "last_error": registry.last_error},
             poll_seconds=self.settings.poll_seconds,
-            limits=vars(self.settings.limits))
+            limits=vars(self.settings.limits),
+            health=health_info(self.settings.tracking_uri, state.model.run_id, refresh=not self.champion.degraded),
+            selection=getattr(state.scorer, "selection_", None))
 
     # ------------------------------------------------------------------ helpers
 

@@ -390,16 +390,21 @@ _CACHE: dict[tuple[str, str], tuple[float, dict | None]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def health_summary(tracking_uri: str, run_id: str | None, max_age: float = 60.0) -> dict | None:
+def health_summary(tracking_uri: str, run_id: str | None, max_age: float = 60.0,
+                   refresh: bool = True) -> dict | None:
     """The latest advice and the series of the run (``None`` if never monitored), read from
-    MLflow at most every ``max_age`` seconds per run; ``None`` too when the store cannot be read."""
+    MLflow at most every ``max_age`` seconds per run; the last value read when the store cannot
+    be read, or when not ``refresh`` (the service passes False while the registry is down, so
+    ``/info`` never waits on it)."""
     if not run_id:
         return None
     key = (tracking_uri, run_id)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
-    if hit and time.monotonic() - hit[0] < max_age:
-        return hit[1]
+    if hit and (time.monotonic() - hit[0] < (max_age if hit[1] else min(max_age, 5.0)) or not refresh):
+        return hit[1]                                     # "never monitored" is asked again sooner
+    if not refresh:
+        return None
     try:
         summary = read_health(tracking_uri, run_id)
     except Exception:
@@ -407,6 +412,17 @@ def health_summary(tracking_uri: str, run_id: str | None, max_age: float = 60.0)
     with _CACHE_LOCK:
         _CACHE[key] = (time.monotonic(), summary)
     return summary
+
+
+def health_info(tracking_uri: str, run_id: str | None, refresh: bool = True) -> dict | None:
+    """The ``health`` block of the service's ``/info``: :func:`health_summary` without the series."""
+    summary = health_summary(tracking_uri, run_id, refresh=refresh)
+    if summary is None:
+        return None
+    out = {k: v for k, v in summary.items() if k != "series"}
+    if out.get("drifted_columns") is not None:
+        out["drifted_columns"] = int(out["drifted_columns"])
+    return out
 
 
 def read_health(tracking_uri: str, run_id: str) -> dict | None:
