@@ -307,11 +307,18 @@ class Dashboard:
         return self.render(request, "reports.html", "reports", sections=sections, note=note)
 
     def model_page(self, request: Request) -> HTMLResponse:
+        from serving.dashboard.health import health_view, selection_view
+        from training.monitor import health_summary
+
         service = self.service()
         state = service.champion.current
         plots = self._plots(state)
+        t = translator(request.state.lang)
+        summary = health_summary(service.settings.tracking_uri, state.model.run_id,
+                                 refresh=not service.champion.degraded)
         return self.render(request, "model.html", "model", model=state.model, plots=plots,
-                           mlflow_url=service.settings.dashboard.mlflow_ui_url)
+                           mlflow_url=service.settings.dashboard.mlflow_ui_url, health=health_view(summary, t),
+                           selection=selection_view(getattr(state.scorer, "selection_", None), t))
 
     def _plots(self, state) -> dict[str, str]:
         """The run's logged plots (``plots/*.png``), fetched from the MLflow store once per run."""
