@@ -148,7 +148,8 @@ def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
     aggregates = ",\n            ".join(
         windows.window_aggregates(cutoff, settings.windows_days, settings.trend_days)
         + tiers.tier_aggregates(cutoff, settings.tiers)
-        + cycle.cycle_aggregates())
+        + cycle.cycle_aggregates()
+        + summary.daily_aggregates())
     return f"""
         SELECT *, {', '.join(summary.daily_summary_columns())},
             total_spend / orders AS avg_order_value
@@ -193,7 +194,7 @@ def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
     return f"""
         WITH scored AS (SELECT *, {', '.join(rfm.score_columns(reference.rfm_edges))}
                         FROM customers)
-        SELECT c.customer_id, {', '.join(f'{summary_from}.{col}' for col in summary.COLUMNS)},
+        SELECT c.customer_id, {', '.join(f'{summary_from}.{col}' for col in summary.TABLE_COLUMNS)},
             c.first_purchase_date, c.last_purchase_date, c.days_since_last_purchase,
             c.tenure_days, c.purchase_days, c.orders, c.total_spend, c.avg_order_value,
             c.first_purchase_value,
