@@ -9,11 +9,12 @@ from pathlib import Path
 from models.base import ClassicalModel, ConvergenceError, PurchaseModel
 from models.beta_geo import BetaGeoModel
 from models.gamma_gamma import GammaGammaModel
+from models.mbg_cnbd import MBGCNBDModel
 from models.modified_beta_geo import ModifiedBetaGeoModel
 from models.pareto_nbd import ParetoNBDModel
 
 MODEL_CLASSES: dict[str, type[ClassicalModel]] = {
-    cls.__name__: cls for cls in (BetaGeoModel, ModifiedBetaGeoModel, ParetoNBDModel, GammaGammaModel)
+    cls.__name__: cls for cls in (BetaGeoModel, ModifiedBetaGeoModel, MBGCNBDModel, ParetoNBDModel, GammaGammaModel)
 }
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ClassicalModel",
     "ConvergenceError",
     "GammaGammaModel",
+    "MBGCNBDModel",
     "MODEL_CLASSES",
     "ModifiedBetaGeoModel",
     "ParetoNBDModel",
