@@ -11,33 +11,24 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving.config import ConfigError, ServiceSettings
 from serving.state import ModelInfo, ScoredSnapshot, SnapshotFile
+from training.registry import ModelRef, load_version, resolve_version
+from training.registry import parse_model_uri as registry_model_uri
 
 logger = logging.getLogger("winback.serving")
 
-_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-
 def parse_model_uri(uri: str) -> ModelRef:
-    """``models:/NAME@ALIAS`` (followed) or ``models:/NAME/VERSION`` (fixed)."""
-    match = _MODEL_URI.match(uri)
-    if not match:
+    """:func:`training.registry.parse_model_uri`, its error a :class:`ConfigError` naming the variable."""
+    try:
+        return registry_model_uri(uri)
+    except ValueError:
         raise ConfigError(f"WINBACK_MODEL_URI must look like models:/winback@champion or "
-                          f"models:/winback/3, got {uri!r}")
-    return ModelRef(match["name"], match["alias"], match["version"])
+                          f"models:/winback/3, got {uri!r}") from None
 
 
 @dataclass(frozen=True)
@@ -85,10 +76,7 @@ class Champion:
         closed, so the new file is read."""
         if self._registry_file is not None:
             self._registry_file.check()
-        client = self._client()
-        if self.ref.alias is not None:
-            return client.get_model_version_by_alias(self.ref.name, self.ref.alias)
-        return client.get_model_version(self.ref.name, self.ref.version)
+        return resolve_version(self._client(), self.settings.model_uri)
 
     def _build(self, version, scorer=None, info: ModelInfo | None = None) -> ScoredSnapshot:
         if scorer is None:
@@ -133,12 +121,7 @@ class Champion:
         return features, SnapshotFile(Path(source.name), 0, pd.Timestamp(as_of), _now())
 
     def _load_model(self, version):
-        import mlflow.pyfunc
-
-        from models.pyfunc import scorer_from_pyfunc
-
-        uri = f"models:/{version.name}/{version.version}"     # the version, not the alias: it may move
-        scorer = scorer_from_pyfunc(mlflow.pyfunc.load_model(uri))
+        scorer = load_version(version)                        # the version, not the alias: it may move
         metrics: dict[str, float] = {}
         if version.run_id:
             try:
@@ -293,10 +276,7 @@ def check_startup(settings: ServiceSettings) -> None:
 
     client = MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:
-        if ref.alias is not None:
-            client.get_model_version_by_alias(ref.name, ref.alias)
-        else:
-            client.get_model_version(ref.name, ref.version)
+        resolve_version(client, settings.model_uri)
     except Exception as exc:
         raise ConfigError(no_model_message(settings.tracking_uri, settings.model_uri, exc)) from None
 

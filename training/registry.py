@@ -12,6 +12,7 @@ The registered model ``winback`` has two aliases: ``champion`` (served) and ``ch
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,28 +197,67 @@ def promote(client: MlflowClient, version: str | int, name: str = MODEL_NAME,
     return previous
 
 
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registry model URI: ``models:/NAME@ALIAS`` (followed) or ``models:/NAME/VERSION`` (fixed)."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """:class:`ModelRef` of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; ValueError otherwise."""
+    match = _MODEL_URI.match(uri)
+    if not match:
+        raise ValueError(f"a model URI must look like models:/winback@champion or models:/winback/3, got {uri!r}")
+    return ModelRef(match["name"], match["alias"], match["version"])
+
+
+def resolve_version(client: MlflowClient, model_uri: str) -> ModelVersion:
+    """The registered version ``model_uri`` points at now: an alias is read once, here.
+
+    Every door that loads a model resolves it with this and then loads that version
+    (:func:`load_version`), so what it says it used is what it used even if the alias moves.
+    Raises MLflow's exception when the registry has no such model, alias or version.
+    """
+    ref = parse_model_uri(model_uri)
+    if ref.alias is not None:
+        return client.get_model_version_by_alias(ref.name, ref.alias)
+    return client.get_model_version(ref.name, ref.version)
+
+
+def load_version(version: ModelVersion):
+    """The :class:`~models.scorer.WinbackScorer` of one registered version, loaded by its
+    number (``models:/NAME/N``), never by an alias, which may have moved since it was resolved."""
+    from models.pyfunc import scorer_from_pyfunc
+
+    return scorer_from_pyfunc(mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}"))
+
+
 def load_scorer(model_uri: str | None = None, tracking_uri: str | None = None):
     """The scorer behind ``model_uri`` (default ``models:/winback@champion``) and its version.
 
-    Returns ``(WinbackScorer, version or None)``; raises ``ValueError`` with a hint when there
-    is no such model yet.
+    A registry URI is resolved to a version once (:func:`resolve_version`) and that version is
+    loaded (:func:`load_version`); another MLflow URI (``runs:/...``) is loaded as it is, with
+    no version. Returns ``(WinbackScorer, version or None)``; raises ``ValueError`` with a hint
+    when there is no such model yet or it cannot be read.
     """
     from models.pyfunc import scorer_from_pyfunc
 
     uri = use_tracking(tracking_uri)
     model_uri = model_uri or f"models:/{MODEL_NAME}@{CHAMPION}"
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        if model_uri.startswith("models:/"):
+            version = resolve_version(MlflowClient(uri), model_uri)
+            return load_version(version), str(version.version)
+        return scorer_from_pyfunc(mlflow.pyfunc.load_model(model_uri)), None
     except MlflowException as exc:
         raise ValueError(f"cannot load {model_uri} from {uri}: {exc.message}. "
                          "Train one first with `winback train`.") from None
-    except (ValueError, KeyError, OSError) as exc:               # a scorer this code cannot read
-        raise ValueError(f"cannot load {model_uri} from {uri}: {type(exc).__name__}: {exc}. It was saved "
-                         "by another version of Winback: retrain it with `winback train`.") from None
-    version = None
-    if model_uri.startswith(f"models:/{MODEL_NAME}@"):
-        found = version_for(MlflowClient(uri), model_uri.rsplit("@", 1)[1])
-        version = found.version if found else None
-    elif model_uri.startswith(f"models:/{MODEL_NAME}/"):
-        version = model_uri.rsplit("/", 1)[1]
-    return scorer_from_pyfunc(model), version
+    except (ValueError, KeyError, OSError) as exc:               # a bad URI, or a scorer this code cannot read
+        raise ValueError(f"cannot load {model_uri} from {uri}: {type(exc).__name__}: {exc}. A scorer saved "
+                         "by another version of Winback must be retrained with `winback train`.") from None

@@ -94,6 +94,18 @@ def test_first_run_becomes_champion_and_records_everything(small_log, store):
     assert backtest.churn_tuning_ and served.churn_tuning_ == {}
     assert served.churn_model_.n_estimators == backtest.churn_tuning_["chosen"] == int(
         run.data.params["served_churn_trees"])
+    # ... and the backtest's choice of served candidates, with its record (#19)
+    assert served.churn_score_ == backtest.churn_score_ == run.data.params["served_churn"]
+    assert served.next_purchase_method_ == backtest.next_purchase_method_
+    assert served.selection_ == backtest.selection_ == result.selection and set(result.selection) == {
+        "churn", "next_purchase"}
+    assert run.data.tags["winback.served_churn"] == result.selection["churn"]["reason"]
+    assert {f"cv_churn_{name}" for name in result.selection["churn"]["figures"]} <= set(m)
+    # one path from a registry URI to a scorer: the alias is resolved once, that version loaded
+    from training.registry import load_scorer, load_version, resolve_version
+    resolved = resolve_version(client, f"models:/{MODEL_NAME}@{CHAMPION}")
+    assert str(resolved.version) == str(result.version) == load_scorer(None, store)[1]
+    assert load_version(resolved).selection_ == served.selection_
     # the gate compares like with like only
     champion = version_for(client, CHAMPION)
     assert incomparable_reason(client, champion, HORIZON, CUTOFF) is None
