@@ -40,6 +40,16 @@ def _window(n: int) -> Template:
     return phrase
 
 
+def _rhythm(r: Mapping[str, float]) -> tuple[str, str]:
+    """A regular buyer's rhythm against the silence (the MBG/CNBD-k outputs' reason)."""
+    gap = r.get("mean_gap_days", math.nan)
+    if gap != gap:
+        return _overdue(r)
+    days = r["days_since_last_purchase"]
+    return (f"buys about every {_n(gap)} days; {_n(days)} days since the last order",
+            f"大約每 {_n(gap)} 天購買一次；距上次購買已 {_n(days)} 天")
+
+
 TEMPLATES: dict[str, Template] = {
     "days_since_last_purchase": _overdue,
     "overdue_ratio": _overdue,
@@ -60,6 +70,7 @@ TEMPLATES: dict[str, Template] = {
     "prob_purchase_horizon": lambda r: (
         f"only {_n(100 * r['prob_purchase_horizon'])} % likely to buy in the horizon",
         f"期間內購買機率僅 {_n(100 * r['prob_purchase_horizon'])}%"),
+    **{f"mbgcnbd_{output}": _rhythm for output in ("p_alive", "expected_purchases_horizon", "prob_purchase_horizon")},
     "spend_trend": lambda r: ("spending is falling compared with the 90 days before",
                               "近 90 天消費較前 90 天下降"),
     **{f"{kind}_{n}d": _window(n) for kind in ("orders", "spend") for n in (30, 90, 180, 365)},

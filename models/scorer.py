@@ -34,6 +34,7 @@ from models.beta_geo import BetaGeoModel
 from models.churn import ChurnModel
 from models.forest import feature_matrix, sample_positions
 from models.gamma_gamma import GammaGammaModel, fit_spend_model
+from models.mbg_cnbd import MBGCNBDModel
 from models.metrics import brier_scores, concordance_index, integrated_brier
 from models.modified_beta_geo import ModifiedBetaGeoModel
 from models.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel,
@@ -55,7 +56,10 @@ FORMAT_VERSION = 4
 #: default is MBG/NBD: the same closed forms, a dropout chance after the first purchase too,
 #: and as fast to fit (0.3 s on CDNOW vs 2.4 s for Pareto/NBD, which ranks churn about as well).
 PURCHASE_MODELS: dict[str, type[PurchaseModel]] = {
-    "bgnbd": BetaGeoModel, "mbgnbd": ModifiedBetaGeoModel, "pareto_nbd": ParetoNBDModel}
+    "bgnbd": BetaGeoModel, "mbgnbd": ModifiedBetaGeoModel, "pareto_nbd": ParetoNBDModel,
+    "mbgcnbd": MBGCNBDModel}
+#: The model of regular buyers (Erlang-k gaps), used where the log shows regularity (k > 1).
+REGULARITY_MODEL = "mbgcnbd"
 
 #: Feature-table columns the churn model reads. Left out: labels, names and dates; gap
 #: statistics, whose direction is ambiguous (a later last purchase lengthens the mean gap);
@@ -86,14 +90,14 @@ LABEL_COLUMNS = ("purchased", "days_to_next_purchase", "next_purchase_censored")
 #: columns and the labels. Training asks DuckDB for these alone (``labelled_features(...,
 #: columns=TRAINING_COLUMNS)``), not for the whole table with its names, dates and labels.
 TRAINING_COLUMNS = tuple(dict.fromkeys(
-    ("frequency", "recency", "T", "monetary_value")
+    ("frequency", "recency", "T", "monetary_value", "litt")
     + tuple(c for c in HAZARD_FEATURES if c not in CLASSICAL_OUTPUTS) + LABEL_COLUMNS))
 
 #: Feature columns only the learned models read, not the classical models, the policy or the
 #: labels: training may hold them as float32 (:func:`training.pipeline.training_frame`), half the
 #: memory; the trees bin them anyway.
 LEARNED_ONLY_COLUMNS = tuple(c for c in TRAINING_COLUMNS if c in HAZARD_FEATURES
-                             and c not in ("frequency", "recency", "T", "monetary_value"))
+                             and c not in ("frequency", "recency", "T", "monetary_value", "litt"))
 
 #: A progress report: what is being done, and when a step ends, how many customer rows it
 #: covered and in how many seconds (``None`` while it starts).
@@ -138,6 +142,11 @@ class WinbackScorer:
     extra_classical : more classical models (names in :data:`PURCHASE_MODELS`) fitted per origin
         whose P(alive), expected purchases and P(purchase) in the horizon are churn features
         (``<name>_p_alive``, ...): default Pareto/NBD, whose P(alive) ranks churn best of the three.
+    regularity : True fits MBG/CNBD-k on the calibration origin, its k chosen by likelihood;
+        where the log shows regularity (k > 1) it joins the extra classical models with that k
+        (its outputs feed the churn and next-purchase models, and its F(t) is a next-purchase
+        candidate). On CDNOW k = 1 and nothing changes. A number fixes k (a refit keeps the
+        backtest's); False never uses it. :attr:`regularity_k_` says what was found.
     churn_tree_candidates : tree counts the time-series cross-validation chooses from (see
         :meth:`fit`); empty keeps the churn model's ``n_estimators``.
     policy : the win-back timing policy.
@@ -153,7 +162,8 @@ class WinbackScorer:
                  churn: ChurnModel | None = None, hazard_estimators: int = 80,
                  random_state: int = 0, extra_classical: tuple[str, ...] = ("pareto_nbd",),
                  churn_tree_candidates: tuple[int, ...] = (30, 60, 90, 150, 250),
-                 num_threads: int = 0, churn_score: str = "auto", chosen: dict | None = None) -> None:
+                 num_threads: int = 0, churn_score: str = "auto", chosen: dict | None = None,
+                 regularity: bool | int = True) -> None:
         self.horizon_days = horizon_days
         self.next_purchase = next_purchase
         self.purchase_model = purchase_model
@@ -166,6 +176,7 @@ class WinbackScorer:
         self.num_threads = num_threads
         self.churn_score = churn_score
         self.chosen = chosen
+        self.regularity = regularity
 
     # ------------------------------------------------------------------ fitting
 
@@ -183,11 +194,11 @@ class WinbackScorer:
         ends, with the rows it covered and its seconds (see :data:`Progress`).
         """
         report = progress or _no_progress
-        classical_names = (self.purchase_model, *self.extra_classical)
+        classical_names = (self.purchase_model, *self.extra_classical, REGULARITY_MODEL)
         if self.next_purchase not in ("auto", "hazard", "classical", *classical_names):
             raise ValueError(f"next_purchase must be auto, hazard, classical or one of "
                              f"{', '.join(classical_names)}, got {self.next_purchase!r}")
-        scores = classical_churn_scores(self.purchase_model, tuple(self.extra_classical))
+        scores = classical_churn_scores(self.purchase_model, (*self.extra_classical, REGULARITY_MODEL))
         if self.churn_score not in ("auto", *LEARNED_CHURN, *scores):
             raise ValueError(f"churn_score must be auto or one of {', '.join((*LEARNED_CHURN, *scores))}, "
                              f"got {self.churn_score!r}")
@@ -201,6 +212,7 @@ class WinbackScorer:
         unknown = [m for m in self.extra_classical if m not in PURCHASE_MODELS]
         if unknown:
             raise ValueError(f"extra_classical: unknown model(s) {unknown}; one of {', '.join(PURCHASE_MODELS)}")
+        self._find_regularity(calibration, report)
         X_train, latest = self._with_classical_by_origin(train, report)
         with _step(report, f"classical models, calibration origin {_day(calibration)}", len(calibration)):
             fitted = self._fit_classical(calibration)
@@ -211,7 +223,7 @@ class WinbackScorer:
         churn = (clone(self.churn) if self.churn is not None
                  else ChurnModel(random_state=self.random_state, num_threads=self.num_threads))
         self.churn_features_ = list(CHURN_FEATURES) + [
-            f"{name}_{out}" for name in self.extra_classical for out in EXTRA_OUTPUTS]
+            f"{name}_{out}" for name in self.extra_classical_ for out in EXTRA_OUTPUTS]
         columns = self.churn_features_
         churned = ~X_train["purchased"].to_numpy(bool)
         with _step(report, "churn dataset, binned once for every churn fit", len(X_train)):
@@ -295,7 +307,7 @@ class WinbackScorer:
                 margins[chosen])
 
     def _classical_scores(self) -> dict[str, tuple[str, int]]:
-        return classical_churn_scores(self.purchase_model, tuple(self.extra_classical))
+        return classical_churn_scores(self.purchase_model, self.extra_classical_)
 
     def _select_churn(self, X_train: pd.DataFrame, split: tuple[np.ndarray, np.ndarray],
                       margin: np.ndarray) -> Selection:
@@ -353,10 +365,29 @@ class WinbackScorer:
         column, sign = self._classical_scores()[self.churn_score_]
         return self.churn_calibrator_.predict(signed_score(X, column, sign))
 
+    def _find_regularity(self, calibration: pd.DataFrame, report: Progress) -> None:
+        """Choose MBG/CNBD-k's k on the calibration origin and, where k > 1, add the model to
+        the extra classical models (:attr:`extra_classical_`) with that k fixed for every origin."""
+        extra = tuple(m for m in self.extra_classical if m != REGULARITY_MODEL)
+        self.regularity_k_ = None
+        if self.regularity is not True and self.regularity is not False:
+            self.regularity_k_ = int(self.regularity)
+        elif self.regularity or REGULARITY_MODEL in self.extra_classical:
+            with _step(report, "regularity: MBG/CNBD-k's k by likelihood, calibration origin", len(calibration)):
+                self.regularity_k_ = int(MBGCNBDModel(time_unit_days=1.0).fit(calibration).k_)
+        regular = self.regularity_k_ is not None and (self.regularity_k_ > 1 or REGULARITY_MODEL in self.extra_classical)
+        self.extra_classical_ = extra + ((REGULARITY_MODEL,) if regular and self.purchase_model != REGULARITY_MODEL else ())
+
+    def _classical_estimator(self, name: str) -> PurchaseModel:
+        """An unfitted classical model of ``name`` (MBG/CNBD-k with the k found on the calibration origin)."""
+        if name == REGULARITY_MODEL and self.regularity_k_ is not None:
+            return MBGCNBDModel(k=self.regularity_k_, time_unit_days=1.0)
+        return PURCHASE_MODELS[name](time_unit_days=1.0)
+
     def _fit_classical(self, frame: pd.DataFrame) -> dict:
         """The purchase model, Gamma-Gamma and the extra classical models, fit on one origin."""
-        purchase = PURCHASE_MODELS[self.purchase_model](time_unit_days=1.0).fit(frame)
-        extra = {name: PURCHASE_MODELS[name](time_unit_days=1.0).fit(frame) for name in self.extra_classical}
+        purchase = self._classical_estimator(self.purchase_model).fit(frame)
+        extra = {name: self._classical_estimator(name).fit(frame) for name in self.extra_classical_}
         return {"purchase": purchase, "spend": fit_spend_model(frame), "extra": extra}
 
     def _with_classical_by_origin(self, train: pd.DataFrame, report: Progress) -> tuple[pd.DataFrame, dict]:
@@ -422,7 +453,7 @@ class WinbackScorer:
         """
         columns = list(HAZARD_FEATURES)
         grid = grid_for_horizon(self.horizon_days)
-        names = list(dict.fromkeys((self.purchase_model, *self.extra_classical)))
+        names = list(dict.fromkeys((self.purchase_model, *self.extra_classical_)))
         hazard = self._hazard(train, columns, grid)
         days = calibration["days_to_next_purchase"].to_numpy(float)
         event = ~calibration["next_purchase_censored"].to_numpy(bool)
@@ -590,6 +621,7 @@ class WinbackScorer:
                        "extra_classical": list(self.extra_classical),
                        "churn_tree_candidates": list(self.churn_tree_candidates),
                        "churn_score": self.churn_score, "chosen": self.chosen,
+                       "regularity": self.regularity,
                        "policy": asdict(self.policy), "random_state": self.random_state,
                        "hazard_estimators": self.hazard_estimators},
             "purchase_model": self.purchase_model_.to_dict(),
@@ -599,6 +631,7 @@ class WinbackScorer:
             "spend_fallback": self.spend_fallback_,
             "churn_model": churn, "hazard_model": hazard,
             "churn_score": self.churn_score_, "selection": self.selection_,
+            "extra_classical": list(self.extra_classical_), "regularity_k": self.regularity_k_,
             "churn_calibrator": None if self.churn_calibrator_ is None else self.churn_calibrator_.to_dict(),
             "churn_stack": None if self.churn_stack_ is None else self.churn_stack_.to_dict(),
             "next_purchase_method": self.next_purchase_method_,
@@ -636,7 +669,7 @@ class WinbackScorer:
                      WinbackPolicy(**config["policy"]), hazard_estimators=config["hazard_estimators"],
                      random_state=config["random_state"], extra_classical=tuple(config["extra_classical"]),
                      churn_tree_candidates=tuple(config["churn_tree_candidates"]),
-                     churn_score=config["churn_score"], chosen=config["chosen"])
+                     churn_score=config["churn_score"], chosen=config["chosen"], regularity=config["regularity"])
         scorer.purchase_model_ = PURCHASE_MODELS[config["purchase_model"]].from_dict(state["purchase_model"])
         scorer.spend_model_ = GammaGammaModel.from_dict(state["spend_model"])
         scorer.extra_models_ = {name: PURCHASE_MODELS[name].from_dict(data)
@@ -647,6 +680,7 @@ class WinbackScorer:
         churn = dict(state["churn_model"], booster=(directory / "churn_model.txt").read_text())
         scorer.churn_model_ = ChurnModel.from_dict(churn)
         scorer.churn_score_, scorer.selection_ = state["churn_score"], state["selection"]
+        scorer.extra_classical_, scorer.regularity_k_ = tuple(state["extra_classical"]), state["regularity_k"]
         scorer.churn_calibrator_ = (None if state["churn_calibrator"] is None
                                     else ScoreCalibrator.from_dict(state["churn_calibrator"]))
         scorer.churn_stack_ = None if state["churn_stack"] is None else ChurnStack.from_dict(state["churn_stack"])

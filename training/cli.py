@@ -357,7 +357,8 @@ def train(
         f"integrated Brier {m['next_purchase_ibs']:.4f}\n"
         f"classical: BG/NBD forecast {m['bgnbd_forecast_purchases']:,.0f} vs actual {m['actual_purchases']:,.0f} "
         f"({m['bgnbd_forecast_error']:+.1%}), per-customer correlation {m['bgnbd_correlation']:.3f}; "
-        f"Pareto/NBD {m['pareto_nbd_forecast_error']:+.1%}, {m['pareto_nbd_correlation']:.3f}\n"
+        f"Pareto/NBD {m['pareto_nbd_forecast_error']:+.1%}, {m['pareto_nbd_correlation']:.3f}; "
+        f"MBG/CNBD-k (k = {m['mbgcnbd_k']:.0f}) {m['mbgcnbd_forecast_error']:+.1%}, {m['mbgcnbd_correlation']:.3f}\n"
         f"value (shipped clv_12m): normalized Gini {m['value_gini']:.3f}, decile MAPE {m['value_decile_mape']:.1%}")
     for line in result.evaluation.summary_lines():
         console.print(line)

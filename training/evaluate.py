@@ -36,6 +36,7 @@ from models.beta_geo import BetaGeoModel
 from models.metrics import (bootstrap_auc_difference, bootstrap_brier_difference,
                             bootstrap_cindex_difference, brier_at_days, concordance_index,
                             expected_calibration_error, integrated_brier, interval_coverage, verdict)
+from models.mbg_cnbd import MBGCNBDModel
 from models.modified_beta_geo import ModifiedBetaGeoModel
 from models.pareto_nbd import ParetoNBDModel
 
@@ -257,9 +258,10 @@ def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
     metrics.update(_next_purchase_metrics(joined, as_of, horizon_days))
 
     models = {"bgnbd": BetaGeoModel().fit(feats), "mbgnbd": ModifiedBetaGeoModel().fit(feats),
-              "pareto_nbd": ParetoNBDModel().fit(feats)}
+              "pareto_nbd": ParetoNBDModel().fit(feats), "mbgcnbd": MBGCNBDModel().fit(feats)}
     classical, expected = _classical_metrics(feats, joined, horizon_days, models)
     metrics.update(classical)
+    metrics["mbgcnbd_k"] = float(models["mbgcnbd"].k_)
 
     overdue = feats["overdue_ratio"].fillna(feats["days_since_last_purchase"] / horizon_days)
     baselines = {
@@ -268,6 +270,7 @@ def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
         "pareto_nbd_expected_purchases": -expected["pareto_nbd"],
         "bgnbd_p_alive": -models["bgnbd"].predict_p_alive(feats),
         "pareto_nbd_p_alive": -models["pareto_nbd"].predict_p_alive(feats),
+        "mbgcnbd_expected_purchases": -expected["mbgcnbd"],
         "mean_gap_due_date": overdue.to_numpy(float),
     }
     baseline_auc = {name: float(roc_auc_score(churned, s)) for name, s in baselines.items()}

@@ -158,7 +158,8 @@ def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timest
                                  lambda task, *done: report(task.replace("origin", "calibration origin"), *done),
                                  spark_log)
     chosen = ({"churn_score": chosen_by.churn_score_, "next_purchase": chosen_by.next_purchase_method_,
-               "chosen": chosen_by.selection_} if chosen_by is not None else {"next_purchase": config.next_purchase})
+               "chosen": chosen_by.selection_, "regularity": chosen_by.regularity_k_ or False}
+              if chosen_by is not None else {"next_purchase": config.next_purchase})
     return WinbackScorer(
         horizon_days=config.horizon_days, **chosen,
         purchase_model=config.purchase_model, extra_classical=tuple(config.extra_classical),
