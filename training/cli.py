@@ -162,6 +162,23 @@ def open_side(flags: dict, timezone: str):
         encoding=flags.get("encoding") or "utf-8", threads=flags.get("threads"), memory_limit=flags.get("memory_limit"))
 
 
+def _check_side(reference, side, engine: str = "duckdb") -> None:
+    """For a model whose features include customer attributes or events: refuse --engine spark
+    (it does not build them yet) and say which are missing when their flag is not given."""
+    if reference is None or not reference.side_columns:
+        return
+    if engine == "spark":
+        raise ValueError("this model reads customer attributes or engagement events, which --engine spark does "
+                         "not build yet; use --engine duckdb")
+    missing = [flag for flag, needed, given in (("--customers", reference.attributes, side and side.customers),
+                                                 ("--events", reference.event_types, side and side.events))
+               if needed and given is None]
+    if missing:
+        errors.print(f"[yellow]note:[/] the model reads {' and '.join(f[2:] for f in missing)}; without "
+                     f"{' and '.join(missing)} they are missing for every customer, so its scores differ from "
+                     "those built with them", highlight=False, soft_wrap=True)
+
+
 def _no_spark_side(engine: str, flags: dict) -> None:
     if engine == "spark" and (flags.get("customers") or flags.get("events")):
         raise ValueError("--engine spark does not read --customers or --events yet; use --engine duckdb")
@@ -243,6 +260,7 @@ def features(
         progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
         side = open_side(locals(), log.policy.timezone)
+        _check_side(reference, side, engine)
         if cutoff is None:
             cutoff = log.report.last_timestamp.date().isoformat()
         progress.add_task(f"building features as of {cutoff} ({engine})")
@@ -534,6 +552,9 @@ def score(
         if threads is not None:
             scorer.use_threads(threads)
         data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
+        side = open_side(locals(), timezone or scorer.reference_.timezone)
+        if features_path is None:
+            _check_side(scorer.reference_, side, engine)
         progress.add_task(f"scoring ({engine})")
         if engine == "spark":
             from training.spark_scoring import score_log_spark
@@ -543,7 +564,6 @@ def score(
                           f"{version} → {done.out} ({time.perf_counter() - started:.1f} s)")
             return
         scorer.compile_trees()                       # a batch: compiled trees pay for themselves
-        side = open_side(locals(), timezone or scorer.reference_.timezone)
         scores = scorer.score(data, day, reasons=reasons if reasons > 0 else False,
                               **({"side": side} if side else {}))
         scores.insert(1, "model_version", version)
@@ -594,6 +614,8 @@ def rank(
         scorer.use_threads(threads)
     data, day = _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
     side = open_side(locals(), timezone or scorer.reference_.timezone)
+    if features_path is None:
+        _check_side(scorer.reference_, side)
     table = data if features_path is not None else build_features(data, day, reference=scorer.reference_, side=side)
     ranked = ranked_list(scorer, table, day, top, segment, tier, min_value, lang)
     write_table(ranked, out, sheet=LIST_SHEET[lang], currency=currency, lang=lang)
@@ -991,6 +1013,7 @@ def daily(
         with _steps() as progress:
             task = progress.add_task(f"features as of {as_of}")
             side = open_side(locals(), scorer.reference_.timezone)
+            _check_side(scorer.reference_, side)
             snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_,
                                       side=side)
             progress.update(task, description="scores")
