@@ -143,7 +143,7 @@ def _as_spec(spec: AttributeSpec, have: AttributeSpec | None) -> str:
     if spec.kind == "numeric":
         return f"TRY_CAST({name} AS DOUBLE) AS {name}"
     known = ", ".join(f"'{sql_escape(v)}'" for v in spec.categories) or "NULL"
-    text = f"CAST({name} AS VARCHAR)" if have.kind == "numeric" else name
+    text = ident("_raw_" + spec.feature) if have.kind == "numeric" else name    # the text as written
     return f"CASE WHEN {text} IN ({known}) THEN {text} END AS {name}"
 
 
@@ -270,7 +270,8 @@ def _open(raw: RawInput, id_col: str, valid_from_col: str | None, dates: tuple[d
         if n_bad:
             raise raw.first_bad(typed_view, cond, column, expected, raw_value, n_bad)
     _refuse_duplicates(raw, typed_view, id_col, valid_from)
-    keep = ", ".join(["customer_id", "valid_from"] + [ident(f) for f in features])
+    keep = ", ".join(["customer_id", "valid_from"] + [ident(f) for f in features]
+                     + [ident("_raw_" + f) for f, name in features.items() if kinds[name] == "numeric"])
     materialize(raw, "attributes", f"SELECT {keep} FROM typed")
     specs = []
     for feature, name in features.items():

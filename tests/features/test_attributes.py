@@ -238,3 +238,16 @@ def test_spark_refuses_side_data_clearly(tmp_path):
     result = runner.invoke(app, ["features", "-t", str(tmp_path / "log.csv"), "--customers", str(tmp_path / "c.csv"),
                                  "--engine", "spark", "--out", str(tmp_path / "f.parquet")])
     assert result.exit_code == 2 and "--engine spark does not read --customers" in result.output
+
+
+def test_the_cli_says_when_a_model_reads_attributes_it_is_not_given(capsys):
+    from training.cli import _check_side
+
+    _, _, reference = prepare(TX, CUTOFF, side=SideData(customers=attrs(PLAIN)))
+    _check_side(reference, None)
+    assert "without --customers they are missing" in " ".join(capsys.readouterr().err.split())
+    _check_side(reference, SideData(customers=attrs(PLAIN)))
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="--engine spark does not build"):
+        _check_side(reference, None, "spark")
+    _check_side(prepare(TX, CUTOFF)[2], None, "spark")                  # a model without them: nothing to say
