@@ -27,8 +27,8 @@ KEY = "key-for-the-http-registry"
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("mlflow-server")
-    with running_mlflow_server(root) as url:
-        yield url, root
+    with running_mlflow_server(root) as server:
+        yield server.url, root
 
 
 def test_train_registers_over_http_and_serve_loads_the_champion(mlflow_server, small_log, cdnow_raw, tmp_path,
