@@ -1,23 +1,28 @@
 """Training and serving against a real ``mlflow server`` over HTTP, as a team's shared registry
 is used: ``train`` logs the run, uploads the model through the server (which keeps the artifacts
-in its own root) and registers it; ``winback serve --tracking-uri http://...`` loads the champion
-from it and answers with that version."""
+in its own root) and registers it; ``winback models`` lists it; ``winback serve --tracking-uri
+http://...`` loads the champion from it and answers with that version. A run whose process is
+killed with SIGKILL while logging to the server is ended as FAILED by the next start."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import httpx
 import pytest
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
 from mlflow_server_support import running_mlflow_server
 from serving.run import free_port, stop, wait_ready
+from training.cli import app
 from training.pipeline import train
-from training.registry import CHAMPION, MODEL_NAME
+from training.registry import CHAMPION, MODEL_NAME, experiment_id, fail_abandoned_runs
 
 from conftest import quick_config
 
@@ -45,6 +50,8 @@ def test_train_registers_over_http_and_serve_loads_the_champion(mlflow_server, s
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # the server holds the artifacts
     stored = {p.name for p in (root / "artifacts").rglob("*") if p.is_file()}
     assert "MLmodel" in stored and "data_profile.json" in stored
+    listed = CliRunner().invoke(app, ["models", "--tracking-uri", url])
+    assert listed.exit_code == 0 and CHAMPION in listed.output, listed.output
     assert not (tmp_path / "mlruns").exists()
 
     log = tmp_path / "transactions.csv"
@@ -75,3 +82,32 @@ def test_train_registers_over_http_and_serve_loads_the_champion(mlflow_server, s
     assert info["metrics"]["churn_auc"] == pytest.approx(run.data.metrics["churn_auc"])
     assert scored.status_code == 200 and scored.json()["customers"][0]["status"] == "ok"
     assert scored.headers["x-model-version"] == str(result.version)
+
+
+KILLED = textwrap.dedent("""
+    import mlflow, os, socket, sys, time
+    mlflow.set_tracking_uri(sys.argv[1])
+    run = mlflow.start_run(experiment_id=sys.argv[2])
+    mlflow.set_tags({"winback.host": socket.gethostname(), "winback.pid": str(os.getpid())})
+    mlflow.log_metric("progress", 0.5)
+    print(run.info.run_id, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_run_killed_while_logging_to_the_server_ends_as_failed(mlflow_server):
+    url, _ = mlflow_server
+    experiment = experiment_id(url)
+    child = subprocess.Popen([sys.executable, "-c", KILLED, url, experiment], stdout=subprocess.PIPE, text=True,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+    try:
+        run_id = child.stdout.readline().strip()
+        client = MlflowClient(url)
+        assert client.get_run(run_id).info.status == "RUNNING"
+        assert run_id not in fail_abandoned_runs(client, experiment)          # alive: left alone
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert fail_abandoned_runs(client, experiment) == [run_id]
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert client.get_run(run_id).data.metrics["progress"] == 0.5
