@@ -211,9 +211,19 @@ def realized(scorer, log: TransactionLog, day) -> dict:
 
 
 def model_main_features(scorer, share: float = 0.8) -> list[str]:
-    """The churn model's features that carry ``share`` of its split gain."""
+    """The features that carry ``share`` of the served churn score's split gain: the LightGBM
+    model's; a calibrated formula's one input column when the scorer serves a formula
+    (``scorer.churn_score_``), with the formulas' columns added for a stack."""
     model = scorer.churn_model_
-    return main_features(list(model.feature_names_), model.booster_.feature_importance("gain"), share)
+    trees = main_features(list(model.feature_names_), model.booster_.feature_importance("gain"), share)
+    served = getattr(scorer, "churn_score_", "lightgbm")
+    formulas = getattr(scorer, "_classical_scores", None)
+    if served == "lightgbm" or formulas is None:
+        return trees
+    columns = {name: spec[0] for name, spec in formulas().items()}
+    if served == "stack":
+        return list(dict.fromkeys(trees + list(columns.values())))
+    return [columns[served]] if served in columns else trees
 
 
 def check_day(scorer, log: TransactionLog, day, reference: Reference, promised: dict[str, float],
@@ -375,7 +385,8 @@ def store_report(client, run_id: str, report: HealthReport) -> None:
     for row in report.realized:
         metrics += [Metric(f"health_{k}", float(row[k]), now, _step(row["snapshot"]))
                     for k in ("realized_churn_auc", "realized_churn_brier", "realized_churn_ece",
-                              "realized_calibration_in_the_large", "realized_next_purchase_cindex")
+                              "realized_calibration_in_the_large", "realized_next_purchase_cindex",
+                              "estimated_churn_auc", "auc_floor")     # the estimate: the same snapshot's
                     if np.isfinite(row.get(k, float("nan")))]
     for i in range(0, len(metrics), 900):
         client.log_batch(run_id, metrics=metrics[i:i + 900])

@@ -9,23 +9,28 @@ Exit status 0 when healthy (or only a warning about the feed), 3 when retraining
 
 from typing import Annotated, Optional
 
+import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 
-def print_report(report, out=None) -> None:
-    """The drift table (flagged columns first, then the model's main features), the estimated
-    and realized performance beside the backtest's, and the advice in one line."""
+def print_report(report, out=None, most: int = 15) -> None:
+    """The drift table (the ``most`` flagged columns by PSI, then the model's main features and
+    the churn probability), the estimated and realized performance beside the backtest's, and
+    the advice in one line."""
     if out is None:
         from training.cli import console as out
     d = report.drift.copy()
     d["order"] = ~(d["drifted"] | d["missing_flag"] | d["range_flag"])
     d["main"] = d["column"].isin(report.main_features)
-    shown = d[~d["order"] | d["main"] | d["column"].isin(("churn_probability",))]
-    shown = shown.sort_values(["order", "psi"], ascending=[True, False])
+    flagged = d[~d["order"]].sort_values("psi", ascending=False)
+    rest = d[d["order"] & (d["main"] | (d["column"] == "churn_probability"))].sort_values("psi", ascending=False)
+    more = flagged.iloc[most:]
+    more = more[~more["main"] & (more["column"] != "churn_probability")]
+    shown = pd.concat([flagged[~flagged.index.isin(more.index)], rest])
     view = Table(title=f"model health as of {report.as_of} (version {report.model_version or '?'}, "
-                       f"reference {report.reference_origin}; {len(d)} columns, {len(shown)} shown)")
+                       f"reference {report.reference_origin}; {len(d)} columns, {(~d['order']).sum()} flagged)")
     for col, right in (("column", False), ("main", False), ("PSI", True), ("threshold", True),
                        ("missing", True), ("out of range", True), ("flag", False)):
         view.add_column(col, justify="right" if right else "left")
@@ -35,6 +40,8 @@ def print_report(report, out=None) -> None:
         view.add_row(r.column, "yes" if r.main else "", f"{r.psi:.3f}", f"{r.threshold:.3f}",
                      f"{r.missing:.1%}", f"{r.out_of_range:.1%}", ", ".join(flags) or "ok")
     out.print(view)
+    if len(more):
+        out.print(f"… and {len(more)} more flagged: {', '.join(more['column'])}", highlight=False, soft_wrap=True)
     perf = Table(title="churn performance")
     for col in ("snapshot", "kind", "churn AUC", "backtest AUC", "AUC floor", "Brier", "calibration", "C-index"):
         perf.add_column(col, justify="left" if col in ("snapshot", "kind") else "right")
