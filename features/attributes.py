@@ -76,11 +76,12 @@ class CustomerAttributes:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, id_col: str = "customer_id",
                    valid_from_col: str | None = "valid_from", policy: IngestPolicy = IngestPolicy(), *,
-                   source: str = "<customers>",
-                   dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES) -> "CustomerAttributes":
-        """Validate a DataFrame of attributes (rows numbered from 1 in frame order)."""
+                   source: str = "<customers>", dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES,
+                   screen: bool = True) -> "CustomerAttributes":
+        """Validate a DataFrame of attributes (rows numbered from 1 in frame order); ``screen``
+        as in :func:`read_customers`."""
         return _open(open_raw_frame(frame, "customers", policy, source=source), id_col, valid_from_col,
-                     dates, explicit_valid_from=False)
+                     dates, explicit_valid_from=False, screen=screen)
 
     @property
     def con(self):
@@ -91,15 +92,18 @@ def read_customers(paths: str | Path | Sequence[str | Path], id_col: str = "cust
                    valid_from_col: str | None = "valid_from", policy: IngestPolicy = IngestPolicy(), *,
                    encoding: str = "utf-8", memory_limit: str | None = None, threads: int | None = None,
                    dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES,
-                   explicit_valid_from: bool = False) -> CustomerAttributes:
+                   explicit_valid_from: bool = False, screen: bool = True) -> CustomerAttributes:
     """Open a customers file (CSV or Parquet; paths or globs) as :class:`CustomerAttributes`.
 
     ``valid_from_col`` is used when the file has it (``explicit_valid_from``: it must have it);
     its values are read like transaction timestamps, in ``policy``'s time zone and date format.
+    ``screen`` refuses what a model must not learn from: id-like and label-like columns, more
+    than :data:`MAX_CATEGORIES` categories. A door scoring with a model's reference passes False:
+    the reference decides which columns are read, and a new category is missing, not an error.
     """
     raw = open_raw(paths, "customers", policy, encoding=encoding, memory_limit=memory_limit, threads=threads)
     try:
-        return _open(raw, id_col, valid_from_col, dates, explicit_valid_from)
+        return _open(raw, id_col, valid_from_col, dates, explicit_valid_from, screen)
     except BaseException:
         raw.close()
         raise
@@ -200,7 +204,7 @@ def categorize_arrow(table: pa.Table, reference: FeatureReference) -> pa.Table:
 
 
 def _open(raw: RawInput, id_col: str, valid_from_col: str | None, dates: tuple[dt.date, dt.date],
-          explicit_valid_from: bool) -> CustomerAttributes:
+          explicit_valid_from: bool, screen: bool = True) -> CustomerAttributes:
     types = raw.types
     raw.require({id_col: ("customer id", "--customers-id-col")})
     if explicit_valid_from and valid_from_col:
@@ -212,7 +216,8 @@ def _open(raw: RawInput, id_col: str, valid_from_col: str | None, dates: tuple[d
                                    f"{' and ' + repr(valid_from) if valid_from else ''}", source=raw.source)
     features: dict[str, str] = {}
     for name in names:
-        _refuse_label(raw, name)
+        if screen:
+            _refuse_label(raw, name)
         feature = ATTRIBUTE_PREFIX + feature_token(name)
         if feature == ATTRIBUTE_PREFIX:
             raise TransactionDataError(f"{raw.source}: column {name!r} has no letters or digits to name a "
@@ -279,12 +284,12 @@ def _open(raw: RawInput, id_col: str, valid_from_col: str | None, dates: tuple[d
             n_customers, n_values = raw.con.execute(
                 f"SELECT count(DISTINCT customer_id) FILTER (WHERE {ident(feature)} IS NOT NULL), "
                 f"count(DISTINCT {ident(feature)}) FROM attributes").fetchone()
-            if n_values >= n_customers >= ID_LIKE_MIN_CUSTOMERS:
+            if screen and n_values >= n_customers >= ID_LIKE_MIN_CUSTOMERS:
                 raise TransactionDataError(
                     f"{raw.source}: column {name!r} looks like an id, not an attribute: {n_values:,} distinct "
                     f"values for {n_customers:,} customers, so a model would learn customers by name; drop "
                     "it (or group it, e.g. city -> region)", source=raw.source, column=name)
-            if n_values > MAX_CATEGORIES:
+            if screen and n_values > MAX_CATEGORIES:
                 raise TransactionDataError(
                     f"{raw.source}: column {name!r} has {n_values:,} categories, more than {MAX_CATEGORIES}; "
                     "group them first (e.g. zip code -> region)", source=raw.source, column=name)

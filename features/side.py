@@ -43,15 +43,17 @@ def open_side(customers: str | Path | Sequence[str | Path] | None = None,
               customers_id_col: str = "customer_id", events_id_col: str = "customer_id",
               events_timestamp_col: str = "timestamp", events_type_col: str = "event_type",
               policy: IngestPolicy = IngestPolicy(), encoding: str = "utf-8",
-              memory_limit: str | None = None, threads: int | None = None) -> SideData | None:
+              memory_limit: str | None = None, threads: int | None = None,
+              screen: bool = True) -> SideData | None:
     """Read and validate a customers file and an events log (either may be None) as
     :class:`SideData`, both in ``policy``'s time zone and date format (the log's: one shop
     day); None when neither is given. The CLI's ``--customers``/``--events`` and the service's
-    log source (``ingest["side"]``, these arguments as JSON) open them here."""
+    log source (``ingest["side"]``, these arguments as JSON) open them here. ``screen``: see
+    :func:`features.attributes.read_customers` (False where a model's reference is used)."""
     if customers is None and events is None:
         return None
     opened = {"policy": policy, "encoding": encoding, "memory_limit": memory_limit, "threads": threads}
-    attrs = read_customers(customers, customers_id_col, **opened) if customers is not None else None
+    attrs = read_customers(customers, customers_id_col, screen=screen, **opened) if customers is not None else None
     log = (read_events(events, events_id_col, events_timestamp_col, events_type_col, **opened)
            if events is not None else None)
     return SideData(attrs, log)

@@ -693,6 +693,7 @@ def open_raw(paths: str | Path | Sequence[str | Path], what: str,
     files = _expand(paths)
     kind = _format_of(files)
     con = _connect(policy, memory_limit, threads)
+    con.execute("SET enable_progress_bar = false")          # a side input's checks print nothing
     specs: dict[str, _CsvSpec] = {}
     if kind == "parquet":
         for f in files:
@@ -727,6 +728,7 @@ def open_raw_frame(frame: pd.DataFrame, what: str, policy: IngestPolicy = Ingest
                    source: str = "<DataFrame>") -> RawInput:
     """A DataFrame as :class:`RawInput`; rows are numbered from 1 in frame order."""
     con = _connect(policy, None)
+    con.execute("SET enable_progress_bar = false")
     con.register("raw_frame", frame.reset_index(drop=True))
     con.execute(f"CREATE TEMP VIEW raw AS SELECT *, '{sql_escape(source)}' AS _file, "
                 "row_number() OVER () AS _row FROM raw_frame")

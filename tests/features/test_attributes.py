@@ -251,3 +251,10 @@ def test_the_cli_says_when_a_model_reads_attributes_it_is_not_given(capsys):
     with pytest.raises(ValueError, match="--engine spark does not build"):
         _check_side(reference, None, "spark")
     _check_side(prepare(TX, CUTOFF)[2], None, "spark")                  # a model without them: nothing to say
+
+
+def test_a_door_scoring_with_a_models_reference_does_not_screen_the_columns():
+    """The reference decides what is read; a later file's new city is missing, not an error."""
+    ids = [f"c{i:03d}" for i in range(30)]
+    scoring = attrs({"customer_id": ids, "city": [f"city {i}" for i in range(30)], "churned": [0] * 30}, screen=False)
+    assert [a.name for a in scoring.columns] == ["city", "churned"]
