@@ -145,9 +145,10 @@ def log_options(flags: dict) -> dict:
     return {name: flags[name] for name in LOG_OPTIONS if name in flags}
 
 
-def open_side(flags: dict, timezone: str):
+def open_side(flags: dict, timezone: str, screen: bool = False):
     """The customers file and events log a command's flags (its ``locals()``) name, read in the
-    log's ``timezone`` and date format, as :class:`features.SideData`; None when neither is given."""
+    log's ``timezone`` and date format, as :class:`features.SideData`; None when neither is given.
+    ``screen`` (when a model will be fitted on them) refuses id-like and label-like columns."""
     from features import IngestPolicy
     from features.side import open_side as open_side_data
 
@@ -159,7 +160,8 @@ def open_side(flags: dict, timezone: str):
         events_timestamp_col=flags.get("events_timestamp_col", "timestamp"),
         events_type_col=flags.get("events_type_col", "event_type"),
         policy=IngestPolicy(timezone=timezone, date_format=flags.get("date_format")),
-        encoding=flags.get("encoding") or "utf-8", threads=flags.get("threads"), memory_limit=flags.get("memory_limit"))
+        encoding=flags.get("encoding") or "utf-8", threads=flags.get("threads"), memory_limit=flags.get("memory_limit"),
+        screen=screen)
 
 
 def _check_side(reference, side, engine: str = "duckdb") -> None:
@@ -259,7 +261,7 @@ def features(
     with _steps() as progress:
         progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
-        side = open_side(locals(), log.policy.timezone)
+        side = open_side(locals(), log.policy.timezone, screen=reference is None)
         _check_side(reference, side, engine)
         if cutoff is None:
             cutoff = log.report.last_timestamp.date().isoformat()
@@ -349,7 +351,7 @@ def train(
     with _steps() as progress:
         task = progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
-        side = open_side(locals(), log.policy.timezone)
+        side = open_side(locals(), log.policy.timezone, screen=True)
         slog = spark_log_for(log, spark_master, spark_staging) if engine == "spark" else None
         result = run_training(log, config, tracking_uri,
                               step=lambda text: progress.update(task, description=text),
