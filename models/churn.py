@@ -78,13 +78,15 @@ class ChurnModel(BaseEstimator):
         (None: always all; default :data:`MAX_FIT_ROWS`). No weights are needed: every row is
         equally likely to be kept, so the churn rate and the calibration (fitted on the
         calibration set, never subsampled) stay as they are.
+    categorical_features : features holding category codes (customer attributes), split by
+        LightGBM's categorical splits; a missing or unseen code takes the rest-of-categories side.
     """
 
     def __init__(self, n_estimators: int = 90, learning_rate: float = 0.03, num_leaves: int = 7,
                  max_depth: int = -1, min_child_samples: int = 400, monotone: bool = True,
                  early_stopping_rounds: int | None = None, random_state: int = 0,
                  reg_lambda: float = 10.0, num_threads: int = 0,
-                 max_rows: int | None = MAX_FIT_ROWS) -> None:
+                 max_rows: int | None = MAX_FIT_ROWS, categorical_features: tuple[str, ...] = ()) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -96,6 +98,7 @@ class ChurnModel(BaseEstimator):
         self.reg_lambda = reg_lambda
         self.num_threads = num_threads
         self.max_rows = max_rows
+        self.categorical_features = categorical_features
 
     def fit(self, X: pd.DataFrame | lgb.Dataset, churned: NDArray, X_calibration: pd.DataFrame,
             churned_calibration: NDArray) -> "ChurnModel":
@@ -120,8 +123,10 @@ class ChurnModel(BaseEstimator):
         one binning serves the tree-count cross-validation and the final fit.
         """
         names = list(X.columns) if features is None else list(features)
+        categorical = [c for c in self.categorical_features if c in names]
         return lgb.Dataset(feature_matrix(X, names, np.float32), np.asarray(churned, dtype=np.float32),
-                           feature_name=names, params=self._params(names), free_raw_data=True)
+                           feature_name=names, params=self._params(names), free_raw_data=True,
+                           categorical_feature=categorical or "auto")
 
     def _subsample(self, data: lgb.Dataset) -> lgb.Dataset:
         """``data``, or a uniform random subset of :attr:`max_rows` of its rows (sharing its bins)."""

@@ -29,6 +29,7 @@ from sklearn.exceptions import NotFittedError
 from features import FeatureReference, FeatureSettings, TransactionLog, build_features
 from features.build import parse_cutoff
 from features.output import atomic_path
+from features.side import SideData
 from models.base import PurchaseModel
 from models.beta_geo import BetaGeoModel
 from models.churn import ChurnModel
@@ -212,6 +213,7 @@ class WinbackScorer:
         unknown = [m for m in self.extra_classical if m not in PURCHASE_MODELS]
         if unknown:
             raise ValueError(f"extra_classical: unknown model(s) {unknown}; one of {', '.join(PURCHASE_MODELS)}")
+        self.reference_ = reference
         self._find_regularity(calibration, report)
         X_train, latest = self._with_classical_by_origin(train, report)
         with _step(report, f"classical models, calibration origin {_day(calibration)}", len(calibration)):
@@ -223,8 +225,9 @@ class WinbackScorer:
         churn = (clone(self.churn) if self.churn is not None
                  else ChurnModel(random_state=self.random_state, num_threads=self.num_threads))
         self.churn_features_ = list(CHURN_FEATURES) + [
-            f"{name}_{out}" for name in self.extra_classical_ for out in EXTRA_OUTPUTS]
+            f"{name}_{out}" for name in self.extra_classical_ for out in EXTRA_OUTPUTS] + list(reference.side_columns)
         columns = self.churn_features_
+        churn.set_params(categorical_features=tuple(self._categorical_attributes()))
         churned = ~X_train["purchased"].to_numpy(bool)
         with _step(report, "churn dataset, binned once for every churn fit", len(X_train)):
             data = churn.dataset(X_train, churned, columns).construct()
@@ -247,7 +250,6 @@ class WinbackScorer:
         self._fit_churn_output(X_cal)
         with _step(report, "next-purchase models", len(X_train)):
             self._fit_next_purchase(X_train, X_cal, split, latest)
-        self.reference_ = reference
         self.feature_schema_ = feature_schema(reference.settings)
         last_origin = pd.Timestamp(calibration["origin"].max())
         self.trained_until_ = str((last_origin + pd.Timedelta(days=self.horizon_days)).date())
@@ -422,10 +424,31 @@ class WinbackScorer:
             out[f"{name}_p_alive"] = model.predict_p_alive(frame)
             out[f"{name}_expected_purchases_horizon"] = model.predict_expected_purchases(frame, self.horizon_days)
             out[f"{name}_prob_purchase_horizon"] = model.predict_prob_purchase_within(frame, self.horizon_days)
-        return {name: np.asarray(values, dtype=np.float64) for name, values in out.items()}
+        return {**{name: np.asarray(values, dtype=np.float64) for name, values in out.items()},
+                **self._side_codes(frame)}
 
     def _with_classical(self, frame: pd.DataFrame, fitted: dict) -> pd.DataFrame:
         return _joined(frame, self._classical_outputs(frame, fitted))
+
+    def _hazard_columns(self) -> list[str]:
+        """What the hazard model reads: :data:`HAZARD_FEATURES` and the reference's side columns
+        (customer attributes, engagement events; a categorical attribute as its category code)."""
+        return list(HAZARD_FEATURES) + list(self.reference_.side_columns)
+
+    def _categorical_attributes(self) -> list[str]:
+        return [spec.feature for spec in self.reference_.attributes if spec.kind == "categorical"]
+
+    def _side_codes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each categorical attribute as the code of its category in the reference (NaN for a
+        missing value or a category the model never saw), what LightGBM's categorical splits read."""
+        out = {}
+        for spec in self.reference_.attributes:
+            if spec.kind == "categorical" and spec.feature in frame:
+                values = frame[spec.feature]
+                if not pd.api.types.is_numeric_dtype(values):
+                    codes = pd.Categorical(values.astype(object), categories=list(spec.categories)).codes
+                    out[spec.feature] = np.where(codes < 0, np.nan, codes).astype(np.float64)
+        return out
 
     def _classical_model(self, name: str, fitted: dict | None = None) -> PurchaseModel:
         """The classical model ``name`` of ``fitted`` (default: this scorer's, fit on the
@@ -451,7 +474,7 @@ class WinbackScorer:
         (``next_purchase_evaluation_``); without a split, "auto" keeps the lowest integrated
         Brier score there.
         """
-        columns = list(HAZARD_FEATURES)
+        columns = self._hazard_columns()
         grid = grid_for_horizon(self.horizon_days)
         names = list(dict.fromkeys((self.purchase_model, *self.extra_classical_)))
         hazard = self._hazard(train, columns, grid)
@@ -488,7 +511,7 @@ class WinbackScorer:
         """Every next-purchase candidate's validation C-index (of the expected days each would
         serve) and the served one; their integrated Brier scores up to the horizon beside."""
         fit_rows, rows = split
-        columns = list(HAZARD_FEATURES)
+        columns = self._hazard_columns()
         grid = grid_for_horizon(self.horizon_days)
         valid = train.take(rows)
         days = valid["days_to_next_purchase"].to_numpy(float)
@@ -520,16 +543,18 @@ class WinbackScorer:
         if not hasattr(self, "churn_model_"):
             raise NotFittedError("WinbackScorer is not fitted yet; call fit or load a saved scorer")
 
-    def features_for(self, data: TransactionLog | pd.DataFrame,
-                     as_of: dt.date | str | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
-        """The feature table to score: built from transactions, or checked if already one."""
+    def features_for(self, data: TransactionLog | pd.DataFrame, as_of: dt.date | str | None = None,
+                     side: SideData | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
+        """The feature table to score: built from transactions (with ``side``'s attributes and
+        events, when the model reads them), or checked if already one."""
         self._check_fitted()
         if isinstance(data, TransactionLog) or "timestamp" in data.columns:
             if as_of is None:
                 raise ValueError("as_of is required when scoring transactions")
             day = parse_cutoff(as_of)
-            return build_features(data, day, reference=self.reference_), day
+            return build_features(data, day, reference=self.reference_, side=side), day
         missing = [c for c, _ in self.feature_schema_ if c not in data.columns]
+        missing += [c for c in self.reference_.side_columns if c not in data.columns]
         if missing:
             raise SchemaMismatchError(
                 f"the feature table lacks column(s) {', '.join(missing)}; build it with "
@@ -539,16 +564,17 @@ class WinbackScorer:
         return data, parse_cutoff(as_of)
 
     def score(self, data: TransactionLog | pd.DataFrame, as_of: dt.date | str | None = None,
-              reasons: bool | int = True) -> pd.DataFrame:
+              reasons: bool | int = True, side: SideData | None = None) -> pd.DataFrame:
         """Every score for every customer, one row each, sorted as the features are.
 
         ``data`` is a transaction log (then ``as_of`` is the cutoff to build features at) or
         a feature table from :func:`features.build_features` with ``freq="D"`` as of ``as_of``.
         ``reasons``: True explains every customer, a number N only the N first by priority
         (the rest get empty lists), False none. Explaining costs far more than scoring
-        (TreeSHAP), so bulk jobs explain only what a person will read.
+        (TreeSHAP), so bulk jobs explain only what a person will read. ``side``: the customer
+        attributes and engagement events of a log, for a model trained with them.
         """
-        features, day = self.features_for(data, as_of)
+        features, day = self.features_for(data, as_of, side)
         X = self.model_input(features)
         churn = self.predict_churn(X)
         nxt = summarize_distribution(self.next_purchase_cdf(X), self.grid_days_)

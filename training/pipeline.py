@@ -44,6 +44,7 @@ from features import TransactionLog, build_features, build_labels, prepare
 from features.build import parse_cutoff
 from features.labels import labelled_features_arrow
 from features.reference import FeatureReference
+from features.side import SideData
 from models.churn import ChurnModel
 from models.pyfunc import log_scorer, scorer_from_pyfunc
 from models.scorer import LEARNED_ONLY_COLUMNS, TRAINING_COLUMNS, Progress, WinbackScorer
@@ -138,7 +139,8 @@ def fingerprint(log: TransactionLog) -> dict:
 
 def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timestamp],
                calibration_origin: pd.Timestamp, progress: Progress | None = None,
-               spark_log: "SparkLog | None" = None, chosen_by: WinbackScorer | None = None) -> WinbackScorer:
+               spark_log: "SparkLog | None" = None, chosen_by: WinbackScorer | None = None,
+               side: SideData | None = None) -> WinbackScorer:
     """Fit the scorer on ``origins``, calibrated on ``calibration_origin``: one recipe, any window.
 
     The feature reference is fixed at the calibration origin and used for every origin. Only
@@ -148,15 +150,16 @@ def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timest
     cross-validation chose: the churn model's number of trees and the served churn and
     next-purchase candidates, with the record of that choice (a hyperparameter chosen on
     validation data is kept when refitting on all of it); None lets this fit's
-    cross-validation choose them.
+    cross-validation choose them. ``side`` (customer attributes, engagement events) adds their
+    features, recorded in the reference, to every origin.
     """
     churn_trees = chosen_by.churn_tuning_.get("chosen") if chosen_by is not None else None
     report = progress or (lambda *_: None)
-    _, _, reference = prepare(log, calibration_origin)
-    train_frame = training_frame(log, origins, config.horizon_days, reference, report, spark_log)
+    _, _, reference = prepare(log, calibration_origin, side=side)
+    train_frame = training_frame(log, origins, config.horizon_days, reference, report, spark_log, side)
     calibration = training_frame(log, [calibration_origin], config.horizon_days, reference,
                                  lambda task, *done: report(task.replace("origin", "calibration origin"), *done),
-                                 spark_log)
+                                 spark_log, side)
     chosen = ({"churn_score": chosen_by.churn_score_, "next_purchase": chosen_by.next_purchase_method_,
                "chosen": chosen_by.selection_, "regularity": chosen_by.regularity_k_ or False}
               if chosen_by is not None else {"next_purchase": config.next_purchase})
@@ -172,9 +175,9 @@ def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timest
 
 def training_frame(log: TransactionLog, origins: list[pd.Timestamp], horizon_days: int,
                    reference: FeatureReference, progress: Progress,
-                   spark_log: "SparkLog | None" = None) -> pd.DataFrame:
-    """Every training origin's labelled features, :data:`~models.scorer.TRAINING_COLUMNS` only,
-    stacked oldest first.
+                   spark_log: "SparkLog | None" = None, side: SideData | None = None) -> pd.DataFrame:
+    """Every training origin's labelled features, :data:`~models.scorer.TRAINING_COLUMNS` and the
+    reference's side columns only, stacked oldest first.
 
     Each origin comes out of DuckDB as Arrow, its learned-only features narrowed to float32
     (:func:`_compact`); the origins are stacked without a copy and
@@ -184,11 +187,12 @@ def training_frame(log: TransactionLog, origins: list[pd.Timestamp], horizon_day
     and collected to this machine.
     """
     tables = []
+    columns = TRAINING_COLUMNS + tuple(reference.side_columns)
     for origin in origins:
         progress(f"features, origin {origin.date()}", None, None)
         start = time.perf_counter()
         tables.append(_compact(_spark_origin(spark_log, origin, horizon_days, reference) if spark_log is not None
-                               else labelled_features_arrow(log, origin, horizon_days, reference, TRAINING_COLUMNS)))
+                               else labelled_features_arrow(log, origin, horizon_days, reference, columns, side)))
         progress(f"features, origin {origin.date()}", tables[-1].num_rows, time.perf_counter() - start)
     stacked = pa.concat_tables(tables)
     tables.clear()
@@ -258,7 +262,7 @@ def use_engine_settings(log: TransactionLog, threads: int = 0, memory_limit: str
 
 def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = None,
           step: Callable[[str], None] = lambda _: None, progress: Progress | None = None,
-          spark_log: "SparkLog | None" = None) -> TrainResult:
+          spark_log: "SparkLog | None" = None, side: SideData | None = None) -> TrainResult:
     """Run the whole training job and return what it decided. See the module docstring.
 
     ``step`` is told when each phase starts; ``progress`` when each feature build and model fit
@@ -266,6 +270,8 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     prints them). ``config.threads`` and ``config.memory_limit`` are applied to the log's DuckDB
     connection and LightGBM. With ``spark_log`` (the same log handed to Spark) the training
     origins' features and labels are built on Spark; the fits and the evaluation run here.
+    ``side`` (customer attributes and engagement events for the same customers) adds their
+    features to every origin, the evaluation and the served model's reference.
     """
     use_engine_settings(log, config.threads, config.memory_limit)
     cutoff = parse_cutoff(config.cutoff)
@@ -301,7 +307,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         mlflow.log_input(_dataset(seen), context="training")
 
         step(f"backtest: fitting on {len(origins)} origins to {calibration_origin.date()}")
-        scorer = fit_recipe(log, config, origins, calibration_origin, progress, spark_log)
+        scorer = fit_recipe(log, config, origins, calibration_origin, progress, spark_log, side=side)
         mlflow.log_dict(scorer.next_purchase_evaluation_, "next_purchase_selection.json")
         mlflow.log_dict(scorer.churn_tuning_, "churn_tree_selection.json")
         if scorer.churn_tuning_:
@@ -315,7 +321,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         step(f"evaluating out of time on {evaluated_on}")
         report = progress or (lambda *_: None)
         features = _timed(report, f"features, evaluation cutoff {cutoff.date()}",
-                          lambda: build_features(log, cutoff, reference=scorer.reference_))
+                          lambda: build_features(log, cutoff, reference=scorer.reference_, side=side))
         scored = _timed(report, "scoring the evaluation cutoff", lambda: scored_for_evaluation(scorer, features, cutoff))
         evaluation = _timed(report, "evaluation: metrics, baselines, bootstraps",
                             lambda: evaluate(scored, features, labels, cutoff, config.horizon_days),
@@ -328,7 +334,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
             if blocked is None:
                 step(f"evaluating the champion's recipe (version {champion.version}) on the same data")
                 champion_eval, blocked = _evaluate_champion(champion, log, features, labels, cutoff,
-                                                            config.horizon_days)
+                                                            config.horizon_days, side)
             if champion_eval is not None:
                 mlflow.log_metrics({f"champion_{k}": v for k, v in champion_eval.metrics.items()})
         mlflow.log_metrics(evaluation.metrics)
@@ -343,7 +349,8 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
 
         step(f"refitting the recipe on the freshest data: {len(fresh_origins)} origins to "
              f"{fresh_calibration.date()}, labels to {last_day.date()}")
-        served = fit_recipe(log, config, fresh_origins, fresh_calibration, progress, spark_log, chosen_by=scorer)
+        served = fit_recipe(log, config, fresh_origins, fresh_calibration, progress, spark_log, chosen_by=scorer,
+                            side=side)
         mlflow.log_params({"trained_until": served.trained_until_,
                            "served_churn_trees": served.churn_model_.n_estimators,
                            "backtest_trained_until": scorer.trained_until_,
@@ -410,15 +417,18 @@ def _git_commit() -> str | None:
 
 
 def _evaluate_champion(champion, log: TransactionLog, features: pd.DataFrame, labels: pd.DataFrame,
-                       cutoff: pd.Timestamp, horizon_days: int) -> tuple[Evaluation | None, str | None]:
-    """The champion's backtest recipe on the same evaluation data, or why it cannot be."""
+                       cutoff: pd.Timestamp, horizon_days: int,
+                       side: SideData | None = None) -> tuple[Evaluation | None, str | None]:
+    """The champion's backtest recipe on the same evaluation data, or why it cannot be (the side
+    data reaches it only if it was trained with side data)."""
     uri = f"runs:/{champion.run_id}/{BACKTEST_ARTIFACT}"
     try:
         champion_scorer = scorer_from_pyfunc(mlflow.pyfunc.load_model(uri))
     except Exception as exc:                 # an older format, a missing artifact, a changed schema
         return None, (f"{UNUSABLE}: version {champion.version}'s backtest model cannot be loaded by this "
                       f"code ({_first_line(exc)})")
-    own_features = build_features(log, cutoff, reference=champion_scorer.reference_)
+    own_features = build_features(log, cutoff, reference=champion_scorer.reference_,
+                                  side=side if champion_scorer.reference_.side_columns else None)
     scored = scored_for_evaluation(champion_scorer, own_features, cutoff)
     return evaluate(scored, features, labels, cutoff, horizon_days), None
 

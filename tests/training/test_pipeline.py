@@ -65,6 +65,11 @@ def test_first_run_becomes_champion_and_records_everything(small_log, store):
     assert covered[0] < m["next_purchase_coverage80"] < covered[1]       # non-buyers count too
     assert 0.5 < m["value_gini"] <= 1.0
     assert m["churn_auc_diff_low"] <= m["churn_auc_diff"] <= m["churn_auc_diff_high"]
+    # never worse than a formula (#19): the served choice is never below the best baseline by more
+    # than its interval's width, for churn and for the next purchase
+    for diff in ("churn_auc_diff", "next_purchase_cindex_diff"):
+        assert m[diff] >= -(m[f"{diff}_high"] - m[f"{diff}_low"]), diff
+    assert m["mbgcnbd_k"] == 1 and "mbgcnbd_forecast_error" in m      # CDNOW buys irregularly
     assert run.data.params["cutoff"] == CUTOFF and "version.lightgbm" in run.data.tags
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"data_profile.json", "comparison.json", "plots"} <= artifacts
