@@ -76,17 +76,12 @@ def with_side(con: duckdb.DuckDBPyConnection, query: str, cutoff: dt.date | str,
     """The feature ``query`` with the reference's side columns joined as of ``cutoff``.
 
     The side tables are computed on their own connections, one row per customer, and
-    registered on ``con`` (the log's) as ``side_attributes`` and ``side_events``. A column the
-    reference records but the side data lacks is missing (NULL). Side data for a reference
-    that records none is an error: that model was trained without it.
+    registered on ``con`` (the log's) as ``side_attributes`` and ``side_events`` (so run the
+    query before preparing another cutoff on the same log). A column the reference records
+    but the side data lacks is missing (NULL); side data the reference does not record (a
+    model trained without it) is not read, and the table is the one it always was.
     """
     side = side or SideData()
-    if side.customers is not None and not reference.attributes:
-        raise ValueError("customer attributes were given, but the model's feature reference has none (it was "
-                         "trained without --customers); drop --customers, or train a model with them")
-    if side.events is not None and not reference.event_types:
-        raise ValueError("an events log was given, but the model's feature reference counts no events (it was "
-                         "trained without --events); drop --events, or train a model with them")
     if not reference.side_columns:
         return query
     _check_zone(side, reference.timezone)

@@ -85,10 +85,10 @@ def test_a_model_with_attributes_scored_without_them_gets_the_same_columns_missi
     assert list(table.columns[-3:]) == reference.attribute_columns
 
 
-def test_attributes_for_a_model_trained_without_them_are_refused():
+def test_attributes_for_a_model_trained_without_them_are_not_read():
     _, _, reference = prepare(TX, CUTOFF)
-    with pytest.raises(ValueError, match="trained without --customers"):
-        build_features(TX, CUTOFF, reference=reference, customers=attrs(PLAIN))
+    assert_frame_equal(build_features(TX, CUTOFF, reference=reference, customers=attrs(PLAIN)),
+                       build_features(TX, CUTOFF, reference=reference))
 
 
 def test_valid_from_uses_the_latest_row_known_on_the_cutoff():
@@ -251,6 +251,9 @@ def test_the_cli_says_when_a_model_reads_attributes_it_is_not_given(capsys):
     with pytest.raises(ValueError, match="--engine spark does not build"):
         _check_side(reference, None, "spark")
     _check_side(prepare(TX, CUTOFF)[2], None, "spark")                  # a model without them: nothing to say
+    assert capsys.readouterr().err == ""
+    _check_side(prepare(TX, CUTOFF)[2], SideData(customers=attrs(PLAIN)))
+    assert "does not read customer attributes; --customers is ignored" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_door_scoring_with_a_models_reference_does_not_screen_the_columns():
