@@ -166,8 +166,17 @@ def open_side(flags: dict, timezone: str, screen: bool = False):
 
 def _check_side(reference, side, engine: str = "duckdb") -> None:
     """For a model whose features include customer attributes or events: refuse --engine spark
-    (it does not build them yet) and say which are missing when their flag is not given."""
-    if reference is None or not reference.side_columns:
+    (it does not build them yet) and say which are missing when their flag is not given; say
+    which are ignored when the model does not read them."""
+    if reference is None:
+        return
+    ignored = [(flag, what) for flag, what, needed, given in (
+        ("--customers", "customer attributes", reference.attributes, side and side.customers),
+        ("--events", "engagement events", reference.event_types, side and side.events)) if given is not None and not needed]
+    for flag, what in ignored:
+        errors.print(f"[yellow]note:[/] the model does not read {what}; {flag} is ignored", highlight=False,
+                     soft_wrap=True)
+    if not reference.side_columns:
         return
     if engine == "spark":
         raise ValueError("this model reads customer attributes or engagement events, which --engine spark does "
