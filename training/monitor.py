@@ -273,22 +273,26 @@ def advise(report: HealthReport) -> tuple[str, str]:
         if np.isfinite(row.get("auc_floor", float("nan"))) and auc < row["auc_floor"]:
             problems.append(f"realized churn AUC {auc:.3f} on {row['snapshot']} below the backtest's interval "
                             f"(≥ {row['auc_floor']:.3f})")
-    if problems:
-        return RETRAIN, "retraining advised: " + "; ".join(problems)
     notes = []
     other = [c for c in drifted["column"] if c not in main]
     if other:
-        notes.append("drift on " + ", ".join(other))
+        notes.append("drift on " + _names(other))
     missing = list(d.loc[d["missing_flag"], "column"])
     if missing:
-        notes.append("more missing values in " + ", ".join(missing))
+        notes.append("more missing values in " + _names(missing))
     outside = list(d.loc[d["range_flag"], "column"])
     if outside:
-        notes.append("values outside the training range in " + ", ".join(outside))
+        notes.append("values outside the training range in " + _names(outside))
+    if problems:
+        return RETRAIN, "retraining advised: " + "; ".join(problems) + ("; also " + "; ".join(notes) if notes else "")
     if notes:
         return WARNING, "check the feed (the model's main features are stable): " + "; ".join(notes)
     return HEALTHY, (f"healthy: no drift on {len(d)} columns, estimated churn AUC {est:.3f}"
                      + (f" (backtest {report.promised['churn_auc']:.3f})" if "churn_auc" in report.promised else ""))
+
+
+def _names(columns: list[str], most: int = 8) -> str:
+    return ", ".join(columns[:most]) + (f" and {len(columns) - most} more" if len(columns) > most else "")
 
 
 # --------------------------------------------------------------------------- MLflow: the job
