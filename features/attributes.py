@@ -29,7 +29,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -82,6 +82,32 @@ class CustomerAttributes:
         as in :func:`read_customers`."""
         return _open(open_raw_frame(frame, "customers", policy, source=source), id_col, valid_from_col,
                      dates, explicit_valid_from=False, screen=screen)
+
+    @classmethod
+    def from_records(cls, records: Mapping[str, Mapping[str, object]], policy: IngestPolicy = IngestPolicy(), *,
+                     source: str = "<request>", screen: bool = False) -> "CustomerAttributes":
+        """Attributes sent per customer (``{customer_id: {"channel": "web", "age": 41}}``, as
+        ``/score_history`` takes them), read exactly as a file's text would be: numbers and text
+        alike as their written form (``True``/``False`` as 1/0), so a value means the same
+        whichever door it came through. Not screened by default: a model's reference decides
+        which attributes are read. A customer sent with no attributes is a missing row."""
+        names = list(dict.fromkeys(k for attrs in records.values() for k in attrs))
+
+        def text(value: object) -> str | None:
+            if value is None or (isinstance(value, float) and value != value):
+                return None
+            if isinstance(value, bool):
+                return "1" if value else "0"
+            return repr(value) if isinstance(value, float) else str(value)
+
+        rows = [{"customer_id": str(cid), **{n: text(attrs.get(n)) for n in names}}
+                for cid, attrs in records.items() if attrs]
+        frame = pd.DataFrame(rows, columns=["customer_id", *names], dtype=object)
+        if frame.empty:
+            frame = pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                                  **{n: pd.Series([], dtype=object) for n in names}})
+        return cls.from_frame(frame.astype({c: "string" for c in frame.columns}), policy=policy, source=source,
+                              screen=screen)
 
     @property
     def con(self):

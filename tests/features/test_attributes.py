@@ -261,3 +261,17 @@ def test_a_door_scoring_with_a_models_reference_does_not_screen_the_columns():
     ids = [f"c{i:03d}" for i in range(30)]
     scoring = attrs({"customer_id": ids, "city": [f"city {i}" for i in range(30)], "churned": [0] * 30}, screen=False)
     assert [a.name for a in scoring.columns] == ["city", "churned"]
+
+
+def test_attributes_sent_per_customer_give_the_file_s_features(tmp_path):
+    """One truth: the same attributes through a CSV file, a Parquet file and a request."""
+    path = tmp_path / "customers.csv"
+    pd.DataFrame(PLAIN).to_csv(path, index=False)
+    from_csv = read_customers(path)
+    _, _, reference = prepare(TX, CUTOFF, side=SideData(customers=from_csv))
+    pd.DataFrame(PLAIN).to_parquet(tmp_path / "customers.parquet")
+    sent = {cid: {k: (None if pd.isna(v) else v) for k, v in zip(list(PLAIN)[1:], values)}
+            for cid, *values in zip(*PLAIN.values())}
+    expected = build_features(TX, CUTOFF, reference=reference, customers=from_csv)
+    for other in (read_customers(tmp_path / "customers.parquet"), CustomerAttributes.from_records(sent)):
+        assert_frame_equal(build_features(TX, CUTOFF, reference=reference, customers=other), expected)
