@@ -45,7 +45,7 @@ def _curves(score: np.ndarray, t: np.ndarray, y: np.ndarray, seed: int = 0) -> t
     n1, n0 = np.cumsum(t), np.cumsum(~t)
     y1, y0 = np.cumsum(y * t), np.cumsum(y * ~t)
     with np.errstate(invalid="ignore", divide="ignore"):
-        qini = np.where(n0 > 0, y1 - y0 * n1 / np.maximum(n0, 1), y1)
+        qini = np.where(n0 > 0, y1 - y0 * n1 / np.maximum(n0, 1), 0.0)   # no held-out event yet: no estimate
         gain = np.where((n1 > 0) & (n0 > 0), (y1 / np.maximum(n1, 1) - y0 / np.maximum(n0, 1)) * np.arange(1, len(t) + 1), 0.0)
     return qini / len(t), gain / len(t)
 
@@ -76,9 +76,14 @@ def auuc(score, treatment, y, seed: int = 0) -> float:
 
 
 def compare_rankings(scores: Mapping[str, np.ndarray], treatment, y, reference: str | None = None,
-                     n_boot: int = 200, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+                     n_boot: int = 200, confidence: float = 0.95, seed: int = 0,
+                     clusters=None) -> pd.DataFrame:
     """Qini coefficient and AUUC of each ranking with bootstrap intervals, and, beside
     ``reference`` (default: the first), the paired difference of Qini to it with its interval.
+
+    ``clusters`` (e.g. the customer of each event) makes the bootstrap resample whole clusters
+    within each group: one customer's events on several days are not independent. A cluster must
+    lie in one group (Winback's holdout is per customer and rule).
 
     Returns one row per ranking: ``ranking``, ``qini``, ``qini_low``, ``qini_high``, ``auuc``,
     ``auuc_low``, ``auuc_high``, ``qini_diff``, ``qini_diff_low``, ``qini_diff_high``
@@ -94,10 +99,10 @@ def compare_rankings(scores: Mapping[str, np.ndarray], treatment, y, reference: 
     arrays = {k: _checked(v, t, y)[0] for k, v in scores.items()}
     point = {k: (qini_coefficient(v, t, y, seed), auuc(v, t, y, seed)) for k, v in arrays.items()}
     rng = np.random.default_rng(seed)
-    treated, held = np.flatnonzero(t), np.flatnonzero(~t)
+    draw = _resampler(t, clusters, rng)
     boot = {k: np.empty((n_boot, 2)) for k in names}
     for b in range(n_boot):
-        idx = np.r_[rng.choice(treated, len(treated)), rng.choice(held, len(held))]
+        idx = draw()
         for k in names:
             boot[k][b] = (qini_coefficient(arrays[k][idx], t[idx], y[idx], seed + b),
                           auuc(arrays[k][idx], t[idx], y[idx], seed + b))
@@ -113,6 +118,25 @@ def compare_rankings(scores: Mapping[str, np.ndarray], treatment, y, reference: 
             "qini_diff_low": np.nan if k == reference else np.percentile(diff, lo),
             "qini_diff_high": np.nan if k == reference else np.percentile(diff, hi)})
     return pd.DataFrame(rows)
+
+
+def _resampler(t: np.ndarray, clusters, rng: np.random.Generator):
+    """A function drawing one bootstrap sample of event positions, within each group."""
+    if clusters is None:
+        treated, held = np.flatnonzero(t), np.flatnonzero(~t)
+        return lambda: np.r_[rng.choice(treated, len(treated)), rng.choice(held, len(held))]
+    codes, _ = pd.factorize(pd.Series(np.asarray(clusters)).astype(str))
+    if len(codes) != len(t):
+        raise ValueError(f"clusters must have one entry per event ({len(t)}), got {len(codes)}")
+    if (pd.Series(t).groupby(codes).nunique() > 1).any():
+        raise ValueError("a cluster has events in both groups; resample events instead")
+    members = pd.Series(np.arange(len(t))).groupby(codes).apply(np.asarray)
+    arms = [np.flatnonzero(pd.Series(t).groupby(codes).first().to_numpy() == side) for side in (True, False)]
+
+    def draw() -> np.ndarray:
+        picked = np.concatenate([rng.choice(arm, len(arm)) for arm in arms])
+        return np.concatenate(members.to_numpy()[picked])
+    return draw
 
 
 def _checked(score, treatment, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -191,7 +191,8 @@ def uplift_report(events: pd.DataFrame, log: TransactionLog, rules, observation_
                   for name, column in (("recorded_uplift", "expected_uplift"), ("churn_risk", "churn_probability"),
                                        ("value_at_risk", "value_at_risk"))}
         y = rows["purchased"].to_numpy(int)
-        table = compare_rankings(scores, t, y, reference="recorded_uplift", n_boot=n_boot, seed=seed)
+        table = compare_rankings(scores, t, y, reference="recorded_uplift", n_boot=n_boot, seed=seed,
+                                 clusters=rows["customer_id"].to_numpy())
         tables.append(table.assign(rule=rule, window_days=windows[rule], n_send=int(t.sum()),
                                    n_holdout=int((~t).sum()), uplift=y[t].mean() - y[~t].mean()))
         curve = qini_curve(scores["recorded_uplift"], t, y, seed=seed)

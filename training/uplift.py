@@ -146,7 +146,8 @@ def learn_rule(frame: pd.DataFrame, rule: str, rules: TriggerRules, learner: str
     scores = {LEARNED: model.predict(feature_matrix(judged)),
               "churn_risk": judged["churn_risk"].fillna(0).to_numpy(float),
               "value_at_risk": judged["value_at_risk"].fillna(0).to_numpy(float)}
-    table = compare_rankings(scores, judged["treatment"], judged["y"], reference=LEARNED, n_boot=n_boot, seed=seed)
+    table = compare_rankings(scores, judged["treatment"], judged["y"], reference=LEARNED, n_boot=n_boot, seed=seed,
+                             clusters=judged["customer_id"].to_numpy())
     curve = qini_curve(scores[LEARNED], judged["treatment"], judged["y"], seed=seed)
     rows = table.set_index("ranking")
     beats = all(rows.loc[b, "qini_diff_low"] > 0 for b in BASELINES)

@@ -182,3 +182,44 @@ def test_bad_events_are_refused_with_the_row(cdnow):
         lift_report(pd.concat([good, good]), cdnow)
     with pytest.raises(ValueError, match="windows"):
         lift_report(good, cdnow, windows=(30, 0))
+
+
+# -- the budget and the uplift per rule (issue #21) -------------------------------------------------
+
+def test_skipped_budget_events_are_left_out_of_the_lift_and_counted_in_the_budget(cdnow):
+    from training.trigger_report import budget_report
+
+    events = aa_events(cdnow, ["winback"])
+    skipped = events.sample(n=500, random_state=0).index
+    marked = events.copy()
+    marked.loc[skipped, "group"] = "skipped_budget"
+    kept = events.drop(index=skipped)
+    pd.testing.assert_frame_equal(lift_report(marked, cdnow, (30,)), lift_report(kept, cdnow, (30,)))
+    budget = budget_report(marked, 1000).set_index("rule")
+    assert budget.loc["winback", "skipped_budget"] == 500
+    assert budget.loc["winback", "sent"] + budget.loc["winback", "held_out"] == len(kept)
+    assert budget.loc["winback", "busiest_day_sends"] == kept[kept["group"] == "send"].groupby("as_of").size().max()
+
+
+def test_uplift_report_on_cdnow_is_an_aa_test_and_its_curve_ends_at_the_uplift(cdnow):
+    import json
+
+    from models.triggers import TriggerRules
+    from training.trigger_report import uplift_report
+
+    rules = TriggerRules.from_toml()
+    events = aa_events(cdnow, ["winback_due"])
+    rng = np.random.default_rng(0)
+    events["fields"] = [json.dumps({"expected_uplift": 0.0, "churn_probability": float(p),
+                                    "value_at_risk": float(v)}) for p, v in zip(rng.random(len(events)),
+                                                                                 100 * rng.random(len(events)))]
+    table, curves = uplift_report(events, cdnow, rules, n_boot=50)
+    rows = table.set_index("ranking")
+    assert set(rows.index) == {"recorded_uplift", "churn_risk", "value_at_risk"}
+    assert (rows["qini_low"] <= 0).all() and (rows["qini_high"] >= 0).all()     # nobody was contacted
+    assert (rows["window_days"] == 30).all()
+    curve = curves["winback_due"]
+    assert len(curve) == 11 and curve["share_targeted"].iloc[-1] == 1.0
+    sent, held = rows["n_send"].iloc[0], rows["n_holdout"].iloc[0]
+    # the Qini curve's last point is the uplift times the share sent
+    assert curve["qini"].iloc[-1] == pytest.approx(rows["uplift"].iloc[0] * sent / (sent + held), abs=1e-9)

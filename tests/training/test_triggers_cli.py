@@ -3,7 +3,9 @@ a real local webhook receiver; re-running a day sends nothing twice, and daily r
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -51,10 +53,26 @@ def test_a_day_is_recorded_and_delivered_exactly_once(champion, tmp_path, monkey
     shipped = pd.read_parquet(tmp_path / "files" / AS_OF / "winback_due.parquet")
     assert (shipped["group"] == "send").all() and shipped["idempotency_key"].is_unique
 
+    # issue #21: at most the day's budget is sent, each event says what it is worth and who ranked it
+    sends = int(re.search(r"budget: ([\d,]+) of 1,000 sends", first.output).group(1).replace(",", ""))
+    assert 0 < sends <= 1000 and sent == sends
+    assert "ranking winback_due: prior uplift 0, ranked by value at risk: 0 of 500 sent" in " ".join(first.output.split())
+    fields = [json.loads(f) for f in shipped["fields"]]
+    assert all(f["ranking"] == "value_at_risk" and f["expected_uplift"] == 0.0 and f["value_basis"] == "clv_12m"
+               and f["net_value"] == 0.0 and f["window_days"] == 30 for f in fields)
+
     report = CliRunner().invoke(app, ["triggers", "report", *champion["data"][:2], "--state-uri", state,
                                       "--timestamp-col", "date", "--amount-col", "dollar_value"])
     assert report.exit_code == 0, report.output
     assert "winback_due" in report.output
+    flat = " ".join(report.output.split())                               # the console wraps long lines
+    assert re.search(r"budget: busiest day 1,000 sends of 1,000 a day; per rule: .*winback_due sent [\d,]+, "
+                     r"held out [\d,]+, skipped [1-9]", flat)
+
+    learned = CliRunner().invoke(app, ["triggers", "learn", *champion["data"], "--state-uri", state,
+                                       "--tracking-uri", champion["store"]])
+    assert learned.exit_code == 0, learned.output
+    assert "winback_due: 0 sent, 0 held out matured; no matured outcome yet" in " ".join(learned.output.split())
 
 
 def test_daily_runs_the_whole_day_and_never_overlaps(champion, tmp_path):
