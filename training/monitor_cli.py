@@ -43,16 +43,19 @@ def print_report(report, out=None, most: int = 15) -> None:
     if len(more):
         out.print(f"… and {len(more)} more flagged: {', '.join(more['column'])}", highlight=False, soft_wrap=True)
     perf = Table(title="churn performance")
-    for col in ("snapshot", "kind", "churn AUC", "backtest AUC", "AUC floor", "Brier", "calibration", "C-index"):
+    for col in ("snapshot", "kind", "churn AUC", "AUC floor", "Brier", "calibration", "C-index"):
         perf.add_column(col, justify="left" if col in ("snapshot", "kind") else "right")
     p, e = report.promised, report.estimated
     fmt = lambda x: "–" if x is None or x != x else f"{x:.3f}"
-    perf.add_row(report.as_of, "estimated (CBPE)", fmt(e["estimated_churn_auc"]), fmt(p.get("churn_auc")),
-                 fmt(report.auc_floor), fmt(e["estimated_churn_brier"]), "–", "–")
+    if p:
+        perf.add_row("", "backtest (promised)", fmt(p.get("churn_auc")), "–", fmt(p.get("churn_brier")), "–",
+                     fmt(p.get("next_purchase_cindex")))
+    perf.add_row(report.as_of, "estimated (CBPE)", fmt(e["estimated_churn_auc"]), fmt(report.auc_floor),
+                 fmt(e["estimated_churn_brier"]), "–", "–")
     for r in report.realized:
-        perf.add_row(r["snapshot"], "realized", fmt(r["realized_churn_auc"]), fmt(p.get("churn_auc")),
-                     fmt(r.get("auc_floor")), fmt(r["realized_churn_brier"]),
-                     f"{r['realized_calibration_in_the_large']:+.3f}", fmt(r["realized_next_purchase_cindex"]))
+        perf.add_row(r["snapshot"], "realized", fmt(r["realized_churn_auc"]), fmt(r.get("auc_floor")),
+                     fmt(r["realized_churn_brier"]), f"{r['realized_calibration_in_the_large']:+.3f}",
+                     fmt(r["realized_next_purchase_cindex"]))
     out.print(perf)
     out.print(f"customers unseen at training: {report.unseen_share:.1%}; main features (80 % of gain): "
               f"{', '.join(report.main_features)}", highlight=False)
