@@ -54,9 +54,11 @@ class EngagementLog:
     def from_frame(cls, frame: pd.DataFrame, id_col: str = "customer_id", timestamp_col: str = "timestamp",
                    type_col: str = "event_type", policy: IngestPolicy = IngestPolicy(), *,
                    source: str = "<events>",
-                   dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES) -> "EngagementLog":
-        """Validate a DataFrame of events (rows numbered from 1 in frame order)."""
-        return _open(open_raw_frame(frame, "events", policy, source=source), id_col, timestamp_col, type_col, dates)
+                   dates: tuple[dt.date, dt.date] = PLAUSIBLE_DATES, allow_empty: bool = False) -> "EngagementLog":
+        """Validate a DataFrame of events (rows numbered from 1 in frame order). ``allow_empty``:
+        no rows means no events (a request whose customers had none), not a missing file."""
+        return _open(open_raw_frame(frame, "events", policy, source=source), id_col, timestamp_col, type_col, dates,
+                     allow_empty)
 
     @property
     def con(self):
@@ -136,7 +138,7 @@ def events_as_of(events: EngagementLog, cutoff: dt.date | str, types: tuple[str,
 
 
 def _open(raw: RawInput, id_col: str, timestamp_col: str, type_col: str,
-          dates: tuple[dt.date, dt.date]) -> EngagementLog:
+          dates: tuple[dt.date, dt.date], allow_empty: bool = False) -> EngagementLog:
     raw.require({id_col: ("customer id", "--events-id-col"), timestamp_col: ("event time", "--events-timestamp-col"),
                  type_col: ("event type", "--events-type-col")})
 
@@ -160,7 +162,7 @@ def _open(raw: RawInput, id_col: str, timestamp_col: str, type_col: str,
               ("contains(event_type, chr(0))", type_col, "text without NUL bytes", "event_type")]
     counts = checked_count(raw, "SELECT count(*), " + ", ".join(
         f"count(*) FILTER (WHERE {cond})" for cond, *_ in checks) + " FROM typed")
-    if counts[0] == 0:
+    if counts[0] == 0 and not allow_empty:
         raise TransactionDataError(f"no events in {raw.source}: it has a header but no rows", source=raw.source, row=0)
     for (cond, column, expected, raw_value), n_bad in zip(checks, counts[1:]):
         if n_bad:

@@ -115,7 +115,8 @@ class Champion:
         source = self.settings.log_source
         log = source.open(scorer.reference_.timezone)
         as_of = source.as_of or log.report.last_timestamp.date().isoformat()
-        features = build_features(log, as_of, reference=scorer.reference_)
+        side = source.open_side(scorer.reference_.timezone) if scorer.reference_.side_columns else None
+        features = build_features(log, as_of, reference=scorer.reference_, side=side)
         import pandas as pd
 
         return features, SnapshotFile(Path(source.name), 0, pd.Timestamp(as_of), _now())

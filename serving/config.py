@@ -137,6 +137,18 @@ class LogSource:
             return cdnow_log(policy)
         return read_transactions(list(self.paths), ColumnMap(**self.ingest.get("columns", {})), policy)
 
+    def open_side(self, timezone: str):
+        """The customers file and events log given with the log (``ingest["side"]``: the
+        arguments of :func:`features.side.open_side`), read in ``timezone``; None without them."""
+        from features import IngestPolicy
+        from features.side import open_side
+
+        side = self.ingest.get("side") or {}
+        if not side:
+            return None
+        policy = IngestPolicy(**{**self.ingest.get("policy", {}), "timezone": timezone})
+        return open_side(**side, policy=policy, screen=False)          # a scoring door: the reference names the columns
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "LogSource | None":
         paths = tuple(p for p in env.get("WINBACK_TRANSACTIONS", "").split(os.pathsep) if p)

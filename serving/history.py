@@ -13,7 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from features import TransactionDataError
+from features import IngestPolicy, TransactionDataError
+from features.attributes import CustomerAttributes
+from features.events import EngagementLog
+from features.side import SideData
 from models.scorer import WinbackScorer
 from serving.config import Limits
 from serving.schemas import CustomerHistory
@@ -85,8 +88,9 @@ def score_history(scorer: WinbackScorer, as_of: dt.date, customers: Sequence[Cus
     by_as_of = frame["timestamp"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)
     if not (by_as_of & (frame["amount"] > 0)).any():      # nothing to build features from
         return [{"customer_id": c.customer_id, "status": "no_purchases"} for c in customers]
+    side = side_data(scorer, customers)
     try:
-        scores = scorer.score(frame, as_of, reasons=reasons)
+        scores = scorer.score(frame, as_of, reasons=reasons, side=side)
     except TransactionDataError as exc:
         field = "customers"
         if exc.row is not None and 1 <= exc.row <= len(fields):
@@ -105,6 +109,48 @@ def score_history(scorer: WinbackScorer, as_of: dt.date, customers: Sequence[Cus
     return [{"customer_id": c.customer_id, "status": "ok", "as_of": day, **by_id[c.customer_id]}
             if c.customer_id in by_id else {"customer_id": c.customer_id, "status": "no_purchases"}
             for c in customers]
+
+
+def side_data(scorer: WinbackScorer, customers: Sequence[CustomerHistory]) -> SideData | None:
+    """The posted attributes and events as :class:`features.side.SideData`, for a model whose
+    feature reference reads them (None otherwise, and then posting them is an error)."""
+    reference = scorer.reference_
+    posted_attributes = any(c.attributes for c in customers)
+    posted_events = any(c.events for c in customers)
+    if posted_attributes and not reference.attributes:
+        raise HistoryError(400, "customers[].attributes", "this model was trained without customer attributes")
+    if posted_events and not reference.event_types:
+        raise HistoryError(400, "customers[].events", "this model was trained without engagement events")
+    if not reference.side_columns:
+        return None
+    policy = IngestPolicy(timezone=reference.timezone)
+    attributes = None
+    if reference.attributes and posted_attributes:
+        names = [spec.name for spec in reference.attributes]
+        for i, c in enumerate(customers):
+            unknown = sorted(set(c.attributes or {}) - set(names))
+            if unknown:
+                raise HistoryError(400, f"customers[{i}].attributes.{unknown[0]}",
+                                   f"not an attribute of this model ({', '.join(names)})")
+        try:
+            attributes = CustomerAttributes.from_records(
+                {c.customer_id: dict(c.attributes or {}) for c in customers}, policy, source="customers[].attributes")
+        except (TransactionDataError, ValueError) as exc:
+            raise HistoryError(400, "customers[].attributes", _without_source(str(exc))) from None
+    events = None
+    if reference.event_types:
+        zone = ZoneInfo(reference.timezone)
+        rows = [{"customer_id": c.customer_id, "event_type": e.event_type,
+                 "timestamp": e.timestamp.astimezone(zone).replace(tzinfo=None) if e.timestamp.tzinfo else e.timestamp}
+                for c in customers for e in c.events]
+        frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "event_type"]).astype(
+            {"customer_id": object, "event_type": object})
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+        try:                       # a customer who sent no events had none: counts 0, as in a log
+            events = EngagementLog.from_frame(frame, policy=policy, source="customers[].events", allow_empty=True)
+        except (TransactionDataError, ValueError) as exc:
+            raise HistoryError(400, "customers[].events", _without_source(str(exc))) from None
+    return SideData(attributes, events)
 
 
 def _without_source(message: str) -> str:

@@ -45,9 +45,26 @@ class Transaction(_Strict):
     channel: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
 
 
+class EngagementEvent(_Strict):
+    """One engagement event (a visit, an email opened, a cart, ...), for a model trained with
+    an events log (``--events``). ``timestamp`` is read as a purchase's is."""
+
+    timestamp: dt.datetime = Field(strict=False)
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+#: An attribute value: a number, a text category, or null (missing).
+AttributeValue = Optional[float | int | Annotated[str, StringConstraints(max_length=256)]]
+
+
 class CustomerHistory(_Strict):
     customer_id: CustomerId
     transactions: list[Transaction] = Field(min_length=1)
+    #: The customer's attributes by name (``channel``, ``age``, ...), for a model trained with a
+    #: customers file (``--customers``); one missing is read as missing.
+    attributes: Optional[dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], AttributeValue]] = None
+    #: The customer's engagement events, for a model trained with an events log.
+    events: list[EngagementEvent] = Field(default_factory=list, max_length=100_000)
 
 
 class CustomerScore(BaseModel):
