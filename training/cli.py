@@ -1013,8 +1013,10 @@ def daily(
     from models.triggers import TriggerRules
     from training.batch import write_table
     from training.outbox import Outbox, secret_from_env
+    from training.monitor_cli import monitor_job, print_report
     from training.registry import load_scorer
     from training.triggers_job import exclusive, run_triggers
+    from training.uplift import rankings_for
 
     started = time.perf_counter()
     secret = secret_from_env() if webhook_url else None
@@ -1032,10 +1034,15 @@ def daily(
 
             table, day, _ = read_feature_table(snapshot.out)
             write_table(scorer.score(table, day, reasons=100), out_dir / f"scores_{as_of}.parquet")
-            run = run_triggers(scorer, table, as_of, TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri)),
-                               out_dir / "triggers", webhook_url, secret,
-                               step=lambda t: progress.update(task, description=t))
+            progress.update(task, description="model health")
+            health = monitor_job(as_of, [], True, None, tracking_uri, model_uri, log=log, scorer=scorer,
+                                 version=version)
+            trigger_rules, outbox = TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri))
+            uplift = rankings_for(trigger_rules, outbox.events(), day, tracking_uri)
+            run = run_triggers(scorer, table, as_of, trigger_rules, outbox, out_dir / "triggers", webhook_url, secret,
+                               step=lambda t: progress.update(task, description=t), log=log, uplift=uplift)
     _print_trigger_run(run)
+    print_report(health)
     console.print(f"daily run as of {as_of} with model version {version}: {snapshot.customers:,} customers "
                   f"→ {out_dir} ({time.perf_counter() - started:.0f} s)")
 

@@ -88,3 +88,5 @@ def test_daily_runs_the_whole_day_and_never_overlaps(champion, tmp_path):
     assert done.exit_code == 0, done.output
     assert (out / f"features_{AS_OF}.parquet").exists() and (out / f"scores_{AS_OF}.parquet").exists()
     assert (out / "triggers" / AS_OF).is_dir()
+    flat = " ".join(done.output.split())
+    assert "model health as of" in flat and any(w in flat for w in ("healthy", "warning", "retraining advised"))
