@@ -47,7 +47,7 @@ def _rhythm(r: Mapping[str, float]) -> tuple[str, str]:
         return _overdue(r)
     days = r["days_since_last_purchase"]
     return (f"buys about every {_n(gap)} days; {_n(days)} days since the last order",
-            f"大約每 {_n(gap)} 天購買一次；距上次購買已 {_n(days)} 天")
+            f"平均每 {_n(gap)} 天購買一次；已 {_n(days)} 天未下單")
 
 
 TEMPLATES: dict[str, Template] = {

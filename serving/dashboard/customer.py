@@ -41,6 +41,8 @@ class CustomerView:
     replenish_date: dt.date | None
     next_tier: tuple[str, str] | None = None
     events: list[dict] = field(default_factory=list)
+    #: (attribute name, value as known on the as-of day) for a model that reads customer attributes
+    attributes: list[tuple[str, str | float | None]] = field(default_factory=list)
 
 
 def customer_view(state: ScoredSnapshot, customer_id: str) -> CustomerView | None:
@@ -63,7 +65,19 @@ def customer_view(state: ScoredSnapshot, customer_id: str) -> CustomerView | Non
         p_alive=p_alive_curve(scorer, values, P_ALIVE_DAYS),
         review_date=as_of + dt.timedelta(days=tiers.review_days),
         replenish_date=None if due is None else as_of + dt.timedelta(days=int(round(due))),
-        next_tier=_next_tier(tiers, record["tier"]))
+        next_tier=_next_tier(tiers, record["tier"]), attributes=attribute_values(scorer, values))
+
+
+def attribute_values(scorer, values: pd.DataFrame) -> list[tuple[str, str | float | None]]:
+    """The customer's attributes as the model read them: a category's name (the model input
+    holds its code in the reference), a number, or None where missing or never seen."""
+    out = []
+    for spec in scorer.reference_.attributes:
+        value = _plain(values[spec.feature].iloc[0]) if spec.feature in values else None
+        if spec.kind == "categorical" and isinstance(value, (int, float)):
+            value = spec.categories[int(value)] if 0 <= int(value) < len(spec.categories) else None
+        out.append((spec.name, value))
+    return out
 
 
 def next_purchase_cdf(scorer, values: pd.DataFrame) -> tuple[list[int], list[float]]:

@@ -108,6 +108,7 @@ STRINGS: dict[str, tuple[str, str]] = {      # key -> (English, 繁體中文)
     "tier_next": ("{amount} more to reach {tier}", "再消費 {amount} 可升級為{tier}"),
     "replenishment": ("Replenishment due", "補貨提醒日"),
     "top_category": ("Top category", "主要品類"),
+    "attributes": ("Attributes", "顧客資料"),
     "none": ("none", "無"),
     "triggers": ("Triggers fired", "已觸發的自動化事件"),
     "no_triggers": ("No trigger fired for this customer.", "此顧客尚無觸發事件。"),

@@ -90,3 +90,15 @@ def test_an_attribute_the_model_does_not_read_is_a_400_naming_it(shop):
     assert error.value.status == 400 and error.value.field == "customers[0].attributes.shoe_size"
     assert np.isfinite(score_history(scorer, dt.date.fromisoformat(AS_OF), posted, Limits(), reasons=False)[0][
         "churn_probability"])
+
+
+def test_the_customer_page_shows_the_attributes_as_known_on_the_day(shop):
+    from serving.dashboard.customer import attribute_values
+
+    scorer, log, side, transactions, customers, events = shop
+    features, _ = scorer.features_for(log, AS_OF, side)
+    values = scorer.model_input(features).set_index("customer_id", drop=False)
+    cid = customers["customer_id"].iloc[0]
+    shown = dict(attribute_values(scorer, values.loc[[cid]]))
+    want = customers.set_index("customer_id").loc[cid]
+    assert shown["channel"] == want["channel"] and shown["age"] == pytest.approx(float(want["age"]))
