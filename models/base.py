@@ -23,7 +23,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -509,18 +508,12 @@ class ClassicalModel(BaseEstimator):
         return model
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_dict` as JSON to ``path`` atomically (temp file + ``os.replace``)."""
+        """Write :meth:`to_dict` as JSON to ``path`` atomically (:func:`features.output.atomic_path`)."""
+        from features.output import atomic_path
+
         path = Path(path)
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        with atomic_path(path) as temporary:
+            temporary.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return path
 
     @classmethod
