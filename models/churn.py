@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.isotonic import IsotonicRegression
 
-from models.forest import feature_matrix, forest_for, sample_positions
+from models.forest import CompiledTrees, feature_matrix, forest_for, sample_positions
 from models.selection import ordered_probability
 
 #: Rows the trees are fit on at most (a uniform random subsample above it). Measured on the 1M-customer
@@ -60,7 +60,7 @@ def monotone_direction(feature: str) -> int:
     return 0
 
 
-class ChurnModel(BaseEstimator):
+class ChurnModel(CompiledTrees, BaseEstimator):
     """LightGBM churn classifier with isotonic calibration.
 
     Parameters
@@ -186,13 +186,6 @@ class ChurnModel(BaseEstimator):
         values = self.booster_.predict(X[self.feature_names_].to_numpy(dtype=np.float64),
                                        pred_contrib=True, num_threads=self.num_threads)
         return pd.DataFrame(values[:, :-1], columns=self.feature_names_, index=X.index)
-
-    def compile_trees(self) -> bool:
-        """Compile the trees for big batches now rather than on the first one (see
-        :mod:`models.forest`); True if compiled, False if LightGBM will predict."""
-        if not hasattr(self, "booster_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
-        return forest_for(self, self.booster_, self.num_threads).compile()
 
     def to_dict(self) -> dict:
         """Hyperparameters, LightGBM model text and the isotonic map's knots."""

@@ -131,3 +131,17 @@ def _compile(booster: lgb.Booster) -> Any:
         model = lleaves.Model(model_file=str(path))
         model.compile()
     return model
+
+
+class CompiledTrees:
+    """Mixin: ``compile_trees`` for an estimator that predicts its fitted ``booster_`` through
+    :func:`forest_for` (the churn model, the hazard model), written once."""
+
+    def compile_trees(self) -> bool:
+        """Compile the trees for big batches now rather than on the first one; True if
+        compiled, False if LightGBM will predict."""
+        if not hasattr(self, "booster_"):
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
+        return forest_for(self, self.booster_, self.num_threads).compile()

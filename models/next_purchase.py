@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from models.base import PurchaseModel
-from models.forest import feature_matrix, forest_for, sample_positions
+from models.forest import CompiledTrees, feature_matrix, forest_for, sample_positions
 
 DEFAULT_GRID_DAYS = (1, 7, 14, 30, 60, 90, 120, 180, 270, 365)
 #: The hazard model's intervals: each one is a LightGBM prediction per customer at scoring
@@ -129,7 +129,7 @@ def _numeric(column: pd.Series) -> NDArray:
     return values if values.dtype.kind in "fiub" else column.to_numpy(dtype=np.float64)
 
 
-class HazardNextPurchaseModel(BaseEstimator):
+class HazardNextPurchaseModel(CompiledTrees, BaseEstimator):
     """Discrete-time hazard of the next purchase, learned with LightGBM.
 
     Interval j is (g_{j-1}, g_j] days after the as-of date (g_0 = 0). Each training customer
@@ -223,13 +223,6 @@ class HazardNextPurchaseModel(BaseEstimator):
             design = every_interval(values[start:start + step], grid)
             hazard[start:start + step] = forest.predict(design, batch_rows=n * k).reshape(-1, k)
         return 1.0 - np.cumprod(1.0 - hazard, axis=1)
-
-    def compile_trees(self) -> bool:
-        """Compile the trees for big batches now rather than on the first one (see
-        :mod:`models.forest`); True if compiled, False if LightGBM will predict."""
-        if not hasattr(self, "booster_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
-        return forest_for(self, self.booster_, self.num_threads).compile()
 
     def to_dict(self) -> dict:
         """Hyperparameters and the LightGBM model as text."""
