@@ -24,7 +24,7 @@ from features.reference import FeatureReference
 from features.side import SideData, fit_side, with_side
 from features.sql import day_totals_sql, money_sum
 from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
-from features.transactions import DAYS_TABLE, TransactionLog, in_any_order
+from features.transactions import DAYS_TABLE, PLAUSIBLE_DATES, TransactionLog, in_any_order
 
 TransactionsLike = TransactionLog | pd.DataFrame
 
@@ -61,6 +61,10 @@ def parse_cutoff(cutoff: dt.date | str | pd.Timestamp) -> pd.Timestamp:
         raise ValueError(f"cutoff must be a date like 1997-09-30, got {cutoff!r}") from None
     if pd.isna(day) or day != day.normalize() or day.tzinfo is not None:
         raise ValueError(f"cutoff must be a whole day without a time zone, like 1997-09-30, got {cutoff!r}")
+    first, last = PLAUSIBLE_DATES
+    if not first <= day.date() < last:
+        raise ValueError(f"cutoff {day.date()} is not a plausible day: it must be from {first} and before {last}, "
+                         "as a transaction's date must")
     return day
 
 

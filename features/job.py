@@ -50,7 +50,22 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
     log, query, used = prepare(log, cutoff, freq, settings, reference, side)
     if not log.con.execute("SELECT count(*) FROM daily").fetchone()[0]:
         raise no_customers(log, day)
+    check_cutoff_within(log, day)
     return copy_table(log.con, query, out, day, used)
+
+
+#: How far past the log's last day a feature table's cutoff may lie: beyond it every customer
+#: would look lapsed for want of data, not for want of purchases.
+MAX_DAYS_PAST_LOG = 366
+
+
+def check_cutoff_within(log: TransactionLog, day: str, max_days: int = MAX_DAYS_PAST_LOG) -> None:
+    """Refuse a cutoff more than ``max_days`` after the log's last day (a typo'd year, a stale export)."""
+    last = log.report.last_timestamp
+    if last is not None and (pd.Timestamp(day) - last.normalize()).days > max_days:
+        raise ValueError(f"the cutoff {day} is {(pd.Timestamp(day) - last.normalize()).days:,} days after the last "
+                         f"transaction in {log.source} ({last:%Y-%m-%d}); more than {max_days} days past the log, "
+                         "every customer would look lapsed. Choose a cutoff within the log, or load the newer data")
 
 
 def no_customers(log: TransactionLog, day: str) -> ValueError:

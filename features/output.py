@@ -72,7 +72,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(target)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent)
+    except OSError as exc:          # name the folder, not the temporary file nobody asked for
+        raise ValueError(f"cannot write {target.name} in {target.parent}: {exc.strerror}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

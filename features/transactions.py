@@ -19,6 +19,8 @@ zero amounts.
 
 from __future__ import annotations
 
+import dataclasses
+
 import codecs
 import contextlib
 import csv
@@ -77,6 +79,9 @@ class IngestReport:
     duplicates_dropped: int
     first_timestamp: pd.Timestamp | None
     last_timestamp: pd.Timestamp | None
+    #: one line each for a column named like an optional field (``order_id``, ``quantity``,
+    #: ``category``, ``channel``) that the log has but the column map leaves unmapped
+    hints: tuple[str, ...] = ()
 
 
 class TransactionLog:
@@ -132,7 +137,7 @@ class TransactionLog:
         except duckdb.InvalidInputException as exc:
             raise _csv_error(str(exc), csv_specs or {}, source) from None
         con.execute(_final_view_sql(columns, policy, report.duplicates_dropped))
-        return cls(con, columns, report, source, policy)
+        return cls(con, columns, dataclasses.replace(report, hints=_unmapped_hints(raw_types, columns)), source, policy)
 
 
 def read_transactions(paths: str | Path | Sequence[str | Path], columns: ColumnMap = ColumnMap(),
@@ -358,6 +363,9 @@ def _expand(paths: str | Path | Sequence[str | Path]) -> list[str]:
         if not matched:
             raise TransactionDataError(f"{text}: no file matches this pattern", source=text)
         for f in matched:
+            if os.path.isdir(f):
+                raise TransactionDataError(f"{f}: is a directory; give its files, e.g. '{os.path.join(f, '*.parquet')}'",
+                                           source=f)
             if not os.path.isfile(f):
                 raise TransactionDataError(f"{f}: no such file", source=f)
         files.extend(matched)
@@ -400,6 +408,14 @@ def _check_file_columns(path: str, columns: ColumnMap) -> None:
         first = str(exc).strip().splitlines()[0]
         raise TransactionDataError(f"{path}: cannot be read as Parquet ({first})", source=path) from None
     _check_columns(dict.fromkeys(names, ""), columns, path)
+
+
+def _unmapped_hints(available: dict[str, str], columns: ColumnMap) -> tuple[str, ...]:
+    """A hint for each optional field whose usual column name is in the log but not mapped."""
+    mapped = set(columns.required().values()) | set(columns.optional().values())
+    return tuple(f"the log has a column {name!r} that is not used; map it with --{name.replace('_', '-')}-col {name}"
+                 for name in ("order_id", "quantity", "category", "channel")
+                 if name in available and name not in mapped and getattr(columns, name) is None)
 
 
 def _check_columns(available: dict[str, str], columns: ColumnMap, source: str) -> None:

@@ -1053,6 +1053,8 @@ def _print_ingest(report) -> None:
         f"({report.first_timestamp:%Y-%m-%d} to {report.last_timestamp:%Y-%m-%d}); "
         f"refunds excluded {report.refunds_excluded:,}, zero amounts {report.zero_amounts:,} "
         f"(excluded {report.zero_amounts_excluded:,}), duplicates dropped {report.duplicates_dropped:,}")
+    for hint in report.hints:
+        errors.print(f"note: {hint}")
 
 
 from training.monitor_cli import register as _register_monitor; _register_monitor(app)  # noqa: E402,E702
