@@ -429,7 +429,8 @@ def models(tracking_uri: TrackingOpt = None) -> None:
 
     from training.registry import MODEL_NAME, use_tracking
 
-    client = MlflowClient(use_tracking(tracking_uri))
+    uri = use_tracking(tracking_uri)
+    client = MlflowClient(uri, registry_uri=uri)
     versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
     if not versions:
         console.print("no model registered yet: run `winback train`")
@@ -468,7 +469,8 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
 
     from training.registry import MODEL_NAME, promote as promote_version, use_tracking
 
-    client = MlflowClient(use_tracking(tracking_uri))
+    uri = use_tracking(tracking_uri)
+    client = MlflowClient(uri, registry_uri=uri)
     try:
         previous = promote_version(client, version, force=force)
     except MlflowException as exc:

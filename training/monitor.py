@@ -443,7 +443,7 @@ def health_info(tracking_uri: str, run_id: str | None, refresh: bool = True) -> 
 def read_health(tracking_uri: str, run_id: str) -> dict | None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     run = client.get_run(run_id)
     tags = run.data.tags
     if "health.as_of" not in tags:

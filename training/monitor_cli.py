@@ -113,7 +113,8 @@ def monitor_job(as_of: str, snapshots: list[str], store: bool, webhook_url: str 
         scorer, version = load_scorer(model_uri, tracking_uri)
     if log is None:
         log = open_log(transactions, dataset, **{**(flags or {}), "timezone": scorer.reference_.timezone})
-    client = MlflowClient(use_tracking(tracking_uri))
+    uri = use_tracking(tracking_uri)
+    client = MlflowClient(uri, registry_uri=uri)
     run_id = client.get_model_version(MODEL_NAME, version).run_id if version else None
     report = run_monitor(scorer, log, as_of, client, run_id, version, snapshots=snapshots, store=store)
     if webhook_url:

@@ -285,7 +285,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     horizon_end = cutoff + pd.Timedelta(days=config.horizon_days)
     evaluated_on = f"({cutoff.date()}, {horizon_end.date()}]"
     uri = use_tracking(tracking_uri)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     run_name = f"cutoff {cutoff.date()} h{config.horizon_days} {config.purchase_model}"
     experiment = experiment_id(uri)
     for abandoned in fail_abandoned_runs(client, experiment):

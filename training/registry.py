@@ -83,7 +83,7 @@ def create_sqlite_store(path: Path) -> None:
 def experiment_id(tracking_uri: str, name: str = EXPERIMENT) -> str:
     """The experiment's id, created on first use; on the embedded store its artifacts go
     under the store's ``artifacts/`` folder."""
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -252,7 +252,7 @@ def load_scorer(model_uri: str | None = None, tracking_uri: str | None = None):
     model_uri = model_uri or f"models:/{MODEL_NAME}@{CHAMPION}"
     try:
         if model_uri.startswith("models:/"):
-            version = resolve_version(MlflowClient(uri), model_uri)
+            version = resolve_version(MlflowClient(uri, registry_uri=uri), model_uri)
             return load_version(version), str(version.version)
         return scorer_from_pyfunc(mlflow.pyfunc.load_model(model_uri)), None
     except MlflowException as exc:

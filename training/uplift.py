@@ -196,7 +196,7 @@ def _register(result: LearnResult, frame: pd.DataFrame, tracking_uri: str | None
     from training.registry import CHALLENGER, DONE, GATE_TAG, experiment_id, use_tracking, version_for
 
     uri = use_tracking(tracking_uri)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     rows = result.comparison.set_index("ranking")
     judged = frame[pd.to_datetime(frame["as_of"]) >= pd.Timestamp(result.split_day)]
     current = version_for(client, result.rule, UPLIFT_MODEL)

@@ -101,7 +101,7 @@ def test_model_page_without_monitoring_or_selection_says_so(scorer, monitored, t
 
 
 def test_info_has_the_health_block_of_the_served_run(http, store, scorer, slice_log):
-    client = MlflowClient(store["tracking_uri"])
+    client = MlflowClient(store["tracking_uri"], registry_uri=store["tracking_uri"])
     run_id = client.get_model_version("winback", store["version"]).run_id
     report = M.run_monitor(scorer, slice_log, AS_OF, client, run_id, store["version"])
     deadline = time.monotonic() + 30
