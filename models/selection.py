@@ -22,6 +22,7 @@ are ordered by the raw score through a nudge of about a millionth (:func:`ordere
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -192,16 +193,16 @@ class Selection:
 
 
 def choose(target: str, metric: str, figures: dict[str, float], learned: tuple[str, ...],
-           difference: tuple[float, float, float], validation: dict) -> Selection:
+           difference: Callable[[str, str], tuple[float, float, float]], validation: dict) -> Selection:
     """Serve the best learned candidate if it beats the best classical one, else the formula.
 
-    ``difference`` is the best learned candidate's paired-bootstrap difference over the best
-    classical one (point, low, high).
+    ``difference(learned, classical)`` is a learned candidate's paired-bootstrap difference over
+    a classical one (point, low, high); it is asked once, for the best of each.
     """
     classical = {k: v for k, v in figures.items() if k not in learned}
     best_classical = max(classical, key=classical.get)
     best_learned = max((k for k in figures if k in learned), key=figures.get)
-    point, low, high = difference
+    point, low, high = difference(best_learned, best_classical)
     if low > 0:
         served = best_learned
         reason = (f"{best_learned} beats the best formula {best_classical} in cross-validation: "
@@ -222,11 +223,8 @@ def choose_churn(churned: NDArray, candidates: dict[str, NDArray], seed: int, va
 
     y = np.asarray(churned, dtype=bool)
     figures = {name: float(roc_auc_score(y, s)) for name, s in candidates.items()}
-    classical = {k: v for k, v in figures.items() if k not in LEARNED_CHURN}
-    best_c = max(classical, key=classical.get)
-    best_l = max((k for k in figures if k in LEARNED_CHURN), key=figures.get)
-    diff = bootstrap_auc_difference(y, candidates[best_l], candidates[best_c], N_BOOT, seed)
-    return choose("churn", "AUC", figures, LEARNED_CHURN, diff, validation)
+    return choose("churn", "AUC", figures, LEARNED_CHURN,
+                  lambda a, b: bootstrap_auc_difference(y, candidates[a], candidates[b], N_BOOT, seed), validation)
 
 
 def choose_next_purchase(days: NDArray, event: NDArray, expected_days: dict[str, NDArray], seed: int,
@@ -235,10 +233,7 @@ def choose_next_purchase(days: NDArray, event: NDArray, expected_days: dict[str,
     from models.metrics import concordance_index
 
     figures = {name: float(concordance_index(days, event, d)) for name, d in expected_days.items()}
-    classical = {k: v for k, v in figures.items() if k not in LEARNED_NEXT_PURCHASE}
-    best_c = max(classical, key=classical.get)
-    best_l = max((k for k in figures if k in LEARNED_NEXT_PURCHASE), key=figures.get)
-    diff = bootstrap_cindex_difference(days, event, expected_days[best_l], expected_days[best_c],
-                                       max(100, N_BOOT // 5), seed)
-    return choose("next_purchase", "C-index", figures, LEARNED_NEXT_PURCHASE, diff,
+    return choose("next_purchase", "C-index", figures, LEARNED_NEXT_PURCHASE,
+                  lambda a, b: bootstrap_cindex_difference(days, event, expected_days[a], expected_days[b],
+                                                           max(100, N_BOOT // 5), seed),
                   {**validation, **({"integrated_brier": extra} if extra else {})})

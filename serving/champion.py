@@ -267,7 +267,7 @@ def check_startup(settings: ServiceSettings) -> None:
     """Raise :class:`ConfigError` with one paragraph if the service could not start with
     ``settings``: a sqlite registry file that does not exist, a model URI the registry does not
     resolve, or a missing snapshot. Reads the registry; loads nothing."""
-    ref = parse_model_uri(settings.model_uri)
+    parse_model_uri(settings.model_uri)                 # a malformed URI is a ConfigError here
     path = sqlite_path(settings.tracking_uri)
     if path is not None and not path.is_file():
         raise ConfigError(missing_registry_message(settings.tracking_uri))
