@@ -32,16 +32,12 @@ from serving.schemas import (STRICT, CustomerHistory, CustomerId, InfoResponse, 
                              WinbackResponse)
 from serving.openapi import OpenAPIDocument
 from serving.security import MODEL_VERSION_HEADER, Guard, KeyRing, install_log_filter
+from serving.state import running_service
 
 logger = logging.getLogger("winback.serving")
 
-#: The service instance of this worker process, for the middleware (BentoML builds the
-#: middleware before the instance exists).
-_live: dict[str, "WinbackService"] = {}
-
-
 def _guard_context():
-    service = _live.get("service")
+    service = running_service()
     if service is None:
         return None
     return service.keys, service.settings.limits.max_body_bytes, service.champion.current.model.version
@@ -97,7 +93,6 @@ class WinbackService:
         except ConfigError as exc:
             _stop_the_server(str(exc))
         self.champion.start()
-        _live["service"] = self
 
     @bentoml.on_shutdown
     def _stop_polling(self) -> None:
@@ -282,7 +277,7 @@ class DirectRoutes:
 
     async def __call__(self, scope, receive, send):
         method = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        instance = _live.get("service")
+        instance = running_service()
         if method is None or scope["method"] != "POST" or instance is None:
             return await self.app(scope, receive, send)
         body = await _read_body(receive)

@@ -22,6 +22,21 @@ import pandas as pd
 from models.policy import winback_mask, winback_ranking
 from models.scorer import WinbackScorer
 
+def running_service() -> object | None:
+    """The scoring service instance of this worker process, or None before it has started.
+
+    BentoML builds the mounted dashboard and the middleware before it creates the service
+    instance; they find it through BentoML's own record of the running service rather than
+    through a module of ours that both would have to import."""
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        return bentoml.get_current_service()
+    except BentoMLException:
+        return None
+
+
 #: Score columns in the order the API returns them (see serving.schemas.CustomerScore).
 FLOAT_COLUMNS = ("churn_probability", "p_alive", "expected_purchases_30d", "expected_purchases_90d",
                  "expected_purchases_365d", "p_purchase_7d", "p_purchase_30d", "p_purchase_90d",

@@ -1,7 +1,8 @@
 """The dashboard's ASGI application, mounted by the scoring service at ``/ui``.
 
 Server-rendered pages (Jinja2) over the served champion's scored snapshot, the object
-``/score`` answers from (``serving.service._live["service"].champion.current``): Overview,
+``/score`` answers from (``running_service().champion.current``, the service instance BentoML
+started in this worker): Overview,
 Win-back list, Customer, Reports and Model, each in English and Traditional Chinese.
 
 Access: every path but ``/signin`` and ``/static/…`` needs a signed session cookie, which the
@@ -39,6 +40,7 @@ from serving.dashboard.i18n import LANG_COOKIE, pick_language, translator
 from serving.dashboard.listing import (PER_PAGE, SORTABLE, FilterError, ListIndexes, ListQuery, export_frame,
                                        list_rows, snapshot_column)
 from serving.security import Session, Sessions, SignInThrottle
+from serving.state import running_service
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "winback_session"
@@ -460,13 +462,7 @@ def _with_headers(send, path: str):
     return wrapped
 
 
-def _live_service():
-    from serving import service
-
-    return service._live.get("service")
-
-
-def create_app(service: Callable[[], object | None] = _live_service) -> Gate:
+def create_app(service: Callable[[], object | None] = running_service) -> Gate:
     """The dashboard app reading ``service()``: the running scoring service by default."""
     import plotly
 
