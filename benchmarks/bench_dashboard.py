@@ -48,7 +48,7 @@ def scored_snapshot(customers: int, seed: int):
     """A real ScoredSnapshot of ``customers`` resampled CDNOW feature rows (new ids)."""
     from features import TransactionLog, build_features, labelled_features, load_cdnow, prepare
     from features.cdnow import CDNOW_COLUMNS
-    from models.churn import ChurnModel
+    from models.ml.churn import ChurnModel
     from models.scorer import WinbackScorer
     from serving.state import ModelInfo, ScoredSnapshot, SnapshotFile
 

@@ -60,8 +60,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from measure import parse_args as parse_sized_args, peak_rss, print_load  # noqa: E402
 
-from models.base import distinct_rows, fit_lifetimes  # noqa: E402
-from models.classical import (  # noqa: E402
+from models.clv.data import distinct_rows
+from models.clv.fitting import fit_lifetimes
+from models.clv import (  # noqa: E402
     BetaGeoModel,
     ClassicalModel,
     GammaGammaModel,

@@ -7,7 +7,7 @@ Fits a scorer on the real CDNOW log (``--fit-customers``: only its first N custo
 a feature table of N customers by resampling CDNOW's 1997-12-31 feature rows with new ids
 (seeded), and times, in one run:
 
-* compiling the LightGBM trees with lleaves (:mod:`models.forest`), once per loaded scorer,
+* compiling the LightGBM trees with lleaves (:mod:`models.ml.forest`), once per loaded scorer,
   printed apart (a batch job or service pays it at load; ``score`` would otherwise pay it on
   its first batch of 200,000 tree rows or more);
 * ``scorer.score(table, as_of, reasons=False)``: every output (churn, P(alive), expected

@@ -122,7 +122,7 @@ def fit_store(root: Path, customers: int | None = None, churn_estimators: int = 
     from features import TransactionLog, labelled_features, load_cdnow, prepare
     from features.cdnow import CDNOW_COLUMNS
     from features.job import read_feature_table, write_features
-    from models.churn import ChurnModel
+    from models.ml.churn import ChurnModel
     from models.pyfunc import log_scorer
     from models.scorer import WinbackScorer
     from training.registry import CHAMPION, MODEL_NAME, experiment_id

@@ -14,10 +14,10 @@ The process, every piece seeded by ``seed``:
    as of the day (:func:`features.build_features` on the log as it stands, messages' effects
    included), a purchase model (MBG/NBD, fitted that day) for ``p_alive``, the churn probability
    1 - P(purchase in 90 days), ``clv_12m`` = E[purchases in 365 days] x the mean order value and
-   the win-back date (:class:`models.policy.WinbackPolicy`); then the real rules engine
-   (:func:`models.triggers.evaluate`) with only ``winback_due`` on, the budget, the stop rule (past
+   the win-back date (:class:`models.policy.winback.WinbackPolicy`); then the real rules engine
+   (:func:`crm.rules.evaluate`) with only ``winback_due`` on, the budget, the stop rule (past
    win-backs marked answered from the log as of the day) and the rankings of
-   :func:`training.uplift.rankings_for` (an uplift model learned on the matured events once
+   :func:`crm.learn.rankings_for` (an uplift model learned on the matured events once
    ``learn_from_month`` months have run and it beat both baselines, else the prior).
 3. **The true effect** of a sent message depends on the customer's features that day:
 
@@ -30,7 +30,7 @@ The process, every piece seeded by ``seed``:
      (P(purchase) rises by 0.35 x (1 - baseline P)).
 
    Held-out and skipped events change nothing. ``effect=False`` makes every effect zero (A/A).
-4. **Judging**: after the last day's window has ended, :func:`training.uplift.learn_rule` fits the
+4. **Judging**: after the last day's window has ended, :func:`crm.learn.learn_rule` fits the
    X-learner on the earlier event days and judges it on the later ones against churn risk and
    value at risk (Qini, AUUC, bootstrap intervals).
 
@@ -57,10 +57,10 @@ import synthetic  # noqa: E402  (benchmarks/ is not a package)
 from features import build_features  # noqa: E402
 from features.settings import ColumnMap  # noqa: E402
 from features.transactions import TransactionLog  # noqa: E402
-from models.modified_beta_geo import ModifiedBetaGeoModel  # noqa: E402
-from models.policy import WinbackPolicy  # noqa: E402
-from models.triggers import TriggerRules, UpliftRanking, evaluate  # noqa: E402
-from training.uplift import LearnResult, learn_rule, rankings_for, training_frame  # noqa: E402
+from models.clv.modified_beta_geo import ModifiedBetaGeoModel  # noqa: E402
+from models.policy.winback import WinbackPolicy  # noqa: E402
+from crm.rules import TriggerRules, UpliftRanking, evaluate  # noqa: E402
+from crm.learn import LearnResult, learn_rule, rankings_for, training_frame  # noqa: E402
 
 COLUMNS = ColumnMap(customer_id="customer_id", timestamp="timestamp", amount="amount", order_id="order_id")
 
@@ -204,7 +204,7 @@ def simulate(config: CampaignConfig = CampaignConfig(), judge: bool = True) -> C
 
 
 def _answered(events: pd.DataFrame, rules: TriggerRules, tx: TransactionLog, day: pd.Timestamp) -> pd.DataFrame:
-    from training.triggers_job import answered_past
+    from crm.job import answered_past
 
     past = events[["customer_id", "rule", "as_of", "group"]]
     return answered_past(past, rules, tx, day) if len(past) else past

@@ -30,24 +30,24 @@ from features import FeatureReference, FeatureSettings, TransactionLog, build_fe
 from features.build import parse_cutoff
 from features.output import atomic_path
 from features.side import SideData
-from models.base import PurchaseModel
-from models.beta_geo import BetaGeoModel
-from models.churn import ChurnModel
-from models.forest import feature_matrix, sample_positions
-from models.gamma_gamma import GammaGammaModel, fit_spend_model
-from models.mbg_cnbd import MBGCNBDModel
+from models.clv.base import PurchaseModel
+from models.clv.beta_geo import BetaGeoModel
+from models.ml.churn import ChurnModel
+from models.ml.forest import feature_matrix, sample_positions
+from models.clv.gamma_gamma import GammaGammaModel, fit_spend_model
+from models.clv.mbg_cnbd import MBGCNBDModel
 from models.metrics import brier_scores, concordance_index, integrated_brier
-from models.modified_beta_geo import ModifiedBetaGeoModel
-from models.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel,
+from models.clv.modified_beta_geo import ModifiedBetaGeoModel
+from models.ml.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel,
                                   DEFAULT_GRID_DAYS, grid_for_horizon,
                                   restricted_mean_days, summarize_distribution)
-from models.pareto_nbd import ParetoNBDModel
-from models.policy import WinbackPolicy
-from models.reasons import top_reasons
-from models.selection import (LEARNED_CHURN, ChurnStack, ScoreCalibrator, Selection, choose_churn,
+from models.clv.pareto_nbd import ParetoNBDModel
+from models.policy.winback import WinbackPolicy
+from models.policy.reasons import top_reasons
+from models.ml.selection import (LEARNED_CHURN, ChurnStack, ScoreCalibrator, Selection, choose_churn,
                               choose_next_purchase, classical_churn_scores, signed_score, stack_inputs)
 
-#: 4: the served churn and next-purchase scores are chosen among candidates (:mod:`models.selection`),
+#: 4: the served churn and next-purchase scores are chosen among candidates (:mod:`models.ml.selection`),
 #: with the record of that choice. (3: the feature reference holds settings, time zone and freq; the
 #: purchase model is named; extra classical models feed the churn model.)
 FORMAT_VERSION = 4
@@ -129,12 +129,12 @@ class WinbackScorer:
     horizon_days : the churn horizon: churn means no purchase within this many days.
     next_purchase : "auto" serves the hazard model only where it beats every classical F(t) by
         C-index in the time-series cross-validation, else the best classical model
-        (:mod:`models.selection`); or force one: "hazard", "classical" (the purchase model) or
+        (:mod:`models.ml.selection`); or force one: "hazard", "classical" (the purchase model) or
         a classical model's name.
     churn_score : "auto" serves the LightGBM model or the stack only where it beats the best
         calibrated classical score in that cross-validation, else that score; or force a
         candidate ("lightgbm", "stack", "pareto_nbd_expected_purchases", ...: see
-        :func:`models.selection.classical_churn_scores`).
+        :func:`models.ml.selection.classical_churn_scores`).
     chosen : the record of the cross-validation behind a forced ``churn_score`` and
         ``next_purchase`` (a refit keeps the backtest's choice and its record, as it keeps the
         tree count); kept as :attr:`selection_`.
@@ -313,7 +313,7 @@ class WinbackScorer:
 
     def _select_churn(self, X_train: pd.DataFrame, split: tuple[np.ndarray, np.ndarray],
                       margin: np.ndarray) -> Selection:
-        """Every churn candidate's validation AUC and the served one (:mod:`models.selection`).
+        """Every churn candidate's validation AUC and the served one (:mod:`models.ml.selection`).
 
         The trees' figure is their margin with the chosen count, fit on the other rows; the
         classical scores need no fit on these rows (isotonic calibration keeps their ranking);
@@ -340,7 +340,7 @@ class WinbackScorer:
 
     def _fit_churn_output(self, X_cal: pd.DataFrame) -> None:
         """Calibrate the served churn score on the calibration origin: the trees keep their
-        isotonic map; a classical score gets its own (:class:`~models.selection.ScoreCalibrator`);
+        isotonic map; a classical score gets its own (:class:`~models.ml.selection.ScoreCalibrator`);
         the stack is a logistic regression fit there."""
         churned = ~X_cal["purchased"].to_numpy(bool)
         self.churn_calibrator_, self.churn_stack_ = None, None
@@ -469,7 +469,7 @@ class WinbackScorer:
         With "auto" and a cross-validation split, the hazard model (refit on the split's fit
         rows) and each classical F(t) (fit on the validation origin) are compared by C-index
         on the validation rows, and the hazard model is served only where it beats the best
-        classical model (:func:`models.selection.choose_next_purchase`). Every candidate's
+        classical model (:func:`models.ml.selection.choose_next_purchase`). Every candidate's
         integrated Brier score and C-index on the calibration origin are recorded too
         (``next_purchase_evaluation_``); without a split, "auto" keeps the lowest integrated
         Brier score there.
@@ -733,7 +733,7 @@ class WinbackScorer:
         return self
 
     def compile_trees(self) -> bool:
-        """Compile the LightGBM trees with lleaves now (:mod:`models.forest`), for a batch job
+        """Compile the LightGBM trees with lleaves now (:mod:`models.ml.forest`), for a batch job
         that scores many customers; True if every model compiled. Scoring compiles by itself
         on its first large batch; the service does not call this (its lookups are precomputed)."""
         self._check_fitted()

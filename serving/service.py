@@ -207,7 +207,7 @@ class WinbackService:
         import json as _json_module
 
         from features.build import parse_cutoff
-        from training.outbox import Outbox
+        from crm.outbox import Outbox
 
         if not self.settings.triggers_state:
             return _error(404, "date", "no trigger state configured (WINBACK_TRIGGERS_STATE)")

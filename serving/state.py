@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from models.policy import winback_mask, winback_ranking
+from models.policy.winback import winback_mask, winback_ranking
 from models.scorer import WinbackScorer
 
 def running_service() -> object | None:
@@ -159,7 +159,7 @@ class ScoredSnapshot:
         filtered by segment and tier (English or Traditional Chinese labels) and by a least
         value at risk. Returns the number matching and the first ``limit`` rows.
 
-        The ranking and filter of :func:`models.policy.winback_list` (which `winback rank`
+        The ranking and filter of :func:`models.policy.winback.winback_list` (which `winback rank`
         uses), on arrays ranked once per snapshot so a request costs no sort."""
         keep = winback_mask(self._value_at_risk, self._segments, self._tiers, segments, tiers, min_value)
         rows = self._ranking[keep[self._ranking]]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from features import TransactionLog, cdnow_log, load_cdnow
+from features.cdnow import CDNOW_COLUMNS
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,17 @@ def cdnow_raw() -> pd.DataFrame:
 def cdnow() -> TransactionLog:
     return cdnow_log()
 
+
+@pytest.fixture(scope="session")
+def small_log(cdnow_raw) -> TransactionLog:
+    """The first 4,000 CDNOW customers, every one of their transactions."""
+    return TransactionLog.from_frame(cdnow_raw[cdnow_raw["customer_id"].astype(int) <= 4000], CDNOW_COLUMNS)
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """An empty MLflow store (SQLite) per test."""
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
 def _required() -> bool:

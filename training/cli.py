@@ -547,7 +547,7 @@ def score(
     With --engine spark the features are built and scored on Spark (a log, not --features) and
     written as Parquet partitioned by as_of: winback score --engine spark --dataset cdnow
     --as-of 1998-06-30 --out scores/"""
-    from training.batch import write_table
+    from crm.exports import write_table
     from training.registry import load_scorer
 
     _choice("--engine", engine, ("duckdb", "spark"))
@@ -614,7 +614,7 @@ def rank(
     """The win-back list: customers ranked by value at risk (churn probability × 12-month
     value), with win-back date, next-purchase date, segment, tier and reasons."""
     from features import build_features
-    from training.batch import LIST_SHEET, ranked_list, write_table
+    from crm.exports import LIST_SHEET, ranked_list, write_table
     from training.registry import load_scorer
 
     _choice("--lang", lang, ("en", "zh-TW"))
@@ -676,7 +676,7 @@ def report(
     Example: winback report --dataset cdnow --as-of 1998-06-30 --lang zh-TW --out report.html"""
     from features.build import parse_cutoff
     from features.output import check_output_path
-    from training.report import write_report
+    from crm.reports import write_report
 
     _choice("--lang", lang, ("en", "zh-TW"))
     check_output_path(out, (".html", ".htm"))
@@ -711,7 +711,7 @@ def classical(
     print the parameters beside the published CDNOW ones (Fader, Hardie & Lee 2005), with a fit
     on the papers' own 2,357-customer sample for reference."""
     from features import build_features
-    from models.published import cdnow_sample_summary, fit_side_by_side
+    from models.clv.published import cdnow_sample_summary, fit_side_by_side
 
     log = open_log(None if dataset and not transactions else transactions,
                    None if transactions else dataset, customer_id_col=customer_id_col,
@@ -807,7 +807,7 @@ triggers_app = typer.Typer(help="CRM triggers: the day's win-back, tier, repleni
 app.add_typer(triggers_app, name="triggers")
 
 RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules file (TOML); default: the shipped "
-                                                                  "models/triggers_default.toml.")]
+                                                                  "crm/triggers_default.toml.")]
 StateOpt = Annotated[str, typer.Option("--state-uri", help="Where fired events live: SQLite by default, or a "
                                                            "PostgreSQL SQLAlchemy URI.")]
 WebhookOpt = Annotated[Optional[str], typer.Option(
@@ -854,17 +854,20 @@ def triggers_run(
     ranked by its uplift model (`winback triggers learn`) or, until one beats the baselines, by
     value at risk."""
     from features.build import parse_cutoff
-    from models.triggers import TriggerRules
-    from training.outbox import Outbox, secret_from_env
+    from crm.rules import TriggerRules
+    from crm.delivery import secret_from_env
+    from crm.outbox import Outbox
     from training.registry import load_scorer
-    from training.triggers_job import model_features, run_triggers
-    from training.uplift import rankings_for
+    from crm.job import model_features, run_triggers
+    from crm.learn import rankings_for
+    from training.uplift_registry import registered_model
 
     secret = secret_from_env() if webhook_url else None
     scorer, _ = load_scorer(model_uri, tracking_uri)
     log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
     trigger_rules, outbox = TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri))
-    uplift = rankings_for(trigger_rules, outbox.events(), parse_cutoff(as_of), tracking_uri)
+    uplift = rankings_for(trigger_rules, outbox.events(), parse_cutoff(as_of),
+                          lambda rule: registered_model(rule, tracking_uri))
     with _steps() as progress:
         task = progress.add_task("triggers")
         run = run_triggers(scorer, model_features(scorer, log, as_of), as_of, trigger_rules, outbox, out_dir,
@@ -884,7 +887,8 @@ def triggers_replay(
     state_uri: StateOpt = DEFAULT_STATE,
 ) -> None:
     """Resend the events whose delivery failed too often (the dead letters)."""
-    from training.outbox import Outbox, secret_from_env
+    from crm.delivery import secret_from_env
+    from crm.outbox import Outbox
 
     done = Outbox(_state_uri(state_uri)).replay(webhook_url, secret_from_env())
     console.print("replayed: " + ", ".join(f"{k} {v:,}" for k, v in done.items()))
@@ -904,10 +908,10 @@ def triggers_report(
     difference with a 95 % interval, and the messages sent; the budget used and skipped; per
     rule the uplift, the Qini and AUUC of the recorded ranking, churn risk and value at risk,
     and the recorded ranking's Qini curve."""
-    from models.triggers import TriggerRules
-    from training.batch import write_table
-    from training.outbox import Outbox
-    from training.trigger_report import budget_report, lift_report, uplift_report
+    from crm.rules import TriggerRules
+    from crm.exports import write_table
+    from crm.outbox import Outbox
+    from crm.lift import budget_report, lift_report, uplift_report
 
     log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
                    amount_col=amount_col, order_id_col=None, quantity_col=None, category_col=None,
@@ -969,10 +973,11 @@ def triggers_learn(
     import functools as _functools
 
     from features import build_features
-    from models.triggers import TriggerRules
-    from training.outbox import Outbox
+    from crm.rules import TriggerRules
+    from crm.outbox import Outbox
+    from crm.learn import learn
     from training.registry import load_scorer
-    from training.uplift import learn
+    from training.uplift_registry import register_uplift
 
     scorer, _ = load_scorer(model_uri, tracking_uri)
     log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
@@ -982,8 +987,9 @@ def triggers_learn(
     def features_for_day(when):
         return build_features(log, when.date().isoformat(), reference=scorer.reference_)
 
+    register = _functools.partial(register_uplift, tracking_uri=tracking_uri)
     results = learn(Outbox(_state_uri(state_uri)).events(), log, TriggerRules.from_toml(rules), features_for_day,
-                    day, tracking_uri, learner=learner)
+                    day, register, learner=learner)
     for r in results:
         where = f" -> {r.alias} (version {r.version})" if r.version else ""
         console.print(f"{r.rule}: {r.n_treated:,} sent, {r.n_holdout:,} held out matured; {r.verdict}{where}")
@@ -1012,13 +1018,15 @@ def daily(
     """The whole day for cron or an orchestrator: the feature snapshot (with the champion's
     reference), every customer's scores, then the triggers. A lock keeps two runs apart."""
     from features.job import write_features
-    from models.triggers import TriggerRules
-    from training.batch import write_table
-    from training.outbox import Outbox, secret_from_env
+    from crm.rules import TriggerRules
+    from crm.exports import write_table
+    from crm.delivery import secret_from_env
+    from crm.outbox import Outbox
     from training.monitor_cli import monitor_job, print_report
     from training.registry import load_scorer
-    from training.triggers_job import exclusive, run_triggers
-    from training.uplift import rankings_for
+    from crm.job import exclusive, run_triggers
+    from crm.learn import rankings_for
+    from training.uplift_registry import registered_model
 
     started = time.perf_counter()
     secret = secret_from_env() if webhook_url else None
@@ -1040,7 +1048,7 @@ def daily(
             health = monitor_job(as_of, [], True, None, tracking_uri, model_uri, log=log, scorer=scorer,
                                  version=version)
             trigger_rules, outbox = TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri))
-            uplift = rankings_for(trigger_rules, outbox.events(), day, tracking_uri)
+            uplift = rankings_for(trigger_rules, outbox.events(), day, lambda rule: registered_model(rule, tracking_uri))
             run = run_triggers(scorer, table, as_of, trigger_rules, outbox, out_dir / "triggers", webhook_url, secret,
                                step=lambda t: progress.update(task, description=t), log=log, uplift=uplift)
     _print_trigger_run(run)

@@ -31,14 +31,14 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from models.base import PurchaseModel
-from models.beta_geo import BetaGeoModel
+from models.clv.base import PurchaseModel
+from models.clv.beta_geo import BetaGeoModel
 from models.metrics import (bootstrap_auc_difference, bootstrap_brier_difference,
                             bootstrap_cindex_difference, brier_at_days, concordance_index,
                             expected_calibration_error, integrated_brier, interval_coverage, verdict)
-from models.mbg_cnbd import MBGCNBDModel
-from models.modified_beta_geo import ModifiedBetaGeoModel
-from models.pareto_nbd import ParetoNBDModel
+from models.clv.mbg_cnbd import MBGCNBDModel
+from models.clv.modified_beta_geo import ModifiedBetaGeoModel
+from models.clv.pareto_nbd import ParetoNBDModel
 
 #: Days at which P(purchase within d) is scored (columns ``p_purchase_<d>d``), where d ≤ H.
 BRIER_DAYS = (7, 30, 90)

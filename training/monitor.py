@@ -476,7 +476,7 @@ def post_advice(url: str, secret: str, report: HealthReport, attempts: int = 3) 
     2xx answer, else what went wrong after ``attempts`` tries."""
     import httpx
 
-    from training.outbox import SIGNATURE_HEADER, sign
+    from crm.delivery import SIGNATURE_HEADER, sign
 
     body = json.dumps({"type": "model_health", "as_of": report.as_of, "model_version": report.model_version,
                        "status": report.status, "reason": report.reason,

@@ -105,7 +105,7 @@ def monitor_job(as_of: str, snapshots: list[str], store: bool, webhook_url: str 
 
     from training.cli import console, open_log
     from training.monitor import post_advice, run_monitor
-    from training.outbox import secret_from_env
+    from crm.delivery import secret_from_env
     from training.registry import MODEL_NAME, load_scorer, use_tracking
 
     secret = secret_from_env() if webhook_url else None

@@ -45,7 +45,7 @@ from features.build import parse_cutoff
 from features.labels import labelled_features_arrow
 from features.reference import FeatureReference
 from features.side import SideData
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.pyfunc import log_scorer, scorer_from_pyfunc
 from models.scorer import LEARNED_ONLY_COLUMNS, TRAINING_COLUMNS, Progress, WinbackScorer
 from training import plots

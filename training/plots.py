@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from models.beta_geo import BetaGeoModel  # noqa: E402
+from models.clv.beta_geo import BetaGeoModel  # noqa: E402
 
 
 def calibration_curve(churned: np.ndarray, probability: np.ndarray, bins: int = 10) -> Figure:

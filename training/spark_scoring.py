@@ -5,7 +5,7 @@ the service call (``mapInPandas``: pandas batches in, pandas scores out), so a c
 the same scores whichever engine ran. One score is not a function of the customer alone:
 ``priority`` ranks the value at risk over everyone scored, so it is ranked again over the
 whole DataFrame after the batches (Spark's ``rank``, ties sharing the smallest rank, as
-:meth:`models.policy.WinbackPolicy.decide` does with pandas).
+:meth:`models.policy.winback.WinbackPolicy.decide` does with pandas).
 
 Why ``mapInPandas`` and not ``mlflow.pyfunc.spark_udf``: both run the same scorer per batch;
 the UDF path flattens dates to text and reasons to one string (the pyfunc output schema) and

@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from training.outbox import SIGNATURE_HEADER, verify_signature
+from crm.delivery import SIGNATURE_HEADER, verify_signature
 
 
 def receiver(secret: str) -> tuple[ThreadingHTTPServer, Counter]:

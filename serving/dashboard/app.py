@@ -31,10 +31,12 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from crm.fonts import FONT
+from crm.reports import PLOT_SCRIPT, report_sections
 from serving.config import DASHBOARD_ROLES
 from serving.dashboard import charts
 from serving.dashboard.customer import customer_events, customer_view
-from serving.dashboard.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
+from crm.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
                                           format_percent)
 from serving.dashboard.i18n import LANG_COOKIE, pick_language, translator
 from serving.dashboard.listing import (PER_PAGE, SORTABLE, FilterError, ListIndexes, ListQuery, export_frame,
@@ -226,7 +228,7 @@ class Dashboard:
                            export_limit=self.service().settings.limits.max_limit)
 
     def export(self, request: Request) -> Response:
-        from training.batch import LIST_SHEET, write_table
+        from crm.exports import LIST_SHEET, write_table
 
         kind = request.path_params["kind"]
         service = self.service()
@@ -260,7 +262,7 @@ class Dashboard:
                                events=None)
         events = None
         if service.settings.triggers_state:
-            from training.outbox import Outbox
+            from crm.outbox import Outbox
 
             with self._lock:
                 if self._outbox is None:
@@ -291,19 +293,12 @@ class Dashboard:
         state = service.champion.current
         lang = request.state.lang
         sections, note = None, None
-        try:
-            from serving.dashboard import reports
-            make = reports.report_sections
-        except (ImportError, AttributeError):
-            make = None
-        if make is None:
-            note = "reports_missing"
-        elif service.settings.log_source is None:
+        if service.settings.log_source is None:
             note = "reports_need_log"
         else:
             currency = service.settings.dashboard.currency or DEFAULT_CURRENCY[lang]
             log = self.cached(state, "log", lambda: service.settings.log_source.open(state.scorer.reference_.timezone))
-            sections = self.cached(state, ("reports", lang, currency), lambda: make(
+            sections = self.cached(state, ("reports", lang, currency), lambda: report_sections(
                 log, state.as_of.date(), lang, currency, state.model_input().reset_index(drop=True),
                 tiers=state.scorer.feature_settings.tiers))
         return self.render(request, "reports.html", "reports", sections=sections, note=note)
@@ -466,11 +461,6 @@ def create_app(service: Callable[[], object | None] = running_service) -> Gate:
     """The dashboard app reading ``service()``: the running scoring service by default."""
     import plotly
 
-    try:
-        from serving.dashboard.reports import PLOT_SCRIPT as plot_script
-    except ImportError:                       # without the reports module no chart is drawn
-        plot_script = ""
-
     dashboard = Dashboard(service)
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
@@ -488,7 +478,8 @@ def create_app(service: Callable[[], object | None] = running_service) -> Gate:
         Route("/model", dashboard.model_page),
         Route("/model/plot/{name:str}", dashboard.plot_file),
         Route("/static/plotly.min.js", lambda request: FileResponse(plotly_js, media_type="text/javascript")),
-        Route("/static/plots.js", lambda request: Response(plot_script, media_type="text/javascript")),
+        Route("/static/plots.js", lambda request: Response(PLOT_SCRIPT, media_type="text/javascript")),
+        Route(f"/static/fonts/{FONT.name}", lambda request: FileResponse(FONT, media_type="font/woff2")),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Gate(Starlette(routes=routes), dashboard)

@@ -15,7 +15,7 @@ import html
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from serving.dashboard.formatting import format_date
+from crm.formatting import format_date
 
 FONT_FAMILY = "'Noto Sans TC', system-ui, sans-serif"
 ACCENT, SOFT, WARN = "#1f6feb", "rgba(31,111,235,0.15)", "#d1495b"

@@ -1,14 +1,14 @@
 """The dashboard's words in English and Traditional Chinese (zh-TW), in one table.
 
 Segment and tier names come from the snapshot (``segment_zh_tw``, ``tier_zh_tw``) and column
-headers of lists from :data:`models.policy.LIST_COLUMNS`, so a term has one translation
-everywhere. The font subset (:mod:`serving.dashboard.fonts`) is cut to the characters of this
+headers of lists from :data:`models.policy.winback.LIST_COLUMNS`, so a term has one translation
+everywhere. The font subset (:mod:`crm.fonts`) is cut to the characters of this
 table, the reports' strings and the labels above.
 """
 
 from __future__ import annotations
 
-from serving.dashboard.formatting import LANGUAGES
+from crm.formatting import LANGUAGES
 
 #: Cookie that keeps the chosen language.
 LANG_COOKIE = "winback_lang"
@@ -119,7 +119,6 @@ STRINGS: dict[str, tuple[str, str]] = {      # key -> (English, 繁體中文)
     "status": ("Status", "狀態"),
     "date": ("Date", "日期"),
     "group": ("Group", "組別"),
-    "reports_missing": ("The reports are not available in this version.", "此版本尚未提供報表。"),
     "reports_need_log": ("The reports read the transaction log: start the service with WINBACK_TRANSACTIONS "
                          "or WINBACK_DATASET.", "報表需要交易紀錄：請以 WINBACK_TRANSACTIONS 或 WINBACK_DATASET 啟動服務。"),
     "calibration": ("Calibration", "校準曲線"),

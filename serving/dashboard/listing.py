@@ -4,7 +4,7 @@ A :class:`ListIndex` is built once per :class:`serving.state.ScoredSnapshot` (la
 integer codes, one sort order per sortable column, made when first asked for), so a page of the
 list costs a few vectorised comparisons over the snapshot and a slice, not a sort: at a million
 customers a page answers in milliseconds (``benchmarks/bench_dashboard.py``). The default order
-is the snapshot's own win-back ranking (:func:`models.policy.winback_ranking`: value at risk, then
+is the snapshot's own win-back ranking (:func:`models.policy.winback.winback_ranking`: value at risk, then
 id), the one ``/winback`` and `winback rank` use.
 """
 
@@ -240,8 +240,8 @@ def list_rows(state: ScoredSnapshot, positions: Sequence[int], lang: str) -> lis
 
 
 def export_frame(rows: list[dict], lang: str) -> pd.DataFrame:
-    """The rows as the win-back list's table, headers in ``lang`` (:data:`models.policy.LIST_COLUMNS`)."""
-    from models.policy import LIST_COLUMNS
+    """The rows as the win-back list's table, headers in ``lang`` (:data:`models.policy.winback.LIST_COLUMNS`)."""
+    from models.policy.winback import LIST_COLUMNS
 
     zh = lang == "zh-TW"
     frame = pd.DataFrame({

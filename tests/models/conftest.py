@@ -7,7 +7,7 @@ import pytest
 
 from features import TransactionLog, labelled_features, prepare
 from features.cdnow import CDNOW_COLUMNS
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.scorer import WinbackScorer
 
 HORIZON = 60

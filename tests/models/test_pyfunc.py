@@ -23,7 +23,7 @@ from mlflow.models.utils import _enforce_schema
 
 from features import TransactionLog, build_features, labelled_features, prepare
 from features.cdnow import CDNOW_COLUMNS
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.pyfunc import default_as_of, flatten_for_pyfunc, log_scorer, output_schema
 from models.scorer import WinbackScorer
 

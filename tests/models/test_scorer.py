@@ -11,7 +11,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 
 from features import build_features, labelled_features
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.scorer import TRAINING_COLUMNS, SchemaMismatchError, WinbackScorer
 
 HORIZON = 60          # as in conftest.fitted_scorer

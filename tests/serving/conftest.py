@@ -15,7 +15,7 @@ import pytest
 from features import TransactionLog, labelled_features, prepare
 from features.cdnow import CDNOW_COLUMNS
 from features.job import write_features
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.scorer import WinbackScorer
 from serving.run import running, service_env
 
@@ -66,8 +66,8 @@ def _record_trigger_events(state_uri: str) -> None:
     """Two events of a day in the outbox, one of them held out, for ``GET /triggers``."""
     import json
 
-    from models.triggers import EVENT_COLUMNS, idempotency_key
-    from training.outbox import Outbox
+    from crm.rules import EVENT_COLUMNS, idempotency_key
+    from crm.outbox import Outbox
 
     rows = [(cid, group) for cid, group in (("00001", "send"), ("00002", "holdout"))]
     events = pd.DataFrame([{"idempotency_key": idempotency_key(cid, "winback_due", "1997-09-30"),

@@ -23,7 +23,7 @@ from serving.run import free_port, stop, wait_ready
 from serving_support import KEYS
 
 PROJECT = Path(__file__).resolve().parents[2]
-PACKAGES = ("features", "models", "training", "serving")
+PACKAGES = ("features", "models", "crm", "training", "serving")
 VIEWER = "viewer-key-for-the-bento"
 
 
@@ -61,7 +61,7 @@ def test_the_built_bento_serves_the_api_and_the_dashboard_without_the_project(st
     missing = _project_files() - packed
     assert not missing, f"bentofile.yaml leaves out {sorted(missing)}"
     assert {"serving/dashboard/templates/signin.html", "serving/dashboard/static/app.css",
-            "serving/dashboard/static/fonts/noto-sans-tc-subset.woff2", "models/triggers_default.toml"} <= packed
+            "serving/dashboard/static/fonts/noto-sans-tc-subset.woff2", "crm/triggers_default.toml"} <= packed
     assert not any("__pycache__" in p for p in packed)
 
     python = _python_without_the_project(tmp_path / "venv")

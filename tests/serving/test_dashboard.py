@@ -19,7 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from serving.dashboard.formatting import format_date, format_money, format_number, format_percent
+from crm.formatting import format_date, format_money, format_number, format_percent
 from serving.run import running, service_env
 
 from serving_support import AS_OF, KEYS

@@ -1,5 +1,5 @@
 """The dashboard's parts without a browser: locale formatting, key roles, sessions and CSRF
-tokens, the list index against the ranking rule of ``models.policy``, and the shipped font."""
+tokens, the list index against the ranking rule of ``models.policy.winback``, and the shipped font."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from serving.config import ApiKey, ConfigError, ServiceSettings, read_keys_file
-from serving.dashboard.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
+from crm.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
                                           format_percent)
 from serving.dashboard.listing import FilterError, ListIndex, ListQuery
 from serving.security import KeyRing, Sessions, SignInThrottle
@@ -110,7 +110,7 @@ def scores(scorer, store):
 @pytest.mark.parametrize("segments, tiers, min_value", [((), (), 0.0), (("Lost", "At risk"), ("member",), 1.0),
                                                         (("Champions",), (), 5.0)])
 def test_list_pages_follow_the_winback_rule(snapshot, scores, segments, tiers, min_value):
-    from models.policy import winback_list
+    from models.policy.winback import winback_list
 
     index = ListIndex(snapshot)
     want = winback_list(scores, len(scores), list(segments), list(tiers), min_value)["customer_id"].tolist()
@@ -153,14 +153,15 @@ def test_list_parameters_are_checked_by_name():
 def test_the_shipped_font_has_every_character_the_dashboard_shows():
     from fontTools.ttLib import TTFont
 
+    from crm import fonts, reports
     from features.rfm import SEGMENT_ZH_TW
-    from serving.dashboard import fonts, i18n, reports
+    from serving.dashboard import i18n
 
     cmap = set(map(chr, TTFont(fonts.FONT).getBestCmap()))
     shown = "".join(zh for _, zh in i18n.STRINGS.values()) + "".join(reports.TEXT["zh-TW"].values())
     shown += "".join(SEGMENT_ZH_TW.values()) + "0123456789NT$,.%/"
     missing = {ch for ch in shown if not ch.isspace()} - cmap
-    assert not missing, f"rebuild the font (python -m serving.dashboard.fonts): missing {''.join(sorted(missing))}"
+    assert not missing, f"rebuild the font (python -m crm.fonts): missing {''.join(sorted(missing))}"
     assert fonts.FONT.stat().st_size < 200_000
 
 
@@ -179,9 +180,9 @@ def test_customer_events_are_read_by_customer_and_old_outboxes_get_the_index(tmp
     import json
     import sqlite3
 
-    from models.triggers import EVENT_COLUMNS, idempotency_key
+    from crm.rules import EVENT_COLUMNS, idempotency_key
     from serving.dashboard.customer import customer_events
-    from training.outbox import Outbox
+    from crm.outbox import Outbox
 
     db = tmp_path / "state.db"
     with sqlite3.connect(db) as old:                 # an outbox made before the customer index

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from features import build_features, build_labels, labelled_features, prepare
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.metrics import VERDICTS, bootstrap_auc_difference, integrated_brier
 from models.scorer import WinbackScorer
 from training.evaluate import (Evaluation, _next_purchase_metrics, _value_metrics, comparison_table,

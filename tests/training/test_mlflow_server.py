@@ -24,7 +24,7 @@ from training.cli import app
 from training.pipeline import train
 from training.registry import CHAMPION, MODEL_NAME, experiment_id, fail_abandoned_runs
 
-from conftest import quick_config
+from training_support import quick_config
 
 KEY = "key-for-the-http-registry"
 

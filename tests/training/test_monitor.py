@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from features import TransactionLog, labelled_features, prepare
 from features.cdnow import CDNOW_COLUMNS
 from features.settings import ColumnMap
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.scorer import WinbackScorer
 from training import monitor as M
 from training.cli import app
@@ -218,7 +218,7 @@ def test_monitor_stores_one_point_per_snapshot_and_realizes_closed_horizons(cham
                                                                             cdnow_raw):
     from mlflow import MlflowClient
 
-    from training.outbox import verify_signature
+    from crm.delivery import verify_signature
 
     runner = CliRunner()
     first = runner.invoke(app, ["monitor", "--as-of", ORIGIN, "--dataset", "cdnow", "--tracking-uri", champion])

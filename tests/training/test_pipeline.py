@@ -16,7 +16,7 @@ from training.pipeline import fingerprint, plan_origins, train
 from training.registry import (BACKTEST_ARTIFACT, CHALLENGER, CHAMPION, MODEL_NAME, Gate, gate,
                                incomparable_reason, version_for)
 
-from conftest import CUTOFF, HORIZON, quick_config   # tests/training/conftest.py
+from training_support import CUTOFF, HORIZON, quick_config
 from features.cdnow import CDNOW_COLUMNS as _CDNOW
 
 REQUIRED_METRICS = ("churn_auc", "churn_pr_auc", "churn_brier", "churn_ece", "next_purchase_cindex",

@@ -11,7 +11,7 @@ import pytest
 from features.build import prepare
 from features.labels import labelled_features
 from features.spark import build_features_spark, spark_log
-from models.churn import ChurnModel
+from models.ml.churn import ChurnModel
 from models.scorer import WinbackScorer
 from training.spark_scoring import score_log_spark, score_spark, write_scores_spark
 

@@ -15,7 +15,7 @@ from training.cli import app
 from training.pipeline import train
 from training.trigger_smoke import receiver
 
-from conftest import quick_config   # tests/training/conftest.py
+from training_support import quick_config
 
 AS_OF = "1998-06-30"
 
@@ -76,7 +76,7 @@ def test_a_day_is_recorded_and_delivered_exactly_once(champion, tmp_path, monkey
 
 
 def test_daily_runs_the_whole_day_and_never_overlaps(champion, tmp_path):
-    from training.triggers_job import exclusive
+    from crm.job import exclusive
 
     out = tmp_path / "daily"
     args = ["daily", *champion["data"], "--as-of", AS_OF, "--out-dir", str(out),
