@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo test test-all bench clean
+.PHONY: install system-deps demo test bench clean
 
 install: $(STAMP) system-deps
 
@@ -49,9 +49,6 @@ test: install
 # script's output); `$(BIN)/python benchmarks/bench_all.py --large` runs the issue's sizes.
 bench: install
 	$(BIN)/python benchmarks/bench_all.py
-
-test-all: install
-	$(BIN)/python -m pytest -q -m ""
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -29,7 +29,8 @@ def _check_lang(lang: str) -> str:
     return lang
 
 
-def _missing(x) -> bool:
+def _missing(x: object) -> bool:
+    """True for None and NaN: both show as "–"."""
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
@@ -44,7 +45,7 @@ def format_number(x: float | int | None, lang: str, digits: int = 0) -> str:
 def format_money(x: float | int | None, lang: str, currency: str | None = None, digits: int = 0) -> str:
     """``1234.5`` -> ``NT$1,235`` (zh-TW) or ``$1,235`` (en); a negative amount as ``-NT$12``."""
     sign = DEFAULT_CURRENCY[_check_lang(lang)] if currency is None else currency
-    if _missing(x):
+    if x is None or _missing(x):
         return "–"
     text = format_number(abs(x), lang, digits)
     return f"-{sign}{text}" if x < 0 and text.strip("0.,") else f"{sign}{text}"
@@ -53,7 +54,7 @@ def format_money(x: float | int | None, lang: str, currency: str | None = None, 
 def format_percent(x: float | None, lang: str, digits: int = 1) -> str:
     """A fraction as a percentage: ``0.1234`` -> ``12.3%`` (both locales write it so)."""
     _check_lang(lang)
-    if _missing(x):
+    if x is None or _missing(x):
         return "–"
     return f"{x * 100:,.{digits}f}%"
 
@@ -63,13 +64,11 @@ def format_date(d: dt.date | dt.datetime | str | None, lang: str) -> str:
     _check_lang(lang)
     if d is None or (isinstance(d, float) and math.isnan(d)):
         return "–"
-    if isinstance(d, str):
-        d = dt.date.fromisoformat(d[:10])
-    if hasattr(d, "date") and callable(d.date):                 # datetime, pandas Timestamp
-        d = d.date()
+    day = (dt.date.fromisoformat(d[:10]) if isinstance(d, str)
+           else d.date() if isinstance(d, dt.datetime) else d)          # datetime, pandas Timestamp
     if lang == "zh-TW":
-        return f"{d.year}/{d.month:02d}/{d.day:02d}"
-    return f"{_MONTHS_EN[d.month - 1]} {d.day}, {d.year}"
+        return f"{day.year}/{day.month:02d}/{day.day:02d}"
+    return f"{_MONTHS_EN[day.month - 1]} {day.day}, {day.year}"
 
 
 def format_month(d: dt.date | dt.datetime | str, lang: str) -> str:

@@ -18,18 +18,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pandas as pd
 
+from crm.outbox import Outbox
+from crm.rules import TriggerRules, UpliftRanking, evaluate
+from crm.uplift import UPLIFT_FEATURES
 from features import build_features
 from features.build import parse_cutoff
 from models.scorer import WinbackScorer
-from crm.rules import TriggerRules, UpliftRanking, evaluate
-from crm.uplift import UPLIFT_FEATURES
-from crm.outbox import Outbox
 
 #: Feature columns the rules read beside the scorer's output.
 RULE_FEATURES = ("days_since_last_purchase", "last_purchase_date", "amount_to_next_tier",
@@ -104,6 +104,8 @@ def run_triggers(scorer: WinbackScorer, features: pd.DataFrame, as_of: str, rule
     files = outbox.deliver_files(out_dir, str(day.date())) if out_dir is not None else []
     sent = None
     if webhook_url:
+        if not secret:
+            raise ValueError("a webhook needs its signing secret (WINBACK_WEBHOOK_SECRET)")
         step("delivering to the webhook")
         sent = outbox.deliver_webhook(webhook_url, secret)        # also what an earlier crashed day left
     notes = {r.name: (uplift or {}).get(r.name, UpliftRanking()).note or
@@ -137,6 +139,6 @@ def exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(f"another `winback daily` holds {lock_path}; it is still running") from None
-        handle.write(f"{dt.datetime.now(dt.timezone.utc).isoformat()}\n")
+        handle.write(f"{dt.datetime.now(dt.UTC).isoformat()}\n")
         handle.flush()
         yield

@@ -30,18 +30,31 @@ import datetime as dt
 import json
 import random
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import httpx
 import pandas as pd
-from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, create_engine, insert, inspect,
-                        select, text, update)
+from sqlalchemy import (
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
 from crm.delivery import SECRET_VARIABLE, post_signed
-from crm.rules import EVENT_COLUMNS, SKIPPED       # one home: the rules define what an event is
+from crm.rules import EVENT_COLUMNS, SKIPPED  # one home: the rules define what an event is
 
 #: What :meth:`Outbox.events` adds to them.
 STATE_COLUMNS = ("status", "attempts", "last_error", "created_at", "delivered_at")
@@ -176,7 +189,7 @@ class Outbox:
         The files hold ``EVENT_COLUMNS`` only, not the delivery state, so writing the same day
         again gives the same bytes. Holdout events are never written.
         """
-        from crm.exports import write_table   # heavy imports (the scorer): only when writing
+        from crm.exports import write_table  # heavy imports (the scorer): only when writing
 
         day = _iso_date(as_of, "as_of")
         query = select(*_event_selection()).where(trigger_events.c.as_of == day,
@@ -262,7 +275,7 @@ class Outbox:
     def _payload(self, keys: list[str]) -> list[dict]:
         """The events to post: still pending, ``fields`` as a JSON object."""
         with self.engine.connect() as conn:
-            rows = []
+            rows: list[dict] = []
             for chunk in _chunks(keys):
                 result = conn.execute(select(*_event_selection()).where(
                     trigger_events.c.idempotency_key.in_(chunk), trigger_events.c.status == "pending",
@@ -345,7 +358,7 @@ def _widen_group_column(engine) -> None:
 
 
 def _existing_keys(conn: Connection, keys: list[str]) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for chunk in _chunks(keys):
         found.update(conn.execute(select(trigger_events.c.idempotency_key)
                                   .where(trigger_events.c.idempotency_key.in_(chunk))).scalars())
@@ -374,4 +387,4 @@ def _file_name(rule: str) -> str:
 
 def _utcnow() -> str:
     """Audit timestamps (created_at, delivered_at), in UTC."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

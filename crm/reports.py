@@ -24,17 +24,22 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from features import reports
 from crm.exports import current_umask
+from crm.fonts import FONT
+from crm.formatting import (
+    DEFAULT_CURRENCY,
+    format_date,
+    format_money,
+    format_month,
+    format_number,
+    format_percent,
+)
+from features import reports
 from features.build import build_features, parse_cutoff
 from features.output import atomic_path, check_output_path
 from features.reference import FeatureReference
 from features.settings import FeatureSettings, TierSettings
-from crm.fonts import FONT
 from features.transactions import TransactionLog
-from crm.formatting import (
-    DEFAULT_CURRENCY, format_date, format_month, format_money, format_number, format_percent,
-)
 
 #: Draws every ``div.wb-plot[data-figure]`` with Plotly, once, when the page is ready.
 PLOT_SCRIPT = """(function () {
@@ -347,19 +352,18 @@ def _font_css(font: Path | None) -> str:
 
 def shipped_font() -> Path | None:
     """The Noto Sans TC subset the dashboard ships (:data:`crm.fonts.FONT`), if built."""
-
     return FONT if FONT.exists() else None
 
 
-_STYLE = """
-body { font-family: %s; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #1f2933; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.5rem; border-bottom: 1px solid #d9e2ec; }
-table.wb-table { border-collapse: collapse; font-size: 0.85rem; margin: 0.75rem 0; }
-table.wb-table th, table.wb-table td { border: 1px solid #d9e2ec; padding: 0.25rem 0.5rem; text-align: right; }
-table.wb-table th { background: #f0f4f8; }
-table.wb-table td:first-child, table.wb-table th:first-child { text-align: left; white-space: nowrap; }
-.wb-note { color: #52606d; font-size: 0.85rem; max-width: 60rem; }
-""" % FONT_FAMILY
+_STYLE = f"""
+body {{ font-family: {FONT_FAMILY}; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #1f2933; }}
+h1 {{ font-size: 1.6rem; }} h2 {{ font-size: 1.25rem; margin-top: 2.5rem; border-bottom: 1px solid #d9e2ec; }}
+table.wb-table {{ border-collapse: collapse; font-size: 0.85rem; margin: 0.75rem 0; }}
+table.wb-table th, table.wb-table td {{ border: 1px solid #d9e2ec; padding: 0.25rem 0.5rem; text-align: right; }}
+table.wb-table th {{ background: #f0f4f8; }}
+table.wb-table td:first-child, table.wb-table th:first-child {{ text-align: left; white-space: nowrap; }}
+.wb-note {{ color: #52606d; font-size: 0.85rem; max-width: 60rem; }}
+"""
 
 
 def report_html(log: TransactionLog, as_of: dt.date | str, lang: str = "en", currency: str | None = None,

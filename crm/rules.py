@@ -70,9 +70,10 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -213,6 +214,7 @@ class UpliftRanking:
 
     @property
     def ranking(self) -> str:
+        """Which ranking values the rule's events: ``uplift_model`` or ``value_at_risk``."""
         return "uplift_model" if self.predict is not None else "value_at_risk"
 
 

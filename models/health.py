@@ -90,6 +90,7 @@ class NumericProfile:
 
     @classmethod
     def fit(cls, values: ArrayLike, bins: int = 10) -> "NumericProfile":
+        """The profile of ``values``: quantile bin edges of the reference and its shares."""
         x = np.asarray(values, float)
         present = x[np.isfinite(x)]
         if len(present) == 0:
@@ -121,6 +122,7 @@ class CategoricalProfile:
 
     @classmethod
     def fit(cls, values: ArrayLike, max_categories: int = 20) -> "CategoricalProfile":
+        """The profile of ``values``: the most common categories' shares, the rest pooled."""
         s = pd.Series(values, dtype=object)
         missing = int(s.isna().sum())
         found = s.dropna().astype(str).value_counts()
@@ -144,6 +146,7 @@ Profile = NumericProfile | CategoricalProfile
 
 
 def profile_from_dict(data: dict) -> Profile:
+    """A numeric or categorical profile from its dictionary (``kind`` tells which)."""
     data = dict(data)
     return (CategoricalProfile if data.pop("kind") == "categorical" else NumericProfile)(**data)
 
@@ -170,6 +173,7 @@ class DriftCalculator:
     profiles_: dict[str, Profile] = field(default_factory=dict, init=False, repr=False)
 
     def fit(self, reference: pd.DataFrame) -> "DriftCalculator":
+        """Profile every column of the reference table; returns self."""
         missing = [c for c in (*self.numeric, *self.categorical) if c not in reference.columns]
         if missing:
             raise ValueError(f"the reference table lacks column(s) {', '.join(missing)}")
@@ -179,6 +183,7 @@ class DriftCalculator:
 
     @property
     def column_alpha(self) -> float:
+        """The per-column significance level (Bonferroni over the profiled columns)."""
         return self.alpha / max(len(self.profiles_), 1)
 
     def calculate(self, analysis: pd.DataFrame) -> pd.DataFrame:
@@ -213,12 +218,14 @@ class DriftCalculator:
         return pd.DataFrame(rows, columns=list(DRIFT_COLUMNS))
 
     def to_dict(self) -> dict:
+        """Settings and fitted profiles as plain JSON."""
         return {"numeric": list(self.numeric), "categorical": list(self.categorical), "alpha": self.alpha,
                 "floor": self.floor, "bins": self.bins,
                 "profiles": {k: {**vars(p)} for k, p in self.profiles_.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "DriftCalculator":
+        """A fitted calculator from :meth:`to_dict`."""
         calc = cls(tuple(data["numeric"]), tuple(data["categorical"]), data["alpha"], data["floor"], data["bins"])
         calc.profiles_ = {k: profile_from_dict(v) for k, v in data["profiles"].items()}
         return calc

@@ -31,6 +31,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc import PyFuncModel, PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from models.scorer import WinbackScorer
@@ -44,13 +45,15 @@ REQUIREMENTS = ("lifetimes", "lightgbm", "scikit-learn", "pandas", "numpy", "sci
 PARAMS = ParamSchema([ParamSpec("as_of", "string", ""), ParamSpec("reasons", "boolean", False)])
 
 
-class WinbackPyfunc(mlflow.pyfunc.PythonModel):
+class WinbackPyfunc(PythonModel):
     """Loads a saved :class:`WinbackScorer` from the model's artifacts and scores with it."""
 
     def load_context(self, context) -> None:
+        """Load the saved scorer from the model's artifacts."""
         self.scorer = WinbackScorer.load(context.artifacts[ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Score ``model_input`` (transactions or a feature table) as of ``params['as_of']``."""
         params = params or {}
         data = pd.DataFrame(model_input).copy()
         if "customer_id" not in data.columns:
@@ -149,7 +152,7 @@ def output_schema(flat: pd.DataFrame) -> Schema:
     return Schema([ColSpec(kind(flat[c]), c) for c in flat.columns])
 
 
-def scorer_from_pyfunc(model: "mlflow.pyfunc.PyFuncModel") -> WinbackScorer:
+def scorer_from_pyfunc(model: PyFuncModel) -> WinbackScorer:
     """The :class:`WinbackScorer` inside a loaded pyfunc model."""
     return model.unwrap_python_model().scorer
 
@@ -163,7 +166,7 @@ def code_paths() -> list[str]:
     """The project packages a loaded model needs: ``features`` and ``models``."""
     import features
     import models
-    return [str(Path(package.__file__).parent) for package in (features, models)]
+    return [str(Path(str(package.__file__)).parent) for package in (features, models)]
 
 
 def log_scorer(scorer: WinbackScorer, example: pd.DataFrame, as_of: str | None = None,

@@ -1,0 +1,1 @@
+"""Training, evaluation, the registry and model health; the ``winback`` command line."""

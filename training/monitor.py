@@ -28,12 +28,12 @@ need one more thing configured and would mix models.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,7 @@ import pandas as pd
 
 from features import TransactionLog, build_features, build_labels
 from features.build import parse_cutoff
-from models.health import (DriftCalculator, auc_floor, estimated_churn_metrics, main_features,
-                           realized_churn_metrics)
+from models.health import DriftCalculator, auc_floor, estimated_churn_metrics, main_features, realized_churn_metrics
 from models.metrics import concordance_index
 
 REFERENCE_ARTIFACT = "health/reference.json"
@@ -94,14 +93,17 @@ class HealthReport:
 
     @property
     def exit_code(self) -> int:
+        """3 when retraining is advised, else 0 (the command's exit status)."""
         return 3 if self.status == RETRAIN else 0
 
     @property
     def flagged(self) -> pd.DataFrame:
+        """The drift rows with a drift, missing-value or range flag."""
         d = self.drift
         return d[d["drifted"] | d["missing_flag"] | d["range_flag"]]
 
     def to_dict(self) -> dict:
+        """The report as plain JSON (what is stored on the champion's run)."""
         return {"as_of": self.as_of, "model_version": self.model_version, "reference_origin": self.reference_origin,
                 "status": self.status, "reason": self.reason, "estimated": self.estimated,
                 "realized": self.realized, "promised": self.promised, "main_features": self.main_features,
@@ -162,6 +164,7 @@ class Reference:
 
     @classmethod
     def build(cls, scorer, log: TransactionLog, settings: MonitorSettings = MonitorSettings()) -> "Reference":
+        """Profile the scorer's calibration origin: its features and scores, and the feed."""
         origin = calibration_origin(scorer)
         table = snapshot(scorer, log, origin)
         numeric = tuple(scorer.churn_features_) + SCORE_COLUMNS
@@ -174,6 +177,7 @@ class Reference:
                    DriftCalculator(("transactions_per_day",), (), settings.alpha, settings.psi_floor).fit(days))
 
     def calculate(self, table: pd.DataFrame, rows: pd.DataFrame, days: pd.DataFrame) -> pd.DataFrame:
+        """Drift of a snapshot's customers and feed against this reference, one row per column."""
         parts = [self.customers.calculate(table)]
         if self.feed_rows.profiles_:
             parts.append(self.feed_rows.calculate(rows).assign(column=lambda d: "feed." + d["column"]))
@@ -181,11 +185,13 @@ class Reference:
         return pd.concat(parts, ignore_index=True)
 
     def to_dict(self) -> dict:
+        """The reference as plain JSON."""
         return {"origin": self.origin, "customers": self.customers.to_dict(),
                 "feed_rows": self.feed_rows.to_dict(), "feed_days": self.feed_days.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Reference":
+        """A reference from :meth:`to_dict`."""
         return cls(data["origin"], DriftCalculator.from_dict(data["customers"]),
                    DriftCalculator.from_dict(data["feed_rows"]), DriftCalculator.from_dict(data["feed_days"]))
 
@@ -227,7 +233,7 @@ def model_main_features(scorer, share: float = 0.8) -> list[str]:
 
 
 def check_day(scorer, log: TransactionLog, day, reference: Reference, promised: dict[str, float],
-              settings: MonitorSettings = MonitorSettings(), realized_rows: list[dict] = (),
+              settings: MonitorSettings = MonitorSettings(), realized_rows: Sequence[dict] = (),
               model_version: str | None = None) -> HealthReport:
     """Monitor one day against ``reference`` (no storage): see the module docstring."""
     day = parse_cutoff(day)
@@ -348,7 +354,7 @@ def monitored_days(client, run_id: str) -> dict[str, set[str]]:
 
 def run_monitor(scorer, log: TransactionLog, as_of, client=None, run_id: str | None = None,
                 model_version: str | None = None, settings: MonitorSettings = MonitorSettings(),
-                snapshots: list[str] = (), store: bool = True) -> HealthReport:
+                snapshots: Sequence[str] = (), store: bool = True) -> HealthReport:
     """Monitor ``as_of``: the drift and estimates of its snapshot, the realized metrics of every
     earlier monitored snapshot (and of ``snapshots``) whose horizon has closed by ``as_of`` and
     within the log; stored on the champion's run when ``store`` (see the module docstring)."""
@@ -356,6 +362,8 @@ def run_monitor(scorer, log: TransactionLog, as_of, client=None, run_id: str | N
     reference = (load_reference(client, run_id, scorer, log, settings, cache=store) if client
                  else Reference.build(scorer, log, settings))
     known = monitored_days(client, run_id) if (client and run_id) else {"monitored": set(), "realized": set()}
+    if log.report.last_timestamp is None:
+        raise ValueError("the log has no purchases to monitor")
     last = log.report.last_timestamp.normalize()
     closes_by = min(day, last) - pd.Timedelta(days=scorer.horizon_days)
     due = sorted({s for s in known["monitored"] - known["realized"] | set(snapshots)
@@ -441,6 +449,7 @@ def health_info(tracking_uri: str, run_id: str | None, refresh: bool = True) -> 
 
 
 def read_health(tracking_uri: str, run_id: str) -> dict | None:
+    """The latest health report stored on the run ``run_id``, or None."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
@@ -451,7 +460,7 @@ def read_health(tracking_uri: str, run_id: str) -> dict | None:
     series = {}
     for name in SERIES:
         history = client.get_metric_history(run_id, f"health_{name}")
-        latest = {}
+        latest: dict[int, tuple[int, float]] = {}
         for point in history:                     # the last value logged for each snapshot
             if point.step not in latest or point.timestamp >= latest[point.step][0]:
                 latest[point.step] = (point.timestamp, point.value)

@@ -7,7 +7,7 @@ Exit status 0 when healthy (or only a warning about the feed), 3 when retraining
 """
 
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -64,19 +64,35 @@ def print_report(report, out=None, most: int = 15) -> None:
 
 def register(app) -> None:
     """Add ``winback monitor`` to ``app`` (the ``winback`` Typer app)."""
-    from training.cli import (AmountCol, CategoryCol, ChannelCol, CustomerCol, DatasetOpt, DateFormat,
-                              DuplicatesOpt, ModelUriOpt, OrderCol, QuantityCol, RefundsOpt, TimestampCol,
-                              TrackingOpt, TransactionsOpt, ZerosOpt, log_options, user_errors)
+    from training.cli import (
+        AmountCol,
+        CategoryCol,
+        ChannelCol,
+        CustomerCol,
+        DatasetOpt,
+        DateFormat,
+        DuplicatesOpt,
+        ModelUriOpt,
+        OrderCol,
+        QuantityCol,
+        RefundsOpt,
+        TimestampCol,
+        TrackingOpt,
+        TransactionsOpt,
+        ZerosOpt,
+        log_options,
+        user_errors,
+    )
 
     @app.command("monitor")
     @user_errors
     def monitor(
         as_of: Annotated[str, typer.Option(help="The day to monitor, YYYY-MM-DD.")],
-        snapshots: Annotated[Optional[list[str]], typer.Option(
+        snapshots: Annotated[list[str] | None, typer.Option(
             "--snapshot", help="Also compute realized metrics for this past snapshot day (repeatable); "
                                "earlier monitored days whose horizon has closed are always computed.")] = None,
         store: Annotated[bool, typer.Option(help="Log the results on the champion's MLflow run.")] = True,
-        webhook_url: Annotated[Optional[str], typer.Option(
+        webhook_url: Annotated[str | None, typer.Option(
             "--webhook-url", help="POST the advice here, signed (secret from WINBACK_WEBHOOK_SECRET).")] = None,
         tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
         transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
@@ -103,12 +119,12 @@ def monitor_job(as_of: str, snapshots: list[str], store: bool, webhook_url: str 
     post the advice. ``winback daily`` calls it with its own scorer and log."""
     from mlflow import MlflowClient
 
+    from crm.delivery import secret_from_env
     from training.cli import console, open_log
     from training.monitor import post_advice, run_monitor
-    from crm.delivery import secret_from_env
     from training.registry import MODEL_NAME, load_scorer, use_tracking
 
-    secret = secret_from_env() if webhook_url else None
+    secret = secret_from_env() if webhook_url else ""
     if scorer is None:
         scorer, version = load_scorer(model_uri, tracking_uri)
     if log is None:

@@ -110,6 +110,7 @@ class Gate:
     min_improvement: float = 0.0
 
     def passes(self, candidate: dict[str, float], champion: dict[str, float] | None) -> bool:
+        """Whether ``candidate``'s metrics clear the gate against the champion's (or no champion)."""
         if champion is None:
             return True
         missing = [m for m in self.metrics if m not in candidate]
@@ -227,7 +228,7 @@ def resolve_version(client: MlflowClient, model_uri: str) -> ModelVersion:
     ref = parse_model_uri(model_uri)
     if ref.alias is not None:
         return client.get_model_version_by_alias(ref.name, ref.alias)
-    return client.get_model_version(ref.name, ref.version)
+    return client.get_model_version(ref.name, str(ref.version))
 
 
 def load_version(version: ModelVersion):

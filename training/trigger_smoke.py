@@ -47,6 +47,7 @@ def receiver(secret: str) -> tuple[ThreadingHTTPServer, Counter]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the day's triggers into a local receiver and print what arrived; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m training.trigger_smoke", description=__doc__.splitlines()[0])
     parser.add_argument("--as-of", default="1998-06-30")
     parser.add_argument("--state-uri", default="sqlite:///out/triggers.db")

@@ -28,6 +28,9 @@ def register_uplift(result: LearnResult, frame: pd.DataFrame, day: pd.Timestamp,
 
     from training.registry import CHALLENGER, DONE, GATE_TAG, experiment_id, use_tracking, version_for
 
+    model = result.model
+    if model is None:
+        raise ValueError(f"rule {result.rule}: no model to register ({result.status})")
     uri = use_tracking(tracking_uri)
     client = MlflowClient(uri, registry_uri=uri)
     rows = result.comparison.set_index("ranking")
@@ -44,9 +47,9 @@ def register_uplift(result: LearnResult, frame: pd.DataFrame, day: pd.Timestamp,
     with mlflow.start_run(experiment_id=experiment_id(uri, EXPERIMENT),
                           run_name=f"uplift-{result.rule}-{day.date()}") as run:
         mlflow.set_tags({"rule": result.rule, "status": result.status, "learned_until": str(day.date())})
-        mlflow.log_params({"rule": result.rule, "learner": result.model.kind, "split_day": result.split_day,
+        mlflow.log_params({"rule": result.rule, "learner": model.kind, "split_day": result.split_day,
                            "n_treated": result.n_treated, "n_holdout": result.n_holdout, "seed": seed,
-                           **{f"learner_{k}": v for k, v in result.model.get_params().items()}})
+                           **{f"learner_{k}": v for k, v in model.get_params().items()}})
         metrics = {}
         for name, row in rows.iterrows():
             for col in ("qini", "qini_low", "qini_high", "auuc", "auuc_low", "auuc_high"):
@@ -54,7 +57,7 @@ def register_uplift(result: LearnResult, frame: pd.DataFrame, day: pd.Timestamp,
         if current_qini is not None:
             metrics["current_model_qini"] = float(current_qini)
         mlflow.log_metrics(metrics)
-        mlflow.log_dict(result.model.to_dict(), "uplift/model.json")
+        mlflow.log_dict(model.to_dict(), "uplift/model.json")
         mlflow.log_text(result.comparison.to_csv(index=False), "uplift/comparison.csv")
         mlflow.log_text(result.curve.to_csv(index=False), "uplift/qini_curve.csv")
         source = f"{run.info.artifact_uri}/uplift"
@@ -64,7 +67,7 @@ def register_uplift(result: LearnResult, frame: pd.DataFrame, day: pd.Timestamp,
         pass                                  # it exists
     version = client.create_model_version(UPLIFT_MODEL, source, run_id=run.info.run_id,
                                           tags={"rule": result.rule, GATE_TAG: "pending",
-                                                "learner": result.model.kind, "status": result.status})
+                                                "learner": model.kind, "status": result.status})
     better = current_qini is None or float(rows.loc[LEARNED, "qini"]) >= current_qini
     alias = result.rule if result.beats and better else f"{result.rule}-{CHALLENGER}"
     client.set_registered_model_alias(UPLIFT_MODEL, alias, version.version)

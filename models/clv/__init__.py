@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from models.clv.base import ClassicalModel, PurchaseModel
-from models.clv.fitting import ConvergenceError
 from models.clv.beta_geo import BetaGeoModel
+from models.clv.fitting import ConvergenceError
 from models.clv.gamma_gamma import GammaGammaModel
 from models.clv.mbg_cnbd import MBGCNBDModel
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel

@@ -33,8 +33,7 @@ from scipy.special import expit
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from models.clv.data import (FloatArray, Histories, distinct_rows, history_arrays,
-                             on_distinct_pairs)
+from models.clv.data import FloatArray, Histories, distinct_rows, history_arrays, on_distinct_pairs
 from models.clv.fitting import maximize_likelihood
 
 FORMAT_VERSION = 1
@@ -280,7 +279,7 @@ class PurchaseModel(ClassicalModel):
         unit = self.time_unit_days
         if not (np.isfinite(unit) and unit > 0):
             raise ValueError(f"time_unit_days must be finite and > 0, got {unit!r}")
-        if not (np.isscalar(days) and np.isfinite(days) and days >= 0):
+        if not (isinstance(days, (int, float, np.number)) and np.isfinite(days) and days >= 0):
             raise ValueError(f"days must be a finite number >= 0, got {days!r}")
         return float(days) / unit
 

@@ -233,6 +233,6 @@ class Histories:
 
     def by_frequency(self, values: FloatArray) -> FloatArray:
         """Sum of ``values`` (one per repeat row) within each distinct frequency."""
-        return np.bincount(self.x_index, values, minlength=self.x_values.size)
+        return np.bincount(self.x_index, values, minlength=self.x_values.size).astype(np.float64, copy=False)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from models.clv.data import FloatArray, Histories
 
+
 class ConvergenceError(ValueError):
     """The optimiser behind a fit did not reach a usable maximum of the likelihood."""
 

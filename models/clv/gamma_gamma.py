@@ -19,7 +19,7 @@ from scipy.special import digamma, gammaln
 
 from models.clv.base import ClassicalModel, PurchaseModel
 from models.clv.data import FloatArray, column_values, distinct_rows, history_arrays, reject_rows, require_columns
-from models.clv.fitting import ConvergenceError, WARM_START_CUSTOMERS
+from models.clv.fitting import WARM_START_CUSTOMERS, ConvergenceError
 
 DAYS_PER_MONTH = 365.25 / 12
 """Length of a CLV month in days (30.4375)."""

@@ -29,6 +29,7 @@ of models for customer base analysis", *International Journal of Research in Mar
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Self
@@ -38,9 +39,17 @@ import pandas as pd
 from scipy.special import betainc, betaln, digamma, gammaln
 
 from models.clv.base import PurchaseModel
-from models.clv.data import FloatArray, Histories, distinct_rows, history_arrays, on_distinct_pairs, reject_rows, require_columns
-from models.clv.fitting import ConvergenceError, maximize_likelihood
 from models.clv.beta_geo import beta_geo_log_likelihood
+from models.clv.data import (
+    FloatArray,
+    Histories,
+    distinct_rows,
+    history_arrays,
+    on_distinct_pairs,
+    reject_rows,
+    require_columns,
+)
+from models.clv.fitting import ConvergenceError, maximize_likelihood
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel
 
 LITT = "litt"
@@ -192,14 +201,14 @@ def _phase_series(params: tuple[float, ...], k: int, x: FloatArray, T: FloatArra
         # NB probabilities P(Y = m), ..., P(Y = m + steps*k - 1) by p(i+1)/p(i) = z (i+s)/(i+1)
         ratios = np.log(zr)[:, None] + np.log(mr[:, None] + offsets[:-1] + sr[:, None]) \
             - np.log(mr[:, None] + offsets[:-1] + 1)
-        pmf = np.exp(log_pmf[rows][:, None] + np.concatenate([np.zeros((rows.size, 1)), np.cumsum(ratios, axis=1)], axis=1))
+        pmf = np.exp(log_pmf[rows][:, None]
+                     + np.concatenate([np.zeros((rows.size, 1)), np.cumsum(ratios, axis=1)], axis=1))
         used = np.cumsum(pmf, axis=1)[:, k - 1::k]          # mass at m .. m + ik - 1, i = 1..steps
         surv = np.concatenate([survival[rows][:, None], survival[rows][:, None] - used], axis=1)
         surv = np.maximum(surv, 0.0)                        # S at the purchases n .. n + steps
         nn = n[rows][:, None] + np.arange(steps + 1)
-        log_cs = log_c[rows][:, None] + np.concatenate(
-            [np.zeros((rows.size, 1)), np.cumsum(np.log((yr[:, None] + nn[:, :-1]) / (a + yr[:, None] + nn[:, :-1])), axis=1)],
-            axis=1)
+        steps_c = np.log((yr[:, None] + nn[:, :-1]) / (a + yr[:, None] + nn[:, :-1]))
+        log_cs = log_c[rows][:, None] + np.concatenate([np.zeros((rows.size, 1)), np.cumsum(steps_c, axis=1)], axis=1)
         total[rows] += np.sum(np.exp(log_cs[:, :-1]) * surv[:, :-1], axis=1)
         # state at the next purchase, n + steps
         m_next = mr + steps * k
@@ -354,7 +363,7 @@ class MBGCNBDModel(PurchaseModel):
         for k in candidates:
             try:
                 fitted = maximize_likelihood(
-                    lambda params, h, k=k: cnbd_log_likelihood(params, h, k), histories,
+                    functools.partial(cnbd_log_likelihood, k=k), histories,
                     self.penalizer_coef, f"{type(self).__name__}(k={k})")
             except ConvergenceError:
                 if not fits:
@@ -434,7 +443,7 @@ class MBGCNBDModel(PurchaseModel):
     def _prob_purchase_within(
         self, x: FloatArray, t_x: FloatArray, T: FloatArray, t: float
     ) -> FloatArray:
-        """k = 1: the MBG/NBD's closed form; k > 1: ``1 - L(x, t_x, T+t) / L(x, t_x, T)``."""
+        """K = 1: the MBG/NBD's closed form; k > 1: ``1 - L(x, t_x, T+t) / L(x, t_x, T)``."""
         if self.k_ == 1:
             return self._mbgnbd()._prob_purchase_within(x, t_x, T, t)
         return super()._prob_purchase_within(x, t_x, T, t)

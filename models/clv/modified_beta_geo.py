@@ -16,8 +16,8 @@ import numpy as np
 from scipy.special import betaln, gammaln, hyp2f1
 
 from models.clv.base import PurchaseModel
-from models.clv.data import FloatArray, Histories
 from models.clv.beta_geo import beta_geo_log_likelihood, prob_purchase_if_alive
+from models.clv.data import FloatArray, Histories
 
 
 class ModifiedBetaGeoModel(PurchaseModel):

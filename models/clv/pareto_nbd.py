@@ -22,7 +22,7 @@ from models.clv.data import FloatArray, Histories, on_distinct_pairs
 
 
 def log_f(params: tuple[float, ...] | FloatArray, x: FloatArray, y: FloatArray) -> FloatArray:
-    """log F(y) of the Fader & Hardie (2005) note, eqs. 19-20, for A_0 = F(t_x) - F(T).
+    """Log F(y) of the Fader & Hardie (2005) note, eqs. 19-20, for A_0 = F(t_x) - F(T).
 
     ``F(y) = 2F1(r+s+x, k; r+s+x+1; |alpha-beta|/(m+y)) / (m+y)^(r+s+x)`` with
     ``m = max(alpha, beta)`` and ``k = s+1`` if alpha >= beta else ``r+x``; the 2F1 is
@@ -38,7 +38,7 @@ def log_f(params: tuple[float, ...] | FloatArray, x: FloatArray, y: FloatArray) 
 
 
 def log_a0(log_f_tx: FloatArray, log_f_T: FloatArray) -> FloatArray:
-    """log A_0 = log(F(t_x) - F(T)) = log[(r+s+x) * integral over (t_x, T] of
+    """Log A_0 = log(F(t_x) - F(T)) = log[(r+s+x) * integral over (t_x, T] of
     (alpha+y)^-(r+x) (beta+y)^-(s+1) dy]; ``-inf`` where ``t_x == T``."""
     with np.errstate(divide="ignore"):
         return log_f_tx + np.log(-np.expm1(np.minimum(log_f_T - log_f_tx, 0.0)))
@@ -70,7 +70,7 @@ def pareto_nbd_log_likelihood(params: FloatArray, histories: Histories) -> float
 
 
 def _log_alive(params: FloatArray, x: FloatArray, T: FloatArray) -> FloatArray:
-    """log L_alive without the frequency-only factor: no death by T."""
+    """Log L_alive without the frequency-only factor: no death by T."""
     r, alpha, s, beta = params
     return -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
 
@@ -122,7 +122,7 @@ class ParetoNBDModel(PurchaseModel):
         return pareto_nbd_log_likelihood(params, histories), None
 
     def _log_A_0(self, x: FloatArray, t_x: FloatArray, T: FloatArray) -> FloatArray:
-        """log A_0 (see :func:`log_a0`) at the fitted parameters."""
+        """Log A_0 (see :func:`log_a0`) at the fitted parameters."""
         params = self._params()
         log_f_tx = on_distinct_pairs(lambda x, y: log_f(params, x, y), x, t_x)
         log_f_T = on_distinct_pairs(lambda x, y: log_f(params, x, y), x, T)

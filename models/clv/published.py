@@ -11,6 +11,7 @@ import importlib.resources
 
 import pandas as pd
 
+from models.clv.base import PurchaseModel
 from models.clv.beta_geo import BetaGeoModel
 from models.clv.gamma_gamma import GammaGammaModel
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel
@@ -22,8 +23,10 @@ PUBLISHED = {
     "MBG/NBD": {"r": 0.525, "alpha": 6.183, "a": 0.891, "b": 1.614},
     "Gamma-Gamma": {"p": 6.25, "q": 3.74, "gamma": 15.44},
 }
-MODELS = {"BG/NBD": BetaGeoModel, "Pareto/NBD": ParetoNBDModel, "MBG/NBD": ModifiedBetaGeoModel,
-          "Gamma-Gamma": GammaGammaModel}
+MODELS: dict[str, type[PurchaseModel] | type[GammaGammaModel]] = {
+    "BG/NBD": BetaGeoModel, "Pareto/NBD": ParetoNBDModel, "MBG/NBD": ModifiedBetaGeoModel,
+    "Gamma-Gamma": GammaGammaModel,
+}
 
 
 def cdnow_sample_summary() -> pd.DataFrame:
@@ -39,7 +42,7 @@ def fit_side_by_side(summaries: dict[str, pd.DataFrame], time_unit_days: float =
     for name, cls in MODELS.items():
         fitted = {}
         for label, summary in summaries.items():
-            if name == "Gamma-Gamma":
+            if issubclass(cls, GammaGammaModel):
                 model = cls().fit(summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)])
             else:
                 model = cls(time_unit_days=time_unit_days).fit(summary)

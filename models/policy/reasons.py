@@ -8,7 +8,7 @@ usual gap" / "已 94 天未下單，是平常間隔的 2.3 倍".
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -101,8 +101,8 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, k: int = 3) -
     """The ``k`` strongest reasons per customer in both languages.
 
     Only features pushing churn risk up and phrased in :data:`TEMPLATES` count, and features
-    phrased alike (e.g. days since the last purchase and the overdue ratio) give one reason. Returns columns ``reasons`` and
-    ``reasons_zh_tw``, each a list of strings.
+    phrased alike (e.g. days since the last purchase and the overdue ratio) give one reason.
+    Returns columns ``reasons`` and ``reasons_zh_tw``, each a list of strings.
     """
     names = np.asarray(contributions.columns)
     order = np.argsort(-contributions.to_numpy(), axis=1, kind="stable")
@@ -111,7 +111,8 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, k: int = 3) -
     records = values.to_dict("records")
     for i, record in enumerate(records):
         seen: set[str] = set()
-        en_list, zh_list = [], []
+        en_list: list[str] = []
+        zh_list: list[str] = []
         for j in range(order.shape[1]):
             if len(en_list) == k or not positive[i, j]:
                 break
