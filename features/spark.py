@@ -53,9 +53,17 @@ _SPARK_TYPES = {"VARCHAR": "STRING", "DOUBLE": "DOUBLE", "FLOAT": "FLOAT", "DATE
 def spark_session(master: str | None = None, app_name: str = "winback",
                   conf: dict[str, str] | None = None) -> "SparkSession":
     """A Spark session: Spark Connect when ``SPARK_REMOTE`` is set, else ``master`` (default:
-    spark-submit's ``--master`` when run under it, else ``local[*]``, whose Python workers run
-    this interpreter). Days are computed in UTC session time: the log's timestamps are already
-    the shop's local wall time (:class:`~features.settings.IngestPolicy` ``timezone``)."""
+    spark-submit's ``--master`` when run under it, else ``local[*]``). Days are computed in UTC
+    session time: the log's timestamps are already the shop's local wall time
+    (:class:`~features.settings.IngestPolicy` ``timezone``).
+
+    The executors' Python workers (batch scoring ships the fitted scorer to them) run
+    ``PYSPARK_PYTHON``; unset, it becomes this interpreter's path, so on ``local[*]``, a
+    standalone cluster on this machine or nodes built from one image they import the same
+    packages. Spark reads ``PYSPARK_PYTHON`` from the driver's environment when Python starts
+    the JVM, as here; ``spark.pyspark.python`` counts only under spark-submit. Other settings
+    (executor memory, driver host, a Kubernetes image) come from ``$SPARK_CONF_DIR/spark-defaults.conf``.
+    """
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -66,8 +74,7 @@ def spark_session(master: str | None = None, app_name: str = "winback",
     else:
         master = master or "local[*]"
         builder = builder.master(master).config("spark.ui.showConsoleProgress", "false")
-        if master.startswith("local"):          # Python workers run this interpreter (its packages)
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)   # executors run this venv's packages
     for key, value in {"spark.sql.session.timeZone": "UTC", **(conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
@@ -223,7 +230,8 @@ def spark_log(log: TransactionLog, spark: "SparkSession", staging: str | Path | 
     The staged file is deleted when the returned log is garbage collected; files left by
     killed runs (their process gone) are deleted by the next call.
     """
-    base = Path(staging) if staging is not None else Path(tempfile.gettempdir())
+    # absolute: a Spark Connect server resolves a relative path against its own folder
+    base = (Path(staging) if staging is not None else Path(tempfile.gettempdir())).absolute()
     base.mkdir(parents=True, exist_ok=True)
     for stale in base.glob(f"{STAGED_PREFIX}*.parquet"):
         pid = stale.name[len(STAGED_PREFIX):].split("-", 1)[0]

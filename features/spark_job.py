@@ -35,6 +35,8 @@ def write_features_spark(slog: SparkLog, cutoff: dt.date | str, out: str | Path,
     The same checks as :func:`features.job.write_features`: the output path before any work,
     and a cutoff before every purchase is an error, not an empty table.
     """
+    if "://" not in str(out):         # a Spark Connect server resolves a relative path in its own folder
+        out = Path(out).absolute()
     single = str(out).lower().endswith((".parquet", ".csv"))
     if single:
         out = check_output_path(out)

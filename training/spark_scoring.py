@@ -80,7 +80,7 @@ def write_scores_spark(scores: "DataFrame", out: str | Path) -> str:
 
     Only the partitions being written are replaced, so daily runs accumulate side by side.
     """
-    out = str(out)
+    out = str(out) if "://" in str(out) else str(Path(out).absolute())   # Spark Connect: not the server's folder
     if out.lower().endswith((".csv", ".xlsx")):
         raise ValueError(f"--out {out}: the Spark engine writes a Parquet directory "
                          "(partitioned by as_of), e.g. --out scores/")
