@@ -33,7 +33,8 @@ FAMILY = "Noto Sans TC"
 #: Sources whose characters the font must cover.
 SOURCES = ("serving/dashboard/**/*.py", "serving/dashboard/templates/*.html", "serving/dashboard/static/*.js",
            "crm/*.py", "models/policy/reasons.py", "models/policy/winback.py", "features/rfm.py", "features/settings.py")
-EXTRA = "　、。，．：；？！「」『』（）《》〈〉【】…—–·％＋－×÷→←↑↓≤≥年月日週天"
+#: Plotly writes a negative tick (the Campaigns page's Qini and lift axes) with U+2212, the minus sign.
+EXTRA = "　、。，．：；？！「」『』（）《》〈〉【】…—–·％＋－×÷→←↑↓≤≥年月日週天−"
 
 
 def needed_characters(project: Path = PROJECT) -> set[str]:

@@ -142,19 +142,36 @@ def event_outcomes(events: pd.DataFrame, log: TransactionLog, window_days: int |
                         revenue=out["revenue"].to_numpy(float))
 
 
-def budget_report(events: pd.DataFrame, max_sends_per_day: int | None = None) -> pd.DataFrame:
-    """Per rule: events selected (sent and held out), skipped by the budget, and the days with
-    events; with ``max_sends_per_day``, the busiest day's sends (all rules) against it."""
-    frame = events.assign(group=events["group"].astype(str))
-    per_rule = (frame.pivot_table(index="rule", columns="group", values="as_of", aggfunc="count", fill_value=0)
-                .reindex(columns=[*GROUPS, SKIPPED], fill_value=0))
-    out = pd.DataFrame({"rule": per_rule.index, "sent": per_rule["send"].to_numpy(),
-                        "held_out": per_rule["holdout"].to_numpy(),
-                        "skipped_budget": per_rule[SKIPPED].to_numpy(),
-                        "days": frame.groupby("rule")["as_of"].nunique().reindex(per_rule.index).to_numpy()})
+def budget_report(events: pd.DataFrame, max_sends_per_day: int | None = None, by_day: bool = False) -> pd.DataFrame:
+    """What the day's budget did, per rule: events selected (``sent``, ``held_out``), skipped by the
+    budget (``skipped_budget``) and the ``days`` with events; with ``max_sends_per_day``, the
+    busiest day's sends (all rules) against it; and how the rule's latest day was ranked:
+    ``last_day``, ``ranking`` (``uplift_model`` or ``value_at_risk``, the prior), ``uplift_model``
+    (the model's name, empty for the prior) and ``uplift_note`` (why), from that day's events'
+    ``fields`` (empty when the events carry none).
+
+    With ``by_day``, one row per day and rule instead: ``as_of``, ``rule``, ``sent``, ``held_out``,
+    ``skipped_budget``, ``day_sends`` (that day's sends, all rules) and ``max_sends_per_day``."""
+    frame = events.assign(group=events["group"].astype(str), as_of=events["as_of"].astype(str))
+    keys = ["as_of", "rule"] if by_day else ["rule"]
+    counts = (frame.pivot_table(index=keys, columns="group", values="customer_id", aggfunc="count", fill_value=0)
+              .reindex(columns=[*GROUPS, SKIPPED], fill_value=0))
+    out = counts.rename(columns={"send": "sent", "holdout": "held_out"}).reset_index()
+    out.columns.name = None
     sends = frame[frame["group"] == "send"].groupby("as_of").size()
+    if by_day:
+        out["day_sends"] = out["as_of"].map(sends).fillna(0).astype("int64")
+        out["max_sends_per_day"] = max_sends_per_day
+        return out.sort_values(keys, ignore_index=True)
+    out["days"] = frame.groupby("rule")["as_of"].nunique().reindex(out["rule"]).to_numpy()
     out["busiest_day_sends"] = int(sends.max()) if len(sends) else 0
     out["max_sends_per_day"] = max_sends_per_day
+    latest = frame[frame["as_of"] == frame.groupby("rule")["as_of"].transform("max")].drop_duplicates("rule")
+    fields = {rule: (json.loads(f) if isinstance(f, str) and f else {})
+              for rule, f in zip(latest["rule"], latest["fields"] if "fields" in latest else [None] * len(latest))}
+    out["last_day"] = out["rule"].map(dict(zip(latest["rule"], latest["as_of"])))
+    for name in ("ranking", "uplift_model", "uplift_note"):
+        out[name] = [fields[rule].get(name) or "" for rule in out["rule"]]
     return out.reset_index(drop=True)
 
 
@@ -164,7 +181,9 @@ def uplift_report(events: pd.DataFrame, log: TransactionLog, rules, observation_
     message moved: the uplift each event recorded (``expected_uplift``; a constant prior ranks at
     random), churn risk and value at risk, by the Qini coefficient and AUUC with bootstrap
     intervals (:func:`crm.uplift_metrics.compare_rankings`, the recorded uplift as reference);
-    and per rule the recorded ranking's Qini curve at every tenth of the events.
+    and per rule the Qini curves at every tenth of the events: ``share_targeted``, ``qini`` (the
+    recorded ranking), ``random`` (its chance line), ``uplift_gain``, ``qini_churn_risk`` and
+    ``qini_value_at_risk``.
 
     The outcome is a purchase within the rule's ``window_days``; ``rules`` is a
     :class:`crm.rules.TriggerRules`. A rule without sent and held-out matured events is
@@ -196,6 +215,8 @@ def uplift_report(events: pd.DataFrame, log: TransactionLog, rules, observation_
         tables.append(table.assign(rule=rule, window_days=windows[rule], n_send=int(t.sum()),
                                    n_holdout=int((~t).sum()), uplift=y[t].mean() - y[~t].mean()))
         curve = qini_curve(scores["recorded_uplift"], t, y, seed=seed)
+        for name in ("churn_risk", "value_at_risk"):
+            curve[f"qini_{name}"] = qini_curve(scores[name], t, y, seed=seed)["qini"].to_numpy()
         at = np.searchsorted(curve["share_targeted"].to_numpy(), np.linspace(0, 1, 11) - 1e-12)
         curves[rule] = curve.iloc[np.minimum(at, len(curve) - 1)].reset_index(drop=True)
     if not tables:

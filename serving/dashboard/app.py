@@ -3,7 +3,7 @@
 Server-rendered pages (Jinja2) over the served champion's scored snapshot, the object
 ``/score`` answers from (``running_service().champion.current``, the service instance BentoML
 started in this worker): Overview,
-Win-back list, Customer, Reports and Model, each in English and Traditional Chinese.
+Win-back list, Customer, Reports, Campaigns and Model, each in English and Traditional Chinese.
 
 Access: every path but ``/signin`` and ``/static/…`` needs a signed session cookie, which the
 sign-in form issues for a ``viewer`` or ``admin`` key (:class:`serving.security.Sessions`).
@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode
 
 import jinja2
 import numpy as np
+import pandas as pd
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -87,6 +88,7 @@ class Dashboard:
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self._sessions: tuple[object, Sessions] | None = None
         self._outbox = None
+        self._campaigns_lock = threading.Lock()
         self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # per snapshot
         self._lock = threading.Lock()
         self._plots_tmp: tempfile.TemporaryDirectory | None = None
@@ -303,6 +305,47 @@ class Dashboard:
                 tiers=state.scorer.feature_settings.tiers))
         return self.render(request, "reports.html", "reports", sections=sections, note=note)
 
+    def campaigns_page(self, request: Request) -> HTMLResponse:
+        """The Campaigns page (issue #21): the figures of ``winback triggers report`` for the
+        outbox (``WINBACK_TRIGGERS_STATE``) and the log the service reads, with the shipped rules."""
+        from crm.rules import TriggerRules
+        from serving.dashboard.campaigns import Signed, campaign_figures, campaign_plots
+
+        service = self.service()
+        state = service.champion.current
+        lang = request.state.lang
+        if not service.settings.triggers_state:
+            return self.render(request, "campaigns.html", "campaigns", note="triggers_off")
+        if service.settings.log_source is None:
+            return self.render(request, "campaigns.html", "campaigns", note="campaigns_need_log")
+        events = self.trigger_outbox().events()
+        if events.empty:
+            return self.render(request, "campaigns.html", "campaigns", note="no_campaign_events")
+        log = self.cached(state, "log", lambda: service.settings.log_source.open(state.scorer.reference_.timezone))
+        seen = (len(events), int(pd.util.hash_pandas_object(events[["idempotency_key", "group"]], index=False).sum()))
+        box = self.cached(state, "campaigns", dict)          # per snapshot: the events seen, their figures
+        with self._campaigns_lock:                         # one computation at a time on the log's connection
+            if box.get("seen") != seen:
+                box.update(seen=seen, figures=campaign_figures(events, log, TriggerRules.from_toml()))
+            figures = box["figures"]
+        currency = service.settings.dashboard.currency or DEFAULT_CURRENCY[lang]
+        signed = Signed(lang, currency)
+        return self.render(request, "campaigns.html", "campaigns", note=None, figures=figures, signed=signed,
+                           plots=campaign_plots(figures, translator(lang), Formatter(lang, currency), signed),
+                           budget=figures.budget.to_dict("records"), by_day=figures.by_day.to_dict("records"),
+                           lift=figures.lift.to_dict("records"), uplift=figures.uplift.to_dict("records"),
+                           busiest=int(figures.budget["busiest_day_sends"].max()),
+                           observed_to=log.report.last_timestamp.date())
+
+    def trigger_outbox(self):
+        """The outbox of ``WINBACK_TRIGGERS_STATE``, opened once."""
+        from crm.outbox import Outbox
+
+        with self._lock:
+            if self._outbox is None:
+                self._outbox = Outbox(self.service().settings.triggers_state)
+        return self._outbox
+
     def model_page(self, request: Request) -> HTMLResponse:
         from serving.dashboard.health import health_view, selection_view
         from training.monitor import health_summary
@@ -475,6 +518,7 @@ def create_app(service: Callable[[], object | None] = running_service) -> Gate:
         Route("/customer", dashboard.customer),
         Route("/customer/{customer_id:str}", dashboard.customer),
         Route("/reports", dashboard.reports_page),
+        Route("/campaigns", dashboard.campaigns_page),
         Route("/model", dashboard.model_page),
         Route("/model/plot/{name:str}", dashboard.plot_file),
         Route("/static/plotly.min.js", lambda request: FileResponse(plotly_js, media_type="text/javascript")),

@@ -78,3 +78,48 @@ def timeline(events: list[tuple[str, object]], lang: str, title: str, key: str) 
                                 "automargin": True},
                          xaxis={"automargin": True})
     return figure_div(figure, key, height=max(200, 90 + 36 * len(known)))
+
+
+# ---------------------------------------------------------------------- the Campaigns page (issue #21)
+
+PALETTE = ("#1f6feb", "#d1495b", "#2a9d8f", "#f0b429", "#6c757d", "#8338ec")
+
+
+def sends_per_day(days: list[str], sends: dict[str, list[int]], limit: int | None, title: str, key: str,
+                  limit_label: str, x_title: str) -> str:
+    """Sends per day stacked by rule, with the day's budget (``max_sends_per_day``) as a line."""
+    figure = go.Figure([go.Bar(x=days, y=values, name=rule, marker_color=PALETTE[i % len(PALETTE)])
+                        for i, (rule, values) in enumerate(sends.items())])
+    if limit is not None:
+        figure.add_hline(y=limit, line={"color": WARN, "dash": "dash"}, annotation_text=limit_label,
+                         annotation_position="top left")
+    figure.update_layout(title=title, barmode="stack", xaxis={"title": x_title, "type": "category"},
+                         legend={"orientation": "h", "y": -0.25})
+    return figure_div(figure, key)
+
+
+def differences(labels: list[str], diff: list[float], low: list[float], high: list[float], title: str,
+                key: str, y_title: str, hover: list[str], percent: bool = True) -> str:
+    """One point per label with its interval as error bars, and the line of no difference."""
+    figure = go.Figure(go.Scatter(
+        x=labels, y=diff, mode="markers", marker={"size": 10, "color": ACCENT}, text=hover, hoverinfo="text",
+        error_y={"type": "data", "symmetric": False, "array": [h - d for h, d in zip(high, diff)],
+                 "arrayminus": [d - lo for d, lo in zip(diff, low)], "color": ACCENT}))
+    figure.add_hline(y=0, line={"color": "#52606d", "width": 1})
+    figure.update_layout(title=title, showlegend=False, xaxis={"type": "category", "automargin": True},
+                         yaxis={"title": y_title, **({"tickformat": ".1%"} if percent else {})})
+    return figure_div(figure, key)
+
+
+def qini_curves(share: list[float], curves: dict[str, list[float]], random: list[float], title: str, key: str,
+                x_title: str, y_title: str, random_label: str) -> str:
+    """Qini curves of several rankings over the share targeted, with the random ranking's line."""
+    figure = go.Figure([go.Scatter(x=share, y=values, mode="lines+markers", name=name,
+                                   line={"color": PALETTE[i % len(PALETTE)]},
+                                   hovertemplate="%{x:.0%}: %{y:+.4f}<extra>" + html.escape(name) + "</extra>")
+                        for i, (name, values) in enumerate(curves.items())])
+    figure.add_trace(go.Scatter(x=share, y=random, mode="lines", name=random_label,
+                                line={"color": "#52606d", "dash": "dot"}, hoverinfo="skip"))
+    figure.update_layout(title=title, xaxis={"title": x_title, "tickformat": ".0%"}, yaxis={"title": y_title},
+                         legend={"orientation": "h", "y": -0.25})
+    return figure_div(figure, key, height=360)

@@ -158,6 +158,58 @@ STRINGS: dict[str, tuple[str, str]] = {      # key -> (English, 繁體中文)
     "candidate": ("Candidate", "候選模型"),
     "served": ("Served", "上線"),
     "reason": ("Reason", "原因"),
+    # the Campaigns page (issue #21)
+    "campaigns": ("Campaigns", "行銷活動"),
+    "campaigns_help": ("Events recorded by winback triggers run; their outcomes are the purchases in the transaction "
+                       "log up to {day}. The figures are those of winback triggers report.",
+                       "winback triggers run 記錄的事件；成效為交易紀錄中至 {day} 為止的購買。數字與 winback triggers "
+                       "report 相同。"),
+    "campaigns_need_log": ("The campaign figures read the outcomes in the transaction log: start the service with "
+                           "WINBACK_TRANSACTIONS or WINBACK_DATASET.",
+                           "行銷活動成效需要交易紀錄：請以 WINBACK_TRANSACTIONS 或 WINBACK_DATASET 啟動服務。"),
+    "no_campaign_events": ("No trigger event recorded yet: run winback triggers run.",
+                           "尚無觸發事件：請執行 winback triggers run。"),
+    "budget": ("Budget and ranking", "發送預算與排序"),
+    "max_sends_per_day": ("Budget: sends per day", "每日發送上限"),
+    "busiest_day_sends": ("Busiest day's sends", "單日最多發送數"),
+    "sent": ("Sent", "已發送"),
+    "held_out": ("Held out", "對照組"),
+    "skipped_budget": ("Skipped (budget)", "超出預算未發送"),
+    "days": ("Days", "天數"),
+    "last_day": ("Latest day", "最近一次"),
+    "ranking": ("Ranking", "排序依據"),
+    "why": ("Why", "原因"),
+    "ranking_uplift_model": ("Uplift model", "增量模型"),
+    "ranking_prior": ("Prior uplift: value at risk ranks", "先驗增量：依風險價值排序"),
+    "sends_per_day": ("Sends per day", "每日發送數"),
+    "day_sends": ("Sends that day (all rules) / budget", "當日發送數（全部規則）／上限"),
+    "treated_vs_holdout": ("Sent vs held out", "發送組與對照組比較"),
+    "lift_help": ("A purchase within the window after the event; 95% intervals (Newcombe for rates, Welch for "
+                  "revenue). Only events whose window has ended are compared.",
+                  "事件後觀察期內是否購買；95% 信賴區間（購買率採 Newcombe 法，營收採 Welch 法）。只比較觀察期已結束的事件。"),
+    "window": ("Window", "觀察期"),
+    "matured": ("Window ended", "觀察期已結束"),
+    "purchase_rate_send": ("Purchase rate, sent", "發送組購買率"),
+    "purchase_rate_holdout": ("Purchase rate, held out", "對照組購買率"),
+    "purchase_rate_diff": ("Purchase rate difference", "購買率差異"),
+    "revenue_diff": ("Revenue per customer difference", "每位顧客營收差異"),
+    "days_n": ("{n} days", "{n} 天"),
+    "lift_chart": ("Purchase rate, sent minus held out (95% interval)", "購買率差異：發送組減對照組（95% 區間）"),
+    "uplift_per_rule": ("Uplift per rule: whom did the message change?", "各規則增量：訊息改變了誰？"),
+    "uplift_help": ("Each rule's events with an ended window, ranked three ways. The Qini coefficient is 0 for a "
+                    "random ranking and above 0 when the customers the message moved come first; 95% bootstrap "
+                    "intervals over customers.",
+                    "各規則觀察期已結束的事件，以三種方式排序。Qini 係數在隨機排序時為 0，訊息真正打動的顧客排在前面時大於 "
+                    "0；以顧客為單位的自助法 95% 區間。"),
+    "uplift": ("Uplift", "增量"),
+    "recorded_uplift": ("Recorded ranking (uplift model or prior)", "實際排序（增量模型或先驗）"),
+    "churn_risk": ("Churn risk", "流失風險"),
+    "no_matured": ("No rule has sent and held-out events whose window has ended yet.",
+                   "尚無規則同時有觀察期已結束的發送組與對照組事件。"),
+    "qini_curve_of": ("Qini curve: {rule}", "Qini 曲線：{rule}"),
+    "share_targeted": ("share of events targeted", "發送對象比例"),
+    "incremental_per_event": ("incremental purchasers per event", "每事件增量購買人數"),
+    "random_ranking": ("Random ranking", "隨機排序"),
 }
 
 

@@ -223,3 +223,37 @@ def test_uplift_report_on_cdnow_is_an_aa_test_and_its_curve_ends_at_the_uplift(c
     sent, held = rows["n_send"].iloc[0], rows["n_holdout"].iloc[0]
     # the Qini curve's last point is the uplift times the share sent
     assert curve["qini"].iloc[-1] == pytest.approx(rows["uplift"].iloc[0] * sent / (sent + held), abs=1e-9)
+    # churn risk's and value at risk's curves beside it (the dashboard's Qini plot), from 0 to the same end
+    for column in ("qini_churn_risk", "qini_value_at_risk"):
+        assert curve[column].iloc[0] == 0 and curve[column].iloc[-1] == pytest.approx(curve["qini"].iloc[-1], abs=1e-12)
+
+
+def test_budget_per_day_and_the_ranking_each_rule_used_last():
+    import json
+
+    from crm.lift import budget_report
+
+    note = {"value_at_risk": "prior uplift 0: ranked by value at risk",
+            "uplift_model": "winback-uplift/2 (x_learner) beat churn risk and value at risk on Qini out of time"}
+    rows = [("a", "winback_due", "2025-01-01", "send", "value_at_risk"),
+            ("b", "winback_due", "2025-01-01", "skipped_budget", "value_at_risk"),
+            ("c", "tier_keep", "2025-01-01", "send", "value_at_risk"),
+            ("a", "winback_due", "2025-02-01", "holdout", "uplift_model"),
+            ("d", "winback_due", "2025-02-01", "send", "uplift_model")]
+    events = pd.DataFrame([{"customer_id": c, "rule": r, "as_of": d, "group": g,
+                            "fields": json.dumps({"ranking": k, "uplift_note": note[k],
+                                                  "uplift_model": "winback-uplift/2" if k == "uplift_model" else None})}
+                           for c, r, d, g, k in rows])
+    days = budget_report(events, 2, by_day=True)
+    assert days[["as_of", "rule", "sent", "held_out", "skipped_budget", "day_sends"]].values.tolist() == [
+        ["2025-01-01", "tier_keep", 1, 0, 0, 2], ["2025-01-01", "winback_due", 1, 0, 1, 2],
+        ["2025-02-01", "winback_due", 1, 1, 0, 1]]
+    assert (days["max_sends_per_day"] == 2).all()
+    rules = budget_report(events, 2).set_index("rule")
+    assert rules.loc["winback_due", ["sent", "held_out", "skipped_budget", "days", "busiest_day_sends"]].tolist() == [
+        2, 1, 1, 2, 2]
+    # the latest day's ranking, model and why, from the events' own fields
+    assert rules.loc["winback_due", ["last_day", "ranking", "uplift_model", "uplift_note"]].tolist() == [
+        "2025-02-01", "uplift_model", "winback-uplift/2", note["uplift_model"]]
+    assert rules.loc["tier_keep", ["last_day", "ranking", "uplift_model"]].tolist() == [
+        "2025-01-01", "value_at_risk", ""]
