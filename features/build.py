@@ -22,9 +22,10 @@ from features.attributes import CustomerAttributes, categorize
 from features.events import EngagementLog
 from features.reference import FeatureReference
 from features.side import SideData, fit_side, with_side
-from features.sql import day_totals_sql, money_sum
+from features.sql import day_totals_sql, decimal
 from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
-from features.transactions import DAYS_TABLE, PLAUSIBLE_DATES, TransactionLog, in_any_order
+from features.transactions import (DAYS_TABLE, MULTI_CATS_TABLE, MULTI_DAYS_TABLE, PLAUSIBLE_DATES,
+                                   TransactionLog, in_any_order)
 
 TransactionsLike = TransactionLog | pd.DataFrame
 
@@ -85,17 +86,14 @@ def stage_statements(cutoff: str, has_order_id: bool, has_category: bool) -> lis
     return _stage_selects(f"ts < {cutoff} + INTERVAL 1 DAY", has_order_id, has_category)
 
 
-def _stage_selects(seen: str, has_order_id: bool, has_category: bool,
-                   days: str | None = None) -> list[tuple[str, str]]:
-    """The staged SELECTs; ``days`` is a table of the per-day totals already computed."""
+def _stage_selects(seen: str, has_order_id: bool, has_category: bool) -> list[tuple[str, str]]:
+    """The staged SELECTs over ``transactions``, rows seen by the condition ``seen``."""
     orders = "count(DISTINCT order_id)" if has_order_id else "count(*)"
     categories = f"{seen} AND category IS NOT NULL" if has_category else "false"
-    totals = (f"SELECT * FROM {days} WHERE rows_kept > 0" if days
-              else day_totals_sql("transactions", orders, seen))
     return [
         ("daily", f"""
         SELECT customer_id, day, spend, orders, rows_kept, {cycle.GAP} AS gap
-        FROM ({totals})"""),
+        FROM ({day_totals_sql("transactions", orders, seen)})"""),
         # one row per customer, category and day: the rows after a day's first have gap 0 (this
         # window over the rows replaces a DISTINCT before a window over the days)
         ("cat_days", f"""
@@ -104,6 +102,26 @@ def _stage_selects(seen: str, has_order_id: bool, has_category: bool,
                   {replenishment.gap_over('CAST(ts AS DATE)')} AS gap
               FROM transactions WHERE {categories})
         WHERE gap IS NULL OR gap > 0"""),
+    ]
+
+
+def _ingested_selects(has_category: bool, multi: bool) -> list[tuple[str, str]]:
+    """The staged SELECTs from the per-day totals ingest computed (:data:`DAYS_TABLE`: final
+    for the days with one row; with ``multi``, the days with several rows totalled exactly in
+    :data:`MULTI_DAYS_TABLE` and their categories in :data:`MULTI_CATS_TABLE`). The same
+    tables :func:`stage_statements` describes, without reading the transactions again."""
+    single = f"{DAYS_TABLE} WHERE rows_kept > 0" + (" AND n = 1" if multi else "")
+    days = f"SELECT customer_id, day, spend, orders, rows_kept FROM {single}"
+    if multi:
+        days += f" UNION ALL SELECT customer_id, day, spend, orders, rows_kept FROM {MULTI_DAYS_TABLE} WHERE rows_kept > 0"
+    if has_category:
+        cats = f"SELECT customer_id, category, day FROM {single} AND category IS NOT NULL"
+        cats += f" UNION ALL SELECT customer_id, category, day FROM {MULTI_CATS_TABLE}" if multi else ""
+    else:
+        cats = "SELECT NULL::VARCHAR AS customer_id, NULL::VARCHAR AS category, NULL::DATE AS day WHERE false"
+    return [
+        ("daily", f"SELECT customer_id, day, spend, orders, rows_kept, {cycle.GAP} AS gap FROM ({days})"),
+        ("cat_days", f"SELECT customer_id, category, day, {replenishment.GAP} AS gap FROM ({cats})"),
     ]
 
 
@@ -117,19 +135,23 @@ def stage(log: TransactionLog, cutoff: str, settings: FeatureSettings = FeatureS
 
     The transactions never change, so the per-day tables of the whole log (with the gaps, as a
     day's gap to the day before never depends on the cutoff) are computed once per log, from the
-    per-day totals ingest computed when it did (:data:`DAYS_TABLE`, dropped once used), and each
-    cutoff is a filter on them: training stages one log at many origins. ``customers`` is a
-    table of this cutoff, as the reference and the feature query both read it.
+    per-day totals ingest computed in its one grouped pass (:data:`DAYS_TABLE`, dropped once
+    used), and each cutoff is a filter on them: training stages one log at many origins.
+    ``customers`` is a table of this cutoff, as the reference and the feature query both read it.
     """
     staged = {name for (name,) in log.con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
-    days = DAYS_TABLE if DAYS_TABLE in staged else None
+    if DAYS_TABLE in staged:
+        selects = _ingested_selects(log.has_category, MULTI_DAYS_TABLE in staged)
+    else:
+        selects = _stage_selects("true", log.has_order_id, log.has_category)
     with in_any_order(log.con):
-        for table, select in _stage_selects("true", log.has_order_id, log.has_category, days):
+        for table, select in selects:
             if _ALL[table] not in staged:
                 log.con.execute(f"CREATE TEMP TABLE {_ALL[table]} AS {select}")
-        if days:
-            log.con.execute(f"DROP TABLE {DAYS_TABLE}")
+        for table in (DAYS_TABLE, MULTI_DAYS_TABLE, MULTI_CATS_TABLE):
+            if table in staged:
+                log.con.execute(f"DROP TABLE {table}")
         log.con.execute(f"CREATE OR REPLACE TEMP VIEW daily AS SELECT customer_id, day, spend, orders, "
                         f"rows_kept, gap FROM {_ALL['daily']} WHERE day <= {cutoff}")
         log.con.execute(f"CREATE OR REPLACE TEMP VIEW cat_days AS SELECT customer_id, category, day, gap "
@@ -144,30 +166,50 @@ def customers_statement(cutoff: str, settings: FeatureSettings) -> tuple[str, st
     summary. Staged once per cutoff after :func:`stage_statements`' tables: the RFM edges
     (:func:`fit_reference`) and the feature query (:func:`features_sql`) both read it, so the
     one large GROUP BY runs once."""
-    return "customers", _customers_sql(cutoff, settings)
+    return "customers", finalize_sql(cutoff, settings, f"({partials_sql(cutoff, settings)})")
 
 
-def _customers_sql(cutoff: str, settings: FeatureSettings) -> str:
-    """One row per customer from ``daily`` in one GROUP BY (see :func:`customers_statement`)."""
-    aggregates = ",\n            ".join(
-        windows.window_aggregates(cutoff, settings.windows_days, settings.trend_days)
-        + tiers.tier_aggregates(cutoff, settings.tiers)
-        + cycle.cycle_aggregates()
-        + summary.daily_aggregates())
+def window_lengths(settings: FeatureSettings) -> tuple[int, ...]:
+    """The window lengths whose spend the customer partials keep (:func:`partials_sql`)."""
+    return windows.window_lengths(settings.windows_days, settings.trend_days, tiers.tier_windows(settings.tiers))
+
+
+def partial_aggregates(settings: FeatureSettings) -> list[str]:
+    """The customer partials as aggregates over per-day rows (``daily``'s columns and ``age``):
+    each adds up over days (or is taken from the first or last day), so
+    :mod:`features.incremental` carries them from one day to the next."""
+    return ["min(day) AS first_purchase_date", "max(day) AS last_purchase_date",
+            "count(*) AS purchase_days", "sum(orders) AS orders", f"sum({decimal('spend')}) AS _spend",
+            "arg_min(spend, day) AS first_purchase_value",
+            *windows.window_partials(settings.windows_days, window_lengths(settings)),
+            *cycle.cycle_partials(), *summary.daily_partials()]
+
+
+def partials_sql(cutoff: str, settings: FeatureSettings) -> str:
+    """One row per customer of ``daily`` in one GROUP BY: the partials every customer-level
+    column is finished from (:func:`finalize_sql`)."""
+    return f"""
+        SELECT customer_id, {', '.join(partial_aggregates(settings))}
+        FROM (SELECT customer_id, day, spend, orders, {windows.age_expr(cutoff)} AS age, gap FROM daily)
+        GROUP BY customer_id"""
+
+
+def finalize_sql(cutoff: str, settings: FeatureSettings, partials: str) -> str:
+    """The customer-level columns as of ``cutoff`` from a table of partials (:func:`partials_sql`,
+    or the state :mod:`features.incremental` keeps): totals, windows, trend, tiers, purchase
+    cycle and the daily BG/NBD summary. One definition for both."""
+    finished = ",\n            ".join(
+        windows.window_columns(settings.windows_days, settings.trend_days)
+        + tiers.tier_spend_columns(settings.tiers) + cycle.cycle_columns())
     return f"""
         SELECT *, {', '.join(summary.daily_summary_columns())},
             total_spend / orders AS avg_order_value
-        FROM (SELECT *,
+        FROM (SELECT customer_id, first_purchase_date, last_purchase_date, purchase_days, orders,
+            CAST(coalesce(_spend, 0) AS DOUBLE) AS total_spend, first_purchase_value, _litt,
+            {finished},
             date_diff('day', last_purchase_date, {cutoff}) AS days_since_last_purchase,
             date_diff('day', first_purchase_date, {cutoff}) AS tenure_days
-        FROM (SELECT customer_id,
-            min(day) AS first_purchase_date, max(day) AS last_purchase_date,
-            count(*) AS purchase_days, sum(orders) AS orders, {money_sum('spend')} AS total_spend,
-            arg_min(spend, day) AS first_purchase_value,
-            {aggregates}
-        FROM (SELECT customer_id, day, spend, orders, {windows.age_expr(cutoff)} AS age, gap
-              FROM daily)
-        GROUP BY customer_id))"""
+        FROM {partials})"""
 
 
 def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
@@ -184,12 +226,14 @@ def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
 
 
 def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
-                 reference: FeatureReference) -> str:
+                 reference: FeatureReference, favourites: str | None = None) -> str:
     """The whole feature table as one SELECT over the staged tables.
 
     The staged ``customers`` (:func:`customers_statement`) holds every customer-level group
     (summary for daily periods, totals, cycle, windows, tiers); RFM scores read it, and only
     the weekly summary and replenishment (over ``cat_days``) are separate passes.
+    ``favourites`` (default: :func:`features.replenishment.favourites_sql` over ``cat_days``)
+    gives each customer's favourite category (:mod:`features.incremental` keeps them).
     """
     if freq == "D":
         source, summary_from = "scored AS c", "c"
@@ -210,7 +254,7 @@ def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
             {', '.join(tiers.tier_columns(settings.tiers))},
             p.top_category, p.replenish_interval_days, p.replenish_due_in_days
         FROM {source}
-        LEFT JOIN ({replenishment.replenishment_sql(cutoff, reference.category_interval_days)}) AS p
+        LEFT JOIN ({replenishment.replenishment_sql(cutoff, reference.category_interval_days, favourites)}) AS p
             USING (customer_id)
         ORDER BY c.customer_id"""
 

@@ -15,21 +15,31 @@ COLUMNS = ("mean_gap_days", "median_gap_days", "std_gap_days", "last_gap_days")
 GAP = "date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day)"
 
 
-def cycle_aggregates() -> list[str]:
-    """Aggregate expressions over per-day rows with a ``gap`` column (:data:`GAP`), one per
-    column of :data:`COLUMNS`; so the gap statistics share the customers' one GROUP BY."""
+def cycle_partials() -> list[str]:
+    """Aggregates over per-day rows with a ``gap`` column (:data:`GAP`) that the gap statistics
+    need beside the first and last purchase days and ``purchase_days``: the median (which needs
+    every gap: :mod:`features.incremental` keeps each customer's gaps for it), the sum of
+    squared gaps (exact integers) and the last gap. The sum of the gaps is the last purchase day
+    minus the first, and there are ``purchase_days - 1`` of them."""
     some = "FILTER (WHERE gap IS NOT NULL)"
     return [
-        f"avg(gap) {some} AS mean_gap_days",
-        f"list_median(list(gap) {some}) AS median_gap_days",   # far faster than median() per group
-        f"round(stddev_samp(gap) {some}, 9) AS std_gap_days",   # rounded: parallel sums reorder
+        f"list_median(list(gap) {some}) AS median_gap_days",    # far faster than median() per group
+        "sum(gap * gap) AS _gap_sq",
         f"CAST(arg_max(gap, day) {some} AS DOUBLE) AS last_gap_days",
     ]
 
 
-def cycle_sql() -> str:
-    """A SELECT of customer_id and the gap statistics, from the staged ``daily`` (with its ``gap``)."""
-    return f"""
-        SELECT customer_id, {', '.join(cycle_aggregates())}
-        FROM daily
-        GROUP BY customer_id HAVING count(gap) > 0"""
+def cycle_columns() -> list[str]:
+    """The columns of :data:`COLUMNS` from :func:`cycle_partials` and the customer's first and
+    last purchase days and ``purchase_days``: mean and sample standard deviation from exact
+    integer sums (so the same whatever the order the gaps were added in), the standard deviation
+    rounded to 1e-9."""
+    n = "(purchase_days - 1)"
+    total = "date_diff('day', first_purchase_date, last_purchase_date)"
+    return [
+        f"CASE WHEN purchase_days > 1 THEN CAST({total} AS DOUBLE) / {n} END AS mean_gap_days",
+        "median_gap_days",
+        f"CASE WHEN purchase_days > 2 THEN round(sqrt(CAST({n} * _gap_sq - {total} * {total} AS DOUBLE) "
+        f"/ ({n} * (purchase_days - 2))), 9) END AS std_gap_days",
+        "last_gap_days",
+    ]

@@ -60,16 +60,15 @@ def _values(intervals: dict[str, float]) -> str:
     return f"SELECT * FROM (VALUES {rows}) AS t(category, interval_days)"
 
 
-def replenishment_sql(cutoff: str, intervals: dict[str, float]) -> str:
-    """A SELECT of customer_id and the replenishment columns, from the staged ``cat_days``.
+def favourites_sql() -> str:
+    """A SELECT of each customer's favourite category from the staged ``cat_days``: customer_id,
+    ``category``, its ``last_day``, ``own_median`` (the median of its gaps) and ``n_gaps``.
 
-    The favourite category is the one with the largest ``key``: days bought, then the
-    alphabetical rank (so ties go to the first name), and every column of it is taken with
-    ``arg_max`` on that key in one GROUP BY (no window to rank the categories). ``own_median``
-    is read only when that category has gaps, as DuckDB's ``arg_max`` skips NULL values.
+    The favourite is the one with the largest ``key``: days bought, then the alphabetical rank
+    (so ties go to the first name), and every column of it is taken with ``arg_max`` on that
+    key in one GROUP BY (no window to rank the categories). ``own_median`` is read only when
+    that category has gaps, as DuckDB's ``arg_max`` skips NULL values.
     """
-    interval = (f"CASE WHEN p.n_gaps >= {MIN_OWN_GAPS} THEN p.own_median "
-                f"ELSE ref.interval_days END")
     per_category = f"""
         SELECT customer_id, category, count(*) AS n_days, max(day) AS last_day,
             list_median(list(gap) FILTER (WHERE gap IS NOT NULL)) AS own_median, count(gap) AS n_gaps
@@ -77,14 +76,21 @@ def replenishment_sql(cutoff: str, intervals: dict[str, float]) -> str:
     ranks = """
         SELECT category, dense_rank() OVER (ORDER BY category DESC) AS name_rank
         FROM (SELECT DISTINCT category FROM cat_days)"""
-    favourite = f"""
+    return f"""
         SELECT customer_id, {', '.join(f'arg_max({c}, key) AS {c}' for c in ('category', 'last_day', 'own_median', 'n_gaps'))}
         FROM (SELECT c.*, c.n_days * 4294967296 + r.name_rank AS key
               FROM ({per_category}) AS c JOIN ({ranks}) AS r USING (category))
         GROUP BY customer_id"""
+
+
+def replenishment_sql(cutoff: str, intervals: dict[str, float], favourites: str | None = None) -> str:
+    """A SELECT of customer_id and the replenishment columns from each customer's favourite
+    category (``favourites``, default :func:`favourites_sql`), as of ``cutoff``."""
+    interval = (f"CASE WHEN p.n_gaps >= {MIN_OWN_GAPS} THEN p.own_median "
+                f"ELSE ref.interval_days END")
     return f"""
         SELECT p.customer_id, p.category AS top_category,
             {interval} AS replenish_interval_days,
             {interval} - date_diff('day', p.last_day, {cutoff}) AS replenish_due_in_days
-        FROM ({favourite}) AS p
+        FROM ({favourites or favourites_sql()}) AS p
         LEFT JOIN ({_values(intervals)}) AS ref ON ref.category = p.category"""

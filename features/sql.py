@@ -10,7 +10,12 @@ def money_sum(expr: str, where: str | None = None) -> str:
     summed as DECIMAL(18, 4) (to 1/10,000 of the currency unit) and the total returned as DOUBLE.
     """
     condition = f" FILTER (WHERE {where})" if where else ""
-    return f"CAST(coalesce(sum(CAST({expr} AS DECIMAL(18, 4))){condition}, 0) AS DOUBLE)"
+    return f"CAST(coalesce(sum({decimal(expr)}){condition}, 0) AS DOUBLE)"
+
+
+def decimal(expr: str) -> str:
+    """An amount as the exact DECIMAL(18, 4) :func:`money_sum` adds up."""
+    return f"CAST({expr} AS DECIMAL(18, 4))"
 
 
 def day_totals_sql(source: str, orders: str, where: str = "true", keep: str | None = None,

@@ -25,16 +25,27 @@ TABLE_COLUMNS = COLUMNS + ("litt",)
 """The summary columns of the feature table: lifetimes' and ``litt``."""
 
 
+def litt_partial(gap: str) -> str:
+    """Aggregate: the sum of ``ln(gap)`` over the rows with a gap (NULL for a first purchase), each
+    term as DECIMAL(38, 18) so that the sum is exact and the same in any order (a sum of doubles
+    differs in the last bits with the order the rows are added in) and can be carried forward."""
+    return f"sum(CAST(ln({gap}) AS DECIMAL(38, 18)))"
+
+
+def litt_column(partial: str) -> str:
+    """``litt`` from :func:`litt_partial`: rounded to 1e-9, 0 when there is no gap."""
+    return f"coalesce(round(CAST({partial} AS DOUBLE), 9), 0.0)"
+
+
 def litt_expr(gap: str) -> str:
-    """Aggregate: sum of ``ln(gap)`` over the rows with a gap (NULL for a first purchase), 0 when
-    none; rounded to 1e-9, as parallel sums of doubles differ in the last bits from run to run."""
-    return f"coalesce(round(sum(ln({gap})), 9), 0.0)"
+    """Aggregate: ``litt`` over the rows with a ``gap`` (:func:`litt_partial`, :func:`litt_column`)."""
+    return litt_column(litt_partial(gap))
 
 
-def daily_aggregates() -> list[str]:
+def daily_partials() -> list[str]:
     """Aggregates over the staged ``daily`` rows (with their ``gap``, :data:`features.cycle.GAP`)
-    that the daily summary needs in the customers' one GROUP BY: ``litt`` in days."""
-    return [f"{litt_expr('gap')} AS litt"]
+    that the daily summary needs in the customers' one GROUP BY: ``litt``'s exact sum."""
+    return [f"{litt_partial('gap')} AS _litt"]
 
 
 def period_expr(day: str, freq: Freq) -> str:
@@ -62,14 +73,14 @@ def summary_sql(cutoff: str, freq: Freq) -> str:
 
 
 def daily_summary_columns() -> list[str]:
-    """The summary columns for ``freq="D"`` from the customer-level aggregates of
-    :func:`features.build._customers_sql` (a period is a purchase day, so no second GROUP BY):
-    the same values :func:`summary_sql` gives, with the same arithmetic. ``litt`` is one of
-    those aggregates (:func:`daily_aggregates`), so it is not repeated here."""
+    """The summary columns for ``freq="D"`` from the customer-level columns of
+    :func:`features.build.finalize_sql` (a period is a purchase day, so no second GROUP BY):
+    the same values :func:`summary_sql` gives, with the same arithmetic."""
     return [
         "CAST(purchase_days - 1 AS DOUBLE) AS frequency",
         "date_diff('day', first_purchase_date, last_purchase_date) / 1.0 AS recency",
         "tenure_days / 1.0 AS T",
         "CASE WHEN purchase_days > 1 THEN (total_spend - first_purchase_value) / (purchase_days - 1) "
         "ELSE 0.0 END AS monetary_value",
+        f"{litt_column('_litt')} AS litt",
     ]

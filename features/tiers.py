@@ -9,18 +9,22 @@ then: by that day the window will have moved, and only the spend that is still i
 from __future__ import annotations
 
 from features.settings import TierSettings
-from features.sql import money_sum
 from features.transactions import sql_escape
+from features.windows import spend_in
 
 
-def tier_aggregates(cutoff: str, tiers: TierSettings) -> list[str]:
-    """Aggregate expressions over per-day rows with ``age`` (days before the cutoff, see
-    :func:`features.windows.age_expr`): the spend the tier columns need."""
-    kept = int(tiers.window_days) - int(tiers.review_days)    # day > cutoff + review - window
-    return [
-        f"{money_sum('spend', f'age < {int(tiers.window_days)}')} AS tier_spend",
-        f"{money_sum('spend', f'age < {kept}')} AS _tier_spend_kept",
-    ]
+def tier_windows(tiers: TierSettings) -> tuple[int, int]:
+    """The window lengths whose spend the tier columns need: the tier window, and the part of it
+    still inside the window at the next review (day > cutoff + review - window)."""
+    return int(tiers.window_days), int(tiers.window_days) - int(tiers.review_days)
+
+
+def tier_spend_columns(tiers: TierSettings) -> list[str]:
+    """``tier_spend`` and ``_tier_spend_kept`` from the window partials
+    (:func:`features.windows.window_partials` over :func:`tier_windows`)."""
+    window, kept = tier_windows(tiers)
+    return [f"CAST({spend_in(window)} AS DOUBLE) AS tier_spend",
+            f"CAST({spend_in(kept)} AS DOUBLE) AS _tier_spend_kept"]
 
 
 def tier_columns(tiers: TierSettings) -> list[str]:

@@ -513,13 +513,7 @@ def _validate(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: Ingest
         _raise_first_bad(con, columns, "amount", "amount < 0", "no refunds (refunds='error')",
                          "_amount_raw", refunds, policy, row_numbers, specs or {})
     zero_excluded = zeros if policy.zero_amounts == "exclude" else 0
-    duplicates, used = 0, n_rows - refunds - zero_excluded
-    if _drops_duplicates(columns, policy) and not (
-            columns.order_id is not None and _order_ids_unique_per_day(con, policy)):
-        distinct, used = con.execute(                       # one pass over the distinct rows
-            f"SELECT count(*), count(*) FILTER (WHERE {_keep_condition(policy)}) "
-            f"FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} FROM typed)").fetchone()
-        duplicates = n_rows - distinct
+    duplicates, used = _stage_days(con, columns, policy, n_rows, n_rows - refunds - zero_excluded)
     return IngestReport(n_rows, used, refunds, zeros, zero_excluded, duplicates,
                         pd.Timestamp(first_ts) if first_ts else None,
                         pd.Timestamp(last_ts) if last_ts else None)
@@ -563,40 +557,64 @@ def _csv_row_number(spec: "_CsvSpec", columns: ColumnMap, policy: IngestPolicy, 
     return found[0] if found else None
 
 
-#: The per-day totals of the rows used, kept on the log's connection when ingest computes them.
+#: Tables ingest leaves on the log's connection for the feature job (:func:`features.build.stage`
+#: turns them into its per-day tables and drops them): the per-day totals of every customer-day
+#: (``n`` rows, ``rows_kept``, ``spend``, ``orders`` and, with categories, a ``category``),
+#: exact for the days with one row; and, when the days with several rows need a second look
+#: (duplicates dropped by policy, order ids, categories), their exact totals and categories.
 DAYS_TABLE = "days_all"
+MULTI_DAYS_TABLE = "multi_days_all"
+MULTI_CATS_TABLE = "multi_cats_all"
 
 
-def _order_ids_unique_per_day(con: duckdb.DuckDBPyConnection, policy: IngestPolicy) -> bool:
-    """Whether no two rows of one customer and day share an order id (and every row has one).
+def _needs_second_look(columns: ColumnMap, policy: IngestPolicy) -> bool:
+    """Whether a customer-day with several rows may total otherwise than its rows summed: exact
+    duplicates dropped, distinct order ids counted, or several categories bought that day."""
+    return (_drops_duplicates(columns, policy) or columns.order_id is not None
+            or columns.category is not None)
 
-    Then no two rows are exact duplicates, and nothing needs dropping: this one grouped pass
-    replaces a DISTINCT over whole rows, and the per-day totals it computes on the way are
-    kept as :data:`DAYS_TABLE` for the feature job (``orders`` is then the rows kept).
 
-    Most customer-days have one row, and two rows with different hashes of their ids have
-    different ids; so the pass proves those days with ``count``, ``min`` and ``max`` of the
-    id's hash (a ``count(DISTINCT order_id)`` per day took as long as all the rest of it), and
-    only the few days left (three rows or more, or two equal hashes) are checked exactly.
+def _stage_days(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: IngestPolicy,
+                n_rows: int, used: int) -> tuple[int, int]:
+    """The one grouped pass over the log that the feature job needs: :data:`DAYS_TABLE`.
+
+    A day with one row is final as grouped (its row is its own distinct row, its order id its
+    one order, its category its one category). The days with several rows (about 1 in 70 on a
+    busy log) are read again, only their rows, and totalled exactly: duplicates dropped by
+    policy, ``count(DISTINCT order_id)`` orders, each category bought
+    (:data:`MULTI_DAYS_TABLE`, :data:`MULTI_CATS_TABLE`). This replaces a DISTINCT over whole
+    rows and a separate pass for categories. Returns (duplicates dropped, rows used).
     """
     keep = _keep_condition(policy)
+    orders = "count(order_id)" if columns.order_id is not None else "count(*)"
+    extra = "CAST(count(*) AS INTEGER) AS n" + (
+        f", min(category) FILTER (WHERE {keep}) AS category" if columns.category is not None else "")
     with in_any_order(con):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {DAYS_TABLE} AS " + day_totals_sql(
-            "typed", f"count(*) FILTER (WHERE {keep})", keep=keep,
-            extra="count(order_id) = count(*) AS _ids_all, count(*) = 1 OR (count(*) = 2 AND "
-                  "min(hash(order_id)) < max(hash(order_id))) AS _ids_apart"))
-    every_row_has_one, undecided = con.execute(
-        f"SELECT coalesce(bool_and(_ids_all), true), count(*) FILTER (WHERE NOT _ids_apart) "
+            "typed", f"{orders} FILTER (WHERE {keep})", keep=keep, extra=extra))
+        if not _needs_second_look(columns, policy):
+            return 0, used
+        distinct = "DISTINCT " if _drops_duplicates(columns, policy) else ""
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE multi_rows AS
+            SELECT {distinct}{', '.join(f't.{c}' for c in CANONICAL_COLUMNS)}
+            FROM typed AS t
+            SEMI JOIN (SELECT customer_id, day FROM {DAYS_TABLE} WHERE n > 1) AS m
+                ON t.customer_id = m.customer_id AND CAST(t.ts AS DATE) = m.day""")
+        orders = "count(DISTINCT order_id)" if columns.order_id is not None else "count(*)"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {MULTI_DAYS_TABLE} AS " + day_totals_sql(
+            "multi_rows", f"{orders} FILTER (WHERE {keep})", keep=keep))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {MULTI_CATS_TABLE} AS SELECT DISTINCT customer_id, "
+                    f"CAST(ts AS DATE) AS day, category FROM multi_rows WHERE {keep} AND category IS NOT NULL")
+    single_kept, multi_n = con.execute(
+        f"SELECT coalesce(sum(rows_kept) FILTER (WHERE n = 1), 0), coalesce(sum(n) FILTER (WHERE n > 1), 0) "
         f"FROM {DAYS_TABLE}").fetchone()
-    unique = every_row_has_one and not (undecided and con.execute(f"""
-        SELECT count(*) FROM (
-            SELECT 1 FROM typed AS t
-            SEMI JOIN (SELECT customer_id, day FROM {DAYS_TABLE} WHERE NOT _ids_apart) AS u
-                ON t.customer_id = u.customer_id AND CAST(t.ts AS DATE) = u.day
-            GROUP BY t.customer_id, CAST(t.ts AS DATE), t.order_id HAVING count(*) > 1)""").fetchone()[0])
-    if not unique:
-        con.execute(f"DROP TABLE {DAYS_TABLE}")
-    return bool(unique)
+    multi_distinct, multi_kept = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {keep}) FROM multi_rows").fetchone()
+    con.execute("DROP TABLE multi_rows")
+    if not _drops_duplicates(columns, policy):
+        return 0, used
+    return int(multi_n - multi_distinct), int(single_kept + multi_kept)
 
 
 @contextlib.contextmanager
