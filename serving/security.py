@@ -194,52 +194,78 @@ class Guard:
         headers = dict(scope["headers"])
         if path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/"):
             return await self._limited(scope, receive, send_with_version, max_body, headers)
-        if not keys.accepts(headers.get(b"authorization")):
-            return await _reply(send_with_version, 401, {
-                "error": "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
-                "field": "Authorization"}, [(b"www-authenticate", b'Bearer realm="winback"')])
-        if scope["method"] in ("POST", "PUT", "PATCH") and not _is_json(headers.get(b"content-type")):
-            return await _reply(send_with_version, 415, {
-                "error": "send the request as JSON: 'Content-Type: application/json'",
-                "field": "Content-Type"})
+        refused = api_refusal(keys, headers, scope["method"])
+        if refused is not None:
+            return await _reply(send_with_version, *refused)
         return await self._limited(scope, receive, send_with_version, max_body, headers)
 
     async def _limited(self, scope, receive, send_with_version, max_body: int, headers: dict):
         """Pass the request on with its body read up to ``max_body`` bytes (413 beyond)."""
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            return await _reply(send_with_version, 413, _too_large(max_body))
-        body, more, chunks = 0, True, []
-        while more and scope["method"] in ("POST", "PUT", "PATCH"):
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            body += len(chunk)
-            if body > max_body:
-                return await _reply(send_with_version, 413, _too_large(max_body))
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        if chunks:
-            buffered = b"".join(chunks)
-            replayed = False
+        if scope["method"] not in ("POST", "PUT", "PATCH") and not _over(declared, max_body):
+            return await self.app(scope, receive, send_with_version)
+        try:
+            buffered = await read_body(receive, max_body, declared)
+        except BodyTooLarge:
+            return await _reply(send_with_version, 413, too_large(max_body))
+        if buffered is None:                                    # the client went away
+            return
+        replayed = False
 
-            async def replay():
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": buffered, "more_body": False}
-                return await receive()
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": buffered, "more_body": False}
+            return await receive()
 
-            return await self.app(scope, replay, send_with_version)
-        return await self.app(scope, receive, send_with_version)
+        return await self.app(scope, replay, send_with_version)
+
+
+def api_refusal(keys: KeyRing, headers: dict[bytes, bytes], method: str) -> tuple[int, dict, list] | None:
+    """Why an API request is refused before its body is read, as (status, payload, extra
+    headers): 401 without a scoring key, 415 for a body that is not JSON; None if it may go on."""
+    if not keys.accepts(headers.get(b"authorization")):
+        return (401, {"error": "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
+                      "field": "Authorization"}, [(b"www-authenticate", b'Bearer realm="winback"')])
+    if method in ("POST", "PUT", "PATCH") and not _is_json(headers.get(b"content-type")):
+        return 415, {"error": "send the request as JSON: 'Content-Type: application/json'",
+                     "field": "Content-Type"}, []
+    return None
+
+
+class BodyTooLarge(Exception):
+    """A request body over the limit (declared or counted as read)."""
+
+
+async def read_body(receive, max_body: int, declared: bytes | None = None) -> bytes | None:
+    """The whole request body, or None if the client went away first. Raises
+    :class:`BodyTooLarge` when ``Content-Length`` (``declared``) or the bytes read pass ``max_body``."""
+    if _over(declared, max_body):
+        raise BodyTooLarge
+    size, more, chunks = 0, True, []
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _over(declared: bytes | None, max_body: int) -> bool:
+    return declared is not None and declared.isdigit() and int(declared) > max_body
 
 
 def _is_json(content_type: bytes | None) -> bool:
     return content_type is not None and content_type.split(b";")[0].strip().lower() == b"application/json"
 
 
-def _too_large(limit: int) -> dict:
+def too_large(limit: int) -> dict:
     return {"error": f"request body too large: at most {limit:,} bytes (WINBACK_MAX_BODY_BYTES)",
             "field": "body"}
 

@@ -7,15 +7,17 @@ from memory. A background thread follows the alias and swaps in a new champion w
 snapshot (:mod:`serving.champion`).
 
 The handlers only validate, call the scorer or the scored snapshot, and shape the answer.
-The hot lookups (``/score``, ``/winback``) are answered by :class:`DirectRoutes` ahead of
-BentoML's per-endpoint wrapper and left out of tracing (:data:`UNTRACED`); answers are written
-with orjson. ``benchmarks/bench_service.py`` measures what that buys.
+The hot lookups (``/score``, ``/winback``) are answered ahead of BentoML's middleware and
+per-endpoint wrapper (:mod:`serving.lookups`, with the same checks, access log and metrics);
+answers are written with orjson. ``benchmarks/bench_service.py`` and
+``benchmarks/bench_service_wrk.py`` measure what that buys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import traceback
 from itertools import repeat
@@ -30,6 +32,7 @@ from starlette.responses import Response
 from serving.dashboard import app as dashboard_app
 from serving.schemas import (STRICT, CustomerHistory, CustomerId, InfoResponse, Label, ScoreResponse,
                              WinbackResponse)
+from serving.lookups import LookupService
 from serving.openapi import OpenAPIDocument
 from serving.security import MODEL_VERSION_HEADER, Guard, KeyRing, install_log_filter
 from serving.state import running_service
@@ -64,13 +67,15 @@ info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 #: BentoML records a span for every request even when it exports none (``sample_rate`` 0 by
 #: default): profiled at 32 clients, a third of the worker's busy time on ``/score``. The hot
-#: lookups are left out of tracing (their access-log lines then carry no trace id);
-#: ``/score_history`` and the rest keep it. An operator who exports traces can set
-#: ``services.winback.tracing.excluded_urls`` in the BentoML configuration.
+#: lookups are answered ahead of tracing (:mod:`serving.lookups`), and what reaches BentoML on
+#: their paths (a GET, a request while starting) is left out of it too (their access-log lines
+#: carry no trace id); ``/score_history`` and the rest keep it. An operator who exports traces
+#: can set ``services.winback.tracing.excluded_urls`` in the BentoML configuration.
 UNTRACED = ["/score$", "/winback$"]
 
 
-@bentoml.service(name="winback", workers=1, traffic={"timeout": 120}, tracing={"excluded_urls": UNTRACED})
+@bentoml.service(name="winback", workers=1, traffic={"timeout": 120}, tracing={"excluded_urls": UNTRACED},
+                 service_class=LookupService)
 @bentoml.asgi_app(dashboard_app, path="/ui")
 @bentoml.asgi_app(info_app, path="/")
 class WinbackService:
@@ -78,7 +83,7 @@ class WinbackService:
     probes needs ``Authorization: Bearer <key>``; every answer carries the model version."""
 
     def __init__(self) -> None:
-        from serving.champion import Champion
+        from serving.champion import Champion, freeze_heap
         from serving.config import ConfigError, ServiceSettings
 
         install_log_filter()
@@ -93,6 +98,9 @@ class WinbackService:
         except ConfigError as exc:
             _stop_the_server(str(exc))
         self.champion.start()
+        seconds = freeze_heap()
+        logger.info("froze %d long-lived objects out of the garbage collector's passes in %.2f s",
+                    gc.get_freeze_count(), seconds)
 
     @bentoml.on_shutdown
     def _stop_polling(self) -> None:
@@ -259,67 +267,8 @@ class WinbackService:
         return cached
 
 
-class DirectRoutes:
-    """ASGI middleware: answer the hot lookups (``POST /score``, ``POST /winback``) with the
-    service's own ``@bentoml.api`` methods, without BentoML's per-endpoint wrapper.
-
-    Profiled at 32 clients, the wrapper around an async ``@bentoml.api`` method (request
-    object, serde lookup, bound ``APIMethod`` descriptor, response background tasks) and the
-    routing to it cost more than the lookup itself. Here the body is validated with the same
-    strict input model (:func:`_api`) and the same method runs, so the endpoint's contract
-    (``/docs.json``, ``/schema.json``, BentoML's client) stays the ``@bentoml.api`` one and a
-    validation error has BentoML's shape: 400, ``detail`` naming the field, no input quoted.
-    Guard (keys, content type, body size) runs before this middleware."""
-
-    def __init__(self, app, service, names: tuple[str, ...]) -> None:
-        self.app = app
-        self.routes = {service.apis[name].route: service.apis[name] for name in names}
-
-    async def __call__(self, scope, receive, send):
-        method = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        instance = running_service()
-        if method is None or scope["method"] != "POST" or instance is None:
-            return await self.app(scope, receive, send)
-        body = await _read_body(receive)
-        if body is None:                                        # the client went away
-            return
-        response = await _call(method, instance, body)
-        await response(scope, receive, send)
-
-
-async def _read_body(receive) -> bytes | None:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
-
-
-async def _call(method, instance, body: bytes) -> Response:
-    """Validate ``body`` with the API method's input model and run the method, as BentoML does."""
-    from pydantic import ValidationError
-
-    try:
-        data = method.input_spec.model_validate_json(body or b"{}")
-    except ValidationError as exc:                        # BentoML's answer to a bad request
-        return Response(orjson.dumps({
-            "error": f"{exc.error_count()} validation error for {exc.title}",
-            "detail": exc.errors(include_context=False, include_input=False)}),
-            status_code=400, media_type="application/json")
-    try:
-        return await method.func(instance, **{name: getattr(data, name) for name in type(data).model_fields})
-    except Exception as exc:                              # a bug: say where, not with what
-        logger.error("%s failed: %s\n%s", method.route, type(exc).__name__,
-                     "".join(traceback.format_tb(exc.__traceback__)))
-        return _error(500, "body", "the request could not be answered; the server log says where")
-
-
 WinbackService.add_asgi_middleware(Guard, context=_guard_context)
 WinbackService.add_asgi_middleware(OpenAPIDocument)
-WinbackService.add_asgi_middleware(DirectRoutes, service=WinbackService, names=("score", "winback"))
 
 
 def _json(payload: dict) -> Response:

@@ -10,9 +10,11 @@ in a bounded cache that belongs to the snapshot (a new model starts with an empt
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -28,13 +30,21 @@ def running_service() -> object | None:
     BentoML builds the mounted dashboard and the middleware before it creates the service
     instance; they find it through BentoML's own record of the running service rather than
     through a module of ours that both would have to import."""
+    current, not_yet = _service_lookup()
+    try:
+        return current()
+    except not_yet:
+        return None
+
+
+@functools.cache
+def _service_lookup():
+    """``bentoml.get_current_service`` and the error it raises, looked up once: every hot lookup
+    asks, and BentoML resolves its attributes lazily (a module ``__getattr__`` per access)."""
     import bentoml
     from bentoml.exceptions import BentoMLException
 
-    try:
-        return bentoml.get_current_service()
-    except BentoMLException:
-        return None
+    return bentoml.get_current_service, BentoMLException
 
 
 #: Score columns in the order the API returns them (see serving.schemas.CustomerScore).
@@ -91,7 +101,9 @@ class ScoredSnapshot:
         self.size = len(ids)
         self._ids = ids
         self._position = {cid: i for i, cid in enumerate(ids)}
-        self._columns = {c: json_column(scores[c]) for c in FLOAT_COLUMNS + DATE_COLUMNS + OTHER_COLUMNS}
+        self._blocks = ColumnBlocks({c: json_column(scores[c])
+                                     for c in FLOAT_COLUMNS + DATE_COLUMNS + OTHER_COLUMNS})
+        self._columns = self._blocks.columns
         self._value_at_risk = scores["value_at_risk"].to_numpy(float)
         self._segments = scores[["segment", "segment_zh_tw"]].to_numpy(object)
         self._tiers = scores[["tier", "tier_zh_tw"]].to_numpy(object)
@@ -119,7 +131,7 @@ class ScoredSnapshot:
         idx = np.asarray(positions, dtype=np.intp)
         lead = lead or {}
         names = [*lead, *self._columns]
-        columns = [*lead.values(), *(json_values(kind, array[idx]) for kind, array in self._columns.values())]
+        columns = [*lead.values(), *self._blocks.values(idx)]
         return [dict(zip(names, row)) for row in zip(*columns)]
 
     def cached_reasons(self, customer_ids: Sequence[str]) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
@@ -188,6 +200,55 @@ class ScoredSnapshot:
     def model_input(self, customer_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """The model's input rows (indexed by customer id) for ``customer_ids``, or all."""
         return self._values if customer_ids is None else self._values.loc[list(customer_ids)]
+
+
+class ColumnBlocks:
+    """Score columns stacked by kind into 2-D arrays (column-major, so each column is still a
+    contiguous array: :attr:`columns` are views, no copy).
+
+    Reading some rows then costs one gather per kind (five) instead of one per column (26): for
+    one id per request the per-column gathers were a third of a lookup's time."""
+
+    def __init__(self, columns: Mapping[str, tuple[str, np.ndarray]]) -> None:
+        groups: dict[str, list[str]] = {}
+        for name, (kind, _) in columns.items():
+            groups.setdefault(kind, []).append(name)
+        self.blocks: list[tuple[str, np.ndarray]] = []
+        stacked: list[str] = []
+        views: dict[str, tuple[str, np.ndarray]] = {}
+        for kind, names in groups.items():
+            first = columns[names[0]][1]
+            block = np.empty((len(first), len(names)), dtype=first.dtype, order="F")
+            for j, name in enumerate(names):
+                block[:, j] = columns[name][1]
+                views[name] = (kind, block[:, j])
+            self.blocks.append((kind, block))
+            stacked += names
+        #: Every column as (kind, array in row order), in the order given.
+        self.columns = {name: views[name] for name in columns}
+        self._order = itemgetter(*(stacked.index(name) for name in columns))
+        # ISO text of every day in the date columns, by day number (NaT: None): numpy's
+        # datetime_as_string took 17 us for the four dates of one customer
+        dated = [b.view(np.int64).ravel() for k, b in self.blocks if k == "date"]
+        days = np.unique(np.concatenate(dated)) if dated else np.empty(0, np.int64)
+        text = np.datetime_as_string(days.view("datetime64[D]"), unit="D").tolist()
+        self._days = {day: None if iso == "NaT" else iso for day, iso in zip(days.tolist(), text)}
+
+    def values(self, rows: np.ndarray) -> list[list]:
+        """JSON values (see :func:`json_values`) of ``rows``, one list per column, in column order."""
+        if len(rows) == 1:                         # a view, not a gather: most lookups ask for one id
+            row = int(rows[0])
+            picked = [(kind, block[row:row + 1]) for kind, block in self.blocks]
+        else:
+            picked = [(kind, block[rows]) for kind, block in self.blocks]
+        columns = []
+        for kind, part in picked:
+            if kind == "date":
+                days = self._days
+                columns += [[days[d] for d in column] for column in part.T.view(np.int64).tolist()]
+            else:
+                columns += part.T.tolist()
+        return list(self._order(columns)) if len(columns) > 1 else columns
 
 
 def json_column(series: pd.Series) -> tuple[str, np.ndarray]:

@@ -251,8 +251,8 @@ def test_bad_requests_are_4xx_naming_the_field(http, path, body, status, field):
 
 
 def test_validation_errors_have_bentomls_shape_on_every_endpoint(http):
-    """/score and /winback are answered ahead of BentoML's endpoint wrapper
-    (serving.service.DirectRoutes); /score_history still goes through it. A client sees one shape."""
+    """/score and /winback are answered ahead of BentoML's middleware and endpoint wrapper
+    (serving.lookups.HotLookups); /score_history still goes through them. A client sees one shape."""
     history = {**GOOD_HISTORY, "colour": 1}
     wrapped = http.post("/score_history", json=history)
     for path, body in (("/score", {"customer_ids": ["00001"], "colour": 1}), ("/winback", {"colour": 1})):
