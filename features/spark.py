@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import sys
 import tempfile
 import uuid
@@ -73,11 +74,34 @@ def spark_session(master: str | None = None, app_name: str = "winback",
         pass                                    # under spark-submit: its --master decides
     else:
         master = master or "local[*]"
+        check_master(master)
         builder = builder.master(master).config("spark.ui.showConsoleProgress", "false")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)   # executors run this venv's packages
     for key, value in {"spark.sql.session.timeZone": "UTC", **(conf or {})}.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def check_master(master: str) -> None:
+    """Refuse, in one line and at once, a master Spark itself fails on only after a minute of
+    retries or with a Java stack trace: a standalone ``spark://host:port[,host:port]`` where no
+    master answers, or ``yarn`` without the Hadoop configuration it reads."""
+    if master.startswith("spark://"):
+        tried = []
+        for address in master[len("spark://"):].split(","):       # several: a standby master (HA)
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"Spark master {master}: expected spark://HOST:PORT, e.g. spark://10.0.0.5:7077")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+                return
+            except OSError as exc:
+                tried.append(f"{address} ({exc.strerror or exc})")
+        raise ValueError(f"Spark master {master}: no master answers at {', '.join(tried)}; start it "
+                         "(spark-class org.apache.spark.deploy.master.Master) or check the host and port")
+    if master == "yarn" and not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
+        raise ValueError("Spark master yarn: set HADOOP_CONF_DIR (or YARN_CONF_DIR) to the folder with the "
+                         "cluster's core-site.xml and yarn-site.xml")
 
 
 #: Staged copies of validated logs are named ``<prefix><pid>-<random>.parquet``.

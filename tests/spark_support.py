@@ -19,12 +19,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-
 
 #: The JIT's quick tier only: the tests' JVMs live a minute on a small table, where the optimizing
 #: compiler's threads cost more than they win (a session and four training origins on CDNOW's

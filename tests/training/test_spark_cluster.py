@@ -9,8 +9,10 @@ master's record as a finished application whose executor on the worker ran tasks
 ``--engine duckdb`` on the same log: the same feature file, the same training run (every
 metric and parameter MLflow records, the same registered champion), the same scores.
 
-The log is CDNOW's first 2,000 customers as a CSV file; one training origin keeps the module
-near two minutes on two busy cores (a driver and an executor start per command).
+The log is CDNOW's first 2,000 customers as a CSV file, and training takes one origin: the
+time goes to starting a driver and an executor per command and to Spark's planning, not to
+the data. A master Spark cannot use (none answering, ``yarn`` without its configuration) is
+refused in one line, exit status 2, before any JVM starts.
 """
 
 from __future__ import annotations
@@ -51,22 +53,24 @@ def log_file(cdnow_raw, tmp_path_factory) -> Path:
     return path
 
 
-def on_cluster(cluster: spark_support.StandaloneCluster, cwd: Path, *args: str) -> str:
+def on_cluster(cluster: spark_support.StandaloneCluster, cwd: Path, *args: str) -> tuple[str, str]:
     """``winback ARGS --engine spark --spark-master URL`` in a fresh process, as from a user's
-    shell; its output. Fails unless it exits 0 and ran as one application on the cluster whose
-    executor (on the worker) finished tasks."""
+    shell: its output and what its executor on the worker logged. Fails unless it exits 0 and
+    ran as one application on the cluster whose executor finished tasks."""
     before = {a["id"] for a in cluster.state()["completedapps"] + cluster.state()["activeapps"]}
     argv = [str(Path(sys.executable).with_name("winback")), *args, "--engine", "spark", "--spark-master", cluster.url]
     done = subprocess.run(argv, cwd=cwd, env=cluster.client_env(), capture_output=True, text=True, timeout=900,
                           stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    assert done.returncode == 0, \
+        f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     deadline = time.monotonic() + 30                  # the master marks an app finished when its driver is gone
     while not (apps := [a for a in cluster.state()["completedapps"] if a["id"] not in before]):
         assert time.monotonic() < deadline, f"no application finished on {cluster.url}:\n{cluster.log('master')}"
         time.sleep(0.5)
     assert [(a["name"], a["state"]) for a in apps] == [("winback", "FINISHED")]
-    assert "Finished task" in cluster.executor_logs(apps[0]["id"]), "no task ran on the worker's executor"
-    return done.stdout
+    executor_log = cluster.executor_logs(apps[0]["id"])
+    assert "Finished task" in executor_log, "no task ran on the worker's executor"
+    return done.stdout, executor_log
 
 
 def locally(*args: str) -> str:
@@ -92,7 +96,7 @@ def trained(cluster, log_file, tmp_path_factory) -> tuple[str, str]:
     """``winback train --engine spark`` on the cluster into an empty registry: (store, output)."""
     root = tmp_path_factory.mktemp("train-spark")
     store = f"sqlite:///{root / 'mlflow.db'}"
-    output = on_cluster(cluster, root, "train", "--transactions", str(log_file), *LOG_FLAGS, *TRAIN_FLAGS,
+    output, _ = on_cluster(cluster, root, "train", "--transactions", str(log_file), *LOG_FLAGS, *TRAIN_FLAGS,
                         "--tracking-uri", store)
     return store, output
 
@@ -118,10 +122,31 @@ def test_training_on_the_cluster_registers_what_duckdb_trains(trained, log_file,
 def test_scoring_on_the_cluster_gives_duckdbs_scores(cluster, trained, log_file, tmp_path):
     store, _ = trained
     common = ("score", "--transactions", str(log_file), *LOG_FLAGS, "--as-of", AS_OF, "--tracking-uri", store)
-    printed = on_cluster(cluster, tmp_path, *common, "--out", str(tmp_path / "scores"))
+    printed, executor_log = on_cluster(cluster, tmp_path, *common, "--out", str(tmp_path / "scores"))
     assert f"scored {CUSTOMERS:,} customers as of {AS_OF} on Spark with model version 1" in " ".join(printed.split())
+    assert "Starting Python task execution" in executor_log      # the scorer ran in Python on the worker
     locally(*common, "--reasons", "0", "--out", str(tmp_path / "scores.parquet"))
     got = pd.read_parquet(tmp_path / "scores" / f"as_of={AS_OF}").sort_values("customer_id", ignore_index=True)
     want = pd.read_parquet(tmp_path / "scores.parquet").sort_values("customer_id", ignore_index=True)
     assert len(want) == CUSTOMERS and want["priority"].nunique() > 100 and want["churn_probability"].nunique() > 100
-    spark_support.assert_same_table(got, want.drop(columns="as_of"), exact_types=False)
+    spark_support.assert_same_table(got, want.drop(columns="as_of"))
+
+
+@pytest.mark.parametrize("master, says", [
+    ("spark://127.0.0.1:{port}", "Spark master spark://127.0.0.1:{port}: no master answers at 127.0.0.1:{port}"),
+    ("spark://127.0.0.1", "expected spark://HOST:PORT"),
+    ("yarn", "Spark master yarn: set HADOOP_CONF_DIR"),
+])
+def test_a_master_spark_cannot_use_is_one_line_and_exit_2(log_file, tmp_path, monkeypatch, master, says):
+    """Not a minute of Spark's retries ending in a Java stack trace: refused before the JVM starts."""
+    from serving.run import free_port
+
+    for name in ("HADOOP_CONF_DIR", "YARN_CONF_DIR", "SPARK_REMOTE"):
+        monkeypatch.delenv(name, raising=False)
+    port = free_port()                                  # nothing listens there
+    started = time.perf_counter()
+    done = CliRunner().invoke(app, ["features", "--transactions", str(log_file), *LOG_FLAGS, "--engine", "spark",
+                                    "--spark-master", master.format(port=port), "--out", str(tmp_path / "f.parquet")])
+    assert done.exit_code == 2, done.output
+    assert says.format(port=port) in " ".join(done.output.split()) and "Traceback" not in done.output
+    assert time.perf_counter() - started < 30 and not (tmp_path / "f.parquet").exists()
