@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 install: $(STAMP) system-deps
 
 # From Debian, when missing: Chromium for the dashboard's browser tests and screenshots, Java 17+
-# for the Spark engine, and the PostgreSQL server the outbox tests start in a temporary folder
-# (tests/postgres_support.py; Debian puts initdb and pg_ctl in /usr/lib/postgresql/<version>/bin).
+# for the Spark engine, the PostgreSQL server the outbox tests start in a temporary folder
+# (tests/postgres_support.py; Debian puts initdb and pg_ctl in /usr/lib/postgresql/<version>/bin),
+# and wrk, the load generator of benchmarks/bench_service_wrk.py.
 # Each is checked again by the tests that need it.
 system-deps:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium (browser tests)"; \
@@ -22,6 +23,9 @@ system-deps:
 	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { echo "installing Debian's postgresql (outbox tests)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
 	  || { echo "could not install postgresql: run 'apt-get install postgresql' as root"; exit 1; }; }
+	@command -v wrk >/dev/null || { echo "installing Debian's wrk (the service's load benchmark)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+	  || { echo "could not install wrk: run 'apt-get install wrk' as root"; exit 1; }; }
 
 # Pinned: constraints.txt is the tested set (see README, "Pinned versions").
 $(STAMP): pyproject.toml constraints.txt

@@ -32,6 +32,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
     "scorer": {"small": ["--customers", "300000"], "large": ["--customers", "1000000"]},
     "training": {"small": ["--customers", "100000"], "large": ["--customers", "1000000"]},
     "service": {"small": [], "large": []},
+    "service_wrk": {"small": [], "large": []},
     "dashboard": {"small": [], "large": []},
     "spark": {"small": [], "large": []},
 }

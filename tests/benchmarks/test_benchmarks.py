@@ -73,6 +73,17 @@ def test_bench_service():
     assert "errors" not in line_with(out, "1 customer/request, 32 clients")
 
 
+def test_bench_service_wrk():
+    """wrk (installed from Debian when missing) loads the bare echo and the real service for two
+    seconds each; every row and the issue's two ratios are printed, with no error."""
+    out = run_benchmark("bench_service_wrk.py", timeout=400)
+    for label in ("| 1 | bare echo |", "| 1 | winback |"):
+        row = line_with(out, label)
+        assert row.rstrip().endswith("| 0 |"), row                       # no wrk errors or non-2xx
+    assert RATIO.search(line_with(out, "winback / bare echo requests/s (target >= 0.5x)"))
+    assert RATIO.search(line_with(out, "winback p99 / bare echo p99 (target <= 3x)"))
+
+
 def test_bench_soak():
     """The soak: valid and invalid requests mixed against the real service; none may get a 5xx or
     an unexpected status (the script exits non-zero if one did)."""
