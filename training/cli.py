@@ -76,8 +76,9 @@ EngineOpt = Annotated[str, typer.Option(
     help="Where features are computed: duckdb (this machine, default) or spark (the same definitions "
          "on Apache Spark; needs Java 17).")]
 SparkMasterOpt = Annotated[Optional[str], typer.Option(
-    help="Spark master for --engine spark, e.g. spark://host:7077 or yarn; default local[*], or Spark "
-         "Connect when SPARK_REMOTE is set.")]
+    help="Spark master for --engine spark, e.g. spark://host:7077, yarn or k8s://https://host:443; default "
+         "local[*], or Spark Connect when SPARK_REMOTE is set. Executor memory, cores and the like come from "
+         "$SPARK_CONF_DIR/spark-defaults.conf.")]
 SparkStagingOpt = Annotated[Optional[Path], typer.Option(
     help="Where the validated log is staged as Parquet for --engine spark; on a cluster, a path every "
          "executor can read. Default: the temp directory.")]
