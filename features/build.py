@@ -129,7 +129,8 @@ def _ingested_selects(has_category: bool, multi: bool) -> list[tuple[str, str]]:
 _ALL = {"daily": "daily_all", "cat_days": "cat_days_all"}
 
 
-def stage(log: TransactionLog, cutoff: str, settings: FeatureSettings = FeatureSettings()) -> None:
+def stage(log: TransactionLog, cutoff: str, settings: FeatureSettings = FeatureSettings(), *,
+          with_customers: bool = True) -> None:
     """Make ``daily`` and ``cat_days`` (:func:`stage_statements`) the log's rows up to the cutoff,
     and ``customers`` (:func:`customers_statement`) their one row per customer.
 
@@ -137,7 +138,8 @@ def stage(log: TransactionLog, cutoff: str, settings: FeatureSettings = FeatureS
     day's gap to the day before never depends on the cutoff) are computed once per log, from the
     per-day totals ingest computed in its one grouped pass (:data:`DAYS_TABLE`, dropped once
     used), and each cutoff is a filter on them: training stages one log at many origins.
-    ``customers`` is a table of this cutoff, as the reference and the feature query both read it.
+    ``customers`` is a table of this cutoff, as the reference and the feature query both read it
+    (not made with ``with_customers=False``: :mod:`features.incremental` keeps its partials instead).
     """
     staged = {name for (name,) in log.con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
@@ -156,8 +158,9 @@ def stage(log: TransactionLog, cutoff: str, settings: FeatureSettings = FeatureS
                         f"rows_kept, gap FROM {_ALL['daily']} WHERE day <= {cutoff}")
         log.con.execute(f"CREATE OR REPLACE TEMP VIEW cat_days AS SELECT customer_id, category, day, gap "
                         f"FROM {_ALL['cat_days']} WHERE day <= {cutoff}")
-        table, select = customers_statement(cutoff, settings)
-        log.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
+        if with_customers:
+            table, select = customers_statement(cutoff, settings)
+            log.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {select}")
 
 
 def customers_statement(cutoff: str, settings: FeatureSettings) -> tuple[str, str]:

@@ -60,26 +60,31 @@ def _values(intervals: dict[str, float]) -> str:
     return f"SELECT * FROM (VALUES {rows}) AS t(category, interval_days)"
 
 
-def favourites_sql() -> str:
-    """A SELECT of each customer's favourite category from the staged ``cat_days``: customer_id,
-    ``category``, its ``last_day``, ``own_median`` (the median of its gaps) and ``n_gaps``.
+#: Each customer's categories: days bought, the last, the median gap and the number of gaps.
+PER_CATEGORY_SQL = """
+    SELECT customer_id, category, count(*) AS n_days, max(day) AS last_day,
+        list_median(list(gap) FILTER (WHERE gap IS NOT NULL)) AS own_median, count(gap) AS n_gaps
+    FROM cat_days GROUP BY customer_id, category"""
+
+
+def favourites_sql(per_category: str = PER_CATEGORY_SQL) -> str:
+    """A SELECT of each customer's favourite category from ``per_category`` (rows of
+    customer_id, category, n_days, last_day, own_median and n_gaps; default: from the staged
+    ``cat_days``): customer_id, ``category``, its ``last_day``, ``own_median`` and ``n_gaps``.
 
     The favourite is the one with the largest ``key``: days bought, then the alphabetical rank
     (so ties go to the first name), and every column of it is taken with ``arg_max`` on that
     key in one GROUP BY (no window to rank the categories). ``own_median`` is read only when
     that category has gaps, as DuckDB's ``arg_max`` skips NULL values.
     """
-    per_category = f"""
-        SELECT customer_id, category, count(*) AS n_days, max(day) AS last_day,
-            list_median(list(gap) FILTER (WHERE gap IS NOT NULL)) AS own_median, count(gap) AS n_gaps
-        FROM cat_days GROUP BY customer_id, category"""
     ranks = """
         SELECT category, dense_rank() OVER (ORDER BY category DESC) AS name_rank
-        FROM (SELECT DISTINCT category FROM cat_days)"""
+        FROM (SELECT DISTINCT category FROM per_category)"""
     return f"""
+        WITH per_category AS ({per_category})
         SELECT customer_id, {', '.join(f'arg_max({c}, key) AS {c}' for c in ('category', 'last_day', 'own_median', 'n_gaps'))}
         FROM (SELECT c.*, c.n_days * 4294967296 + r.name_rank AS key
-              FROM ({per_category}) AS c JOIN ({ranks}) AS r USING (category))
+              FROM per_category AS c JOIN ({ranks}) AS r USING (category))
         GROUP BY customer_id"""
 
 

@@ -1015,9 +1015,15 @@ def daily(
     customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
     events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
     events_type_col: EventsTypeCol = "event_type",
+    full_rebuild: Annotated[bool, typer.Option("--full-rebuild", help="Rebuild the kept feature state from every "
+                                               "file instead of reading only the files new since the last run.")] = False,
 ) -> None:
     """The whole day for cron or an orchestrator: the feature snapshot (with the champion's
-    reference), every customer's scores, then the triggers. A lock keeps two runs apart."""
+    reference), every customer's scores, then the triggers. A lock keeps two runs apart.
+
+    The feature state kept in OUT_DIR/state carries the previous run's features forward with
+    only the transaction files it has not read yet (add each day's export as a new file); a
+    changed or backfilled history, or other feature settings, rebuild it, and the run says why."""
     from features.job import write_features
     from crm.rules import TriggerRules
     from crm.exports import write_table
@@ -1038,8 +1044,17 @@ def daily(
             task = progress.add_task(f"features as of {as_of}")
             side = open_side(locals(), scorer.reference_.timezone)
             _check_side(scorer.reference_, side)
-            snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_,
-                                      side=side)
+            if transactions:                    # files: the kept state needs only the new ones
+                from features.incremental import daily_features
+
+                carried = daily_features([str(p) for p in transactions], as_of, out_dir / f"features_{as_of}.parquet",
+                                         scorer.reference_, out_dir / "state", log.columns, log.policy, side,
+                                         full_rebuild=full_rebuild)
+                snapshot = carried.summary
+                progress.console.print(carried.describe())
+            else:
+                snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_,
+                                          side=side)
             progress.update(task, description="scores")
             from features.job import read_feature_table
 
