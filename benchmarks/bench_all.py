@@ -28,6 +28,7 @@ RATIO = re.compile(r"\d+(?:\.\d+)?x\b")
 #: Flags per script: the small sizes of ``make bench`` and the large ones of the issue.
 SIZES: dict[str, dict[str, list[str]]] = {
     "features": {"small": ["--rows", "1000000"], "large": ["--rows", "10000000 100000000"]},
+    "daily": {"small": ["--rows", "1000000"], "large": ["--rows", "10000000"]},
     "models": {"small": ["--customers", "1000000"], "large": ["--customers", "10000000"]},
     "scorer": {"small": ["--customers", "300000"], "large": ["--customers", "1000000"]},
     "training": {"small": ["--customers", "100000"], "large": ["--customers", "1000000"]},

@@ -41,6 +41,13 @@ def test_bench_features(tmp_path):
     assert "-> OK" in line_with(out, "parity at")
 
 
+def test_bench_daily(tmp_path):
+    out = run_benchmark("bench_daily.py", "--data-dir", str(tmp_path))
+    row = line_with(out, "| 2,1")  # ~2,000 rows of history: the table's only row
+    assert RATIO.search(row)  # the full rebuild's time over the incremental run's
+    assert "tables equal: OK" in out and "mode incremental" in out
+
+
 def test_bench_models():
     out = run_benchmark("bench_models.py")
     for label in ("BG/NBD", "MBG/NBD", "Pareto/NBD", "Gamma-Gamma"):
