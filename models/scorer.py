@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +33,8 @@ from features.side import SideData
 from models.clv.base import PurchaseModel
 from models.clv.beta_geo import BetaGeoModel
 from models.ml.churn import ChurnModel
-from models.ml.forest import feature_matrix, sample_positions
+from models.ml.forest import feature_matrix
+from models.ml.rows import RowLimits, RowSampler, TrainingRows
 from models.clv.gamma_gamma import GammaGammaModel, fit_spend_model
 from models.clv.mbg_cnbd import MBGCNBDModel
 from models.metrics import brier_scores, concordance_index, integrated_brier
@@ -181,14 +182,17 @@ class WinbackScorer:
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, train: pd.DataFrame, calibration: pd.DataFrame,
+    def fit(self, train: pd.DataFrame | Sequence[Callable[[], pd.DataFrame]], calibration: pd.DataFrame,
             reference: FeatureReference, progress: Progress | None = None) -> "WinbackScorer":
         """Fit on labelled feature tables.
 
         ``train`` holds one or more origins (column ``origin``, as
-        :func:`features.labelled_features` builds them), ``calibration`` one later origin whose
-        labels lie after every training label. Classical models are fit per origin for the
-        training rows (no origin sees another's future) and on ``calibration`` for scoring.
+        :func:`features.labelled_features` builds them), or is a sequence of functions that
+        each return one origin's table, oldest first (then only one origin is in memory at a
+        time: see :mod:`models.ml.rows`). ``calibration`` is one later origin whose labels lie
+        after every training label. Classical models are fit per origin for the training rows
+        (no origin sees another's future) and on ``calibration`` for scoring; of each training
+        origin only the rows the learned models read are kept (:class:`models.ml.rows.RowSampler`).
         ``reference`` is the feature contract every table was built with; the scorer keeps it
         and builds every later feature table with it. The tables need only ``customer_id``,
         ``origin`` and :data:`TRAINING_COLUMNS`. ``progress`` is told when each fit starts and
@@ -208,39 +212,45 @@ class WinbackScorer:
                              f"got {self.purchase_model!r}")
         if reference.freq != "D":
             raise ValueError("the scorer needs daily features (a reference with freq='D')")
-        if calibration["origin"].min() <= train["origin"].max():
+        if isinstance(train, pd.DataFrame) and calibration["origin"].min() <= train["origin"].max():
             raise ValueError("the calibration origin must come after every training origin")
         unknown = [m for m in self.extra_classical if m not in PURCHASE_MODELS]
         if unknown:
             raise ValueError(f"extra_classical: unknown model(s) {unknown}; one of {', '.join(PURCHASE_MODELS)}")
         self.reference_ = reference
         self._find_regularity(calibration, report)
-        X_train, latest = self._with_classical_by_origin(train, report)
+        churn = (clone(self.churn) if self.churn is not None
+                 else ChurnModel(random_state=self.random_state, num_threads=self.num_threads))
+        limits = RowLimits(fit=churn.max_rows, hazard=self._hazard_model(()).max_customers)
+        sample, latest = self._with_classical_by_origin(train, calibration, limits, report)
+        X_train, rows = sample.frame, sample.positions
         with _step(report, f"classical models, calibration origin {_day(calibration)}", len(calibration)):
             fitted = self._fit_classical(calibration)
         self.purchase_model_, self.spend_model_ = fitted["purchase"], fitted["spend"]
         self.spend_fallback_ = fitted["spend"].fallback_
         self.extra_models_ = fitted["extra"]
         X_cal = self._with_classical(calibration, fitted)
-        churn = (clone(self.churn) if self.churn is not None
-                 else ChurnModel(random_state=self.random_state, num_threads=self.num_threads))
         self.churn_features_ = list(CHURN_FEATURES) + [
             f"{name}_{out}" for name in self.extra_classical_ for out in EXTRA_OUTPUTS] + list(reference.side_columns)
         columns = self.churn_features_
         churn.set_params(categorical_features=tuple(self._categorical_attributes()))
         churned = ~X_train["purchased"].to_numpy(bool)
-        with _step(report, "churn dataset, binned once for every churn fit", len(X_train)):
-            data = churn.dataset(X_train, churned, columns).construct()
+        split = self._cv_split(X_train, sample) if self.churn_tree_candidates else None
+        # one binning for every churn fit: the rows of the served trees and of the cross-validation's
+        binned = np.union1d(rows["fit"], rows["cv_fit"]) if split is not None else rows["fit"]
+        with _step(report, "churn dataset, binned once for every churn fit", len(binned)):
+            data = churn.dataset(X_train, churned, columns, rows=binned).construct()
         self.churn_tuning_ = {}
-        split = self._cv_split(X_train) if self.churn_tree_candidates else None
         if split is not None:
-            with _step(report, "churn trees: time-series cross-validation of their number", len(X_train)):
-                self.churn_tuning_, margin = self._choose_trees(churn, data, X_train, columns, split)
+            with _step(report, "churn trees: time-series cross-validation of their number", len(binned)):
+                self.churn_tuning_, margin = self._choose_trees(churn, data.subset(np.searchsorted(binned, split[0])),
+                                                                X_train, columns, split)
         if self.churn_tuning_:
             churn.set_params(n_estimators=self.churn_tuning_["chosen"])
-        with _step(report, "churn model", len(X_train)):
-            self.churn_model_ = churn.fit(data, churned, _columns(X_cal, columns), ~X_cal["purchased"].to_numpy(bool))
-        del data
+        served = data if len(rows["fit"]) == len(binned) else data.subset(np.searchsorted(binned, rows["fit"]))
+        with _step(report, "churn model", len(rows["fit"])):
+            self.churn_model_ = churn.fit(served, churned, _columns(X_cal, columns), ~X_cal["purchased"].to_numpy(bool))
+        del data, served
         self.selection_ = dict(self.chosen or {})
         if self.churn_tuning_ and self.churn_score == "auto":
             with _step(report, "churn: learned model vs calibrated formulas, cross-validated", len(split[1])):
@@ -248,8 +258,8 @@ class WinbackScorer:
         self.churn_score_ = (self.selection_["churn"]["served"] if self.churn_score == "auto" and "churn" in self.selection_
                              else "lightgbm" if self.churn_score == "auto" else self.churn_score)
         self._fit_churn_output(X_cal)
-        with _step(report, "next-purchase models", len(X_train)):
-            self._fit_next_purchase(X_train, X_cal, split, latest)
+        with _step(report, "next-purchase models", len(rows["hazard"])):
+            self._fit_next_purchase(X_train, X_cal, split, latest, rows)
         self.feature_schema_ = feature_schema(reference.settings)
         last_origin = pd.Timestamp(calibration["origin"].max())
         self.trained_until_ = str((last_origin + pd.Timedelta(days=self.horizon_days)).date())
@@ -261,17 +271,15 @@ class WinbackScorer:
         self._check_fitted()
         return self.reference_.settings
 
-    def _cv_split(self, X_train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-        """The time-series cross-validation's rows: fit on the earlier training origins and one
-        half of the customers (by a hash of their id), validate on the latest training origin
-        and the other half. None with fewer than two origins, or when the validation rows hold
-        only churners or only buyers."""
-        origins = sorted(X_train["origin"].unique())
-        if len(origins) < 2:
+    def _cv_split(self, X_train: pd.DataFrame, sample: TrainingRows) -> tuple[np.ndarray, np.ndarray] | None:
+        """The time-series cross-validation's rows (positions in ``X_train``, the kept rows of
+        ``sample``): fit on the earlier training origins and one half of the customers (by a
+        hash of their id), validate on the latest training origin and the other half, each at
+        most its limit (:mod:`models.ml.rows`). None with fewer than two origins, or when the
+        validation rows hold only churners or only buyers."""
+        if len(sample.origins) < 2:
             return None
-        half = customer_hash(X_train["customer_id"]) % 2 == 0
-        fit_rows = np.flatnonzero((X_train["origin"] < origins[-1]).to_numpy() & half)
-        valid_rows = np.flatnonzero((X_train["origin"] == origins[-1]).to_numpy() & ~half)
+        fit_rows, valid_rows = sample.positions["cv_fit"], sample.positions["valid"]
         churned = ~X_train["purchased"].to_numpy(bool)[valid_rows]
         if churned.all() or not churned.any():
             return None
@@ -285,17 +293,16 @@ class WinbackScorer:
         are split in two by a hash of their id: the trees see one half, the validation the other,
         because an origin's customers reappear at every origin with overlapping label windows and
         trees would otherwise be rewarded for memorising them. ``data`` is the churn model's
-        dataset of ``X_train`` (:meth:`ChurnModel.dataset`); the trees are fit on a subset of it,
-        sharing its bins. Returns the validation AUC per candidate and the chosen count, and the
+        dataset of the split's fit rows (a subset of the one :meth:`ChurnModel.dataset` binned for
+        every churn fit, sharing its bins). Returns the validation AUC per candidate and the chosen count, and the
         validation rows' raw margin with the chosen count (for :meth:`_select_churn`).
         """
         from sklearn.metrics import roc_auc_score
 
-        fit_rows, valid_rows = split
+        _, valid_rows = split
         churned = ~X_train["purchased"].to_numpy(bool)
         trees = clone(churn).set_params(n_estimators=max(self.churn_tree_candidates), early_stopping_rounds=None)
-        kept = sample_positions(len(fit_rows), churn.max_rows, churn.random_state)   # as the final fit
-        booster = trees.fit_trees(data.subset(fit_rows if kept is None else fit_rows[kept]))
+        booster = trees.fit_trees(data)
         valid = feature_matrix(X_train, columns, np.float32, rows=valid_rows)
         auc, raw, done, margins = {}, np.zeros(len(valid_rows)), 0, {}
         for k in sorted(self.churn_tree_candidates):     # each tree once: add the next ones' raw score
@@ -321,9 +328,10 @@ class WinbackScorer:
         bit of the customer hash), so no customer is scored by a stack that saw them.
         """
         _, rows = split
-        valid = X_train.take(rows)
-        churned = ~valid["purchased"].to_numpy(bool)
         scores = self._classical_scores()
+        valid = _columns(X_train, list(dict.fromkeys(
+            ["customer_id", "purchased", *(column for column, _ in scores.values())]))).take(rows)
+        churned = ~valid["purchased"].to_numpy(bool)
         candidates = {"lightgbm": margin}
         candidates.update({name: signed_score(valid, column, sign) for name, (column, sign) in scores.items()})
         inputs = stack_inputs(margin, valid, scores)
@@ -392,23 +400,38 @@ class WinbackScorer:
         extra = {name: self._classical_estimator(name).fit(frame) for name in self.extra_classical_}
         return {"purchase": purchase, "spend": fit_spend_model(frame), "extra": extra}
 
-    def _with_classical_by_origin(self, train: pd.DataFrame, report: Progress) -> tuple[pd.DataFrame, dict]:
-        """``train`` with each origin's classical outputs from models fit on that origin alone,
-        and the models fit on the latest origin (the cross-validation's validation origin).
+    def _with_classical_by_origin(self, train: pd.DataFrame | Sequence[Callable[[], pd.DataFrame]],
+                                  calibration: pd.DataFrame, limits: RowLimits,
+                                  report: Progress) -> tuple[TrainingRows, dict]:
+        """The training rows the learned models read, with each origin's classical outputs from
+        models fit on that origin alone, and the models fit on the latest origin (the
+        cross-validation's validation origin).
 
-        The outputs are written origin by origin into one array per column and joined to
-        ``train`` without copying it (no per-origin copies to concatenate).
+        The origins are read one at a time (``train`` split by origin, or its functions called
+        in turn); each origin's table is dropped once its classical models are fit and the
+        rows the learned fits may read are kept (:class:`~models.ml.rows.RowSampler`).
         """
-        added: dict[str, np.ndarray] = {}
+        if isinstance(train, pd.DataFrame):
+            groups = sorted(train.groupby("origin", sort=True).indices.items())
+            loaders = [lambda rows=rows: train.take(rows) for _, rows in groups]
+        else:
+            loaders = list(train)
+        if not loaders:
+            raise ValueError("no training origin given")
+        sampler = RowSampler(limits, len(loaders), self.random_state)
         fitted: dict = {}
-        for origin, rows in sorted(train.groupby("origin", sort=True).indices.items()):
-            frame = train.take(rows)
-            with _step(report, f"classical models, origin {pd.Timestamp(origin).date()}", len(frame)):
+        first_calibration = calibration["origin"].min()
+        for load in loaders:
+            frame = load()
+            origin = pd.Timestamp(frame["origin"].iloc[0])
+            if (frame["origin"] >= first_calibration).any():
+                raise ValueError("the calibration origin must come after every training origin")
+            with _step(report, f"classical models, origin {origin.date()}", len(frame)):
                 fitted = self._fit_classical(frame)
                 outputs = self._classical_outputs(frame, fitted)
-            for name, values in outputs.items():
-                added.setdefault(name, np.empty(len(train)))[rows] = values
-        return _joined(train, added), fitted
+            sampler.add(_joined(frame, outputs), customer_hash(frame["customer_id"]))
+            del frame, outputs
+        return sampler.result(), fitted
 
     def _classical_outputs(self, frame: pd.DataFrame, fitted: dict) -> dict[str, np.ndarray]:
         """The classical models' outputs for ``frame``'s rows, by column name."""
@@ -463,7 +486,8 @@ class WinbackScorer:
         return grid if method == "hazard" else tuple(sorted(set(DEFAULT_GRID_DAYS) | {grid[-1]}))
 
     def _fit_next_purchase(self, train: pd.DataFrame, calibration: pd.DataFrame,
-                           split: tuple[np.ndarray, np.ndarray] | None, latest: dict) -> None:
+                           split: tuple[np.ndarray, np.ndarray] | None, latest: dict,
+                           rows: dict[str, np.ndarray]) -> None:
         """Fit the hazard model and choose the served next-purchase model.
 
         With "auto" and a cross-validation split, the hazard model (refit on the split's fit
@@ -472,25 +496,28 @@ class WinbackScorer:
         classical model (:func:`models.ml.selection.choose_next_purchase`). Every candidate's
         integrated Brier score and C-index on the calibration origin are recorded too
         (``next_purchase_evaluation_``); without a split, "auto" keeps the lowest integrated
-        Brier score there.
+        Brier score there. ``rows`` are the positions in ``train`` each fit reads
+        (:class:`~models.ml.rows.TrainingRows`).
         """
         columns = self._hazard_columns()
         grid = grid_for_horizon(self.horizon_days)
         names = list(dict.fromkeys((self.purchase_model, *self.extra_classical_)))
-        hazard = self._hazard(train, columns, grid)
+        hazard = self._hazard(train, columns, grid, rows["hazard"])
         days = calibration["days_to_next_purchase"].to_numpy(float)
         event = ~calibration["next_purchase_censored"].to_numpy(bool)
         bought_by = event[:, None] & (days[:, None] <= np.asarray(grid)[None, :])
-        cdfs = {"hazard": hazard.predict_cdf(_columns(calibration, columns)),
-                **{name: ClassicalNextPurchase(self._classical_model(name), grid).predict_cdf(calibration)
-                   for name in names}}
-        self.next_purchase_evaluation_ = {
-            name: {"integrated_brier": integrated_brier(grid, brier_scores(bought_by, cdf)),
-                   "cindex": concordance_index(days, event, restricted_mean_days(cdf, grid))}
-            for name, cdf in cdfs.items()}
+        self.next_purchase_evaluation_ = {}
+        for name in ("hazard", *names):               # one F(t) table at a time
+            cdf = (hazard.predict_cdf(_columns(calibration, columns)) if name == "hazard"
+                   else ClassicalNextPurchase(self._classical_model(name), grid).predict_cdf(calibration))
+            self.next_purchase_evaluation_[name] = {
+                "integrated_brier": integrated_brier(grid, brier_scores(bought_by, cdf)),
+                "cindex": concordance_index(days, event, restricted_mean_days(cdf, grid))}
+            del cdf
         chosen = {"classical": self.purchase_model}.get(self.next_purchase, self.next_purchase)
         if chosen == "auto" and split is not None:
-            self.selection_["next_purchase"] = self._select_next_purchase(train, split, latest, names).to_dict()
+            self.selection_["next_purchase"] = self._select_next_purchase(
+                train, split, latest, names, rows["cv_hazard"]).to_dict()
         if chosen == "auto" and "next_purchase" in self.selection_:
             chosen = self.selection_["next_purchase"]["served"]
         elif chosen == "auto":
@@ -500,24 +527,35 @@ class WinbackScorer:
         self.hazard_model_ = hazard if chosen == "hazard" else None
         self.grid_days_ = self._next_purchase_grid(chosen)
 
-    def _hazard(self, frame: pd.DataFrame, columns: list[str], grid: tuple[int, ...]) -> HazardNextPurchaseModel:
-        hazard = HazardNextPurchaseModel(grid_days=grid, n_estimators=self.hazard_estimators,
-                                         random_state=self.random_state, num_threads=self.num_threads)
-        return hazard.fit(_columns(frame, columns), frame["days_to_next_purchase"].to_numpy(),
-                          frame["next_purchase_censored"].to_numpy(bool))
+    def _hazard_model(self, grid: tuple[int, ...]) -> HazardNextPurchaseModel:
+        return HazardNextPurchaseModel(grid_days=grid, n_estimators=self.hazard_estimators,
+                                       random_state=self.random_state, num_threads=self.num_threads)
+
+    def _hazard(self, frame: pd.DataFrame, columns: list[str], grid: tuple[int, ...],
+                rows: np.ndarray) -> HazardNextPurchaseModel:
+        """The hazard model fit on ``frame``'s rows at positions ``rows`` (all of them: no copy)."""
+        labels = ["days_to_next_purchase", "next_purchase_censored"]
+        part = _columns(frame, list(dict.fromkeys(columns + labels)))
+        if len(rows) < len(frame):
+            part = part.take(rows)
+        return self._hazard_model(grid).fit(_columns(part, columns), part["days_to_next_purchase"].to_numpy(),
+                                            part["next_purchase_censored"].to_numpy(bool))
 
     def _select_next_purchase(self, train: pd.DataFrame, split: tuple[np.ndarray, np.ndarray],
-                              latest: dict, names: list[str]) -> Selection:
+                              latest: dict, names: list[str], fit_rows: np.ndarray) -> Selection:
         """Every next-purchase candidate's validation C-index (of the expected days each would
-        serve) and the served one; their integrated Brier scores up to the horizon beside."""
-        fit_rows, rows = split
+        serve) and the served one; their integrated Brier scores up to the horizon beside. The
+        hazard model is fit on ``fit_rows`` (the split's fit rows, at most its customer limit)."""
+        _, rows = split
         columns = self._hazard_columns()
         grid = grid_for_horizon(self.horizon_days)
-        valid = train.take(rows)
+        valid = _columns(train, [c for c in dict.fromkeys(
+            ["origin", "frequency", "recency", "T", "monetary_value", "litt", "days_to_next_purchase",
+             "next_purchase_censored", *columns]) if c in train]).take(rows)
         days = valid["days_to_next_purchase"].to_numpy(float)
         event = ~valid["next_purchase_censored"].to_numpy(bool)
         bought_by = event[:, None] & (days[:, None] <= np.asarray(grid)[None, :])
-        hazard = self._hazard(train.take(fit_rows), columns, grid)
+        hazard = self._hazard(train, columns, grid, fit_rows)
         expected, brier = {}, {}
         for name in ("hazard", *names):
             served_grid = self._next_purchase_grid(name)
@@ -583,7 +621,7 @@ class WinbackScorer:
         decided = self.policy.decide(purchase, X, churn, clv, day)
         # one table built from arrays in one go: no joins, no re-indexing copies
         columns = {
-            "customer_id": X["customer_id"].to_numpy(), "as_of": day,
+            "customer_id": _values(X["customer_id"]), "as_of": day,
             "churn_probability": churn, "p_alive": X["p_alive"].to_numpy(),
             "expected_purchases_30d": purchase.predict_expected_purchases(X, 30),
             "expected_purchases_90d": purchase.predict_expected_purchases(X, 90),
@@ -596,7 +634,7 @@ class WinbackScorer:
             "expected_days_to_purchase": nxt["expected_days_to_purchase"].to_numpy(),
             "expected_order_value": X["expected_order_value"].to_numpy(), "clv_12m": clv,
             **{c: decided[c].to_numpy() for c in decided.columns},
-            **{c: X[c].to_numpy() for c in SEGMENT_COLUMNS},
+            **{c: _values(X[c]) for c in SEGMENT_COLUMNS},
         }
         out = pd.DataFrame(columns, index=pd.RangeIndex(len(X)))
         if reasons is not False and not X.index.equals(out.index):
@@ -746,6 +784,15 @@ def customer_hash(ids: pd.Series, chunk: int = 1 << 20) -> np.ndarray:
     time, so ids held as Arrow strings become Python objects only ``chunk`` at a time."""
     return np.concatenate([pd.util.hash_array(ids.iloc[i:i + chunk].to_numpy(dtype=object))
                            for i in range(0, len(ids), chunk)] or [np.empty(0, np.uint64)])
+
+
+def _values(column: pd.Series) -> np.ndarray | pd.api.extensions.ExtensionArray:
+    """A column's values for the scores: Arrow strings and categoricals as they are (a compact
+    feature table's ids and segment names, :mod:`features.compact`; as Python objects they
+    would take several GiB at 10M customers), anything else as a numpy array."""
+    if isinstance(column.dtype, (pd.ArrowDtype, pd.CategoricalDtype, pd.StringDtype)):
+        return column.array
+    return column.to_numpy()
 
 
 def _columns(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
@@ -229,12 +230,46 @@ def _record(metrics: dict[str, float], verdicts: dict[str, str], key: str, verdi
     verdicts[verdict_key] = comparison.verdict
 
 
+def _same_ids(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two id columns hold the same ids in the same order. Arrow-backed ids (a compact
+    table, :mod:`features.compact`) are compared in Arrow, never as ten million Python strings."""
+    if len(a) != len(b):
+        return False
+    if isinstance(a.dtype, pd.ArrowDtype) and a.dtype == b.dtype:
+        return bool(a.array.__arrow_array__().equals(b.array.__arrow_array__()))
+    return bool((np.asarray(a, dtype=object) == np.asarray(b, dtype=object)).all())
+
+
+def _unique_ids(ids: pd.Series) -> bool:
+    if isinstance(ids.dtype, pd.ArrowDtype):
+        return pc.count_distinct(ids.array.__arrow_array__(), mode="all").as_py() == len(ids)
+    return bool(ids.is_unique)
+
+
 def _aligned(features: pd.DataFrame, customers: pd.Series) -> pd.DataFrame:
     """``features``' rows for ``customers``, in that order; ``features`` itself when it already
     is (the scorer keeps the feature table's order), which spares indexing a million ids."""
-    if len(features) == len(customers) and (features["customer_id"].to_numpy() == customers.to_numpy()).all():
+    if _same_ids(features["customer_id"], customers):
         return features.reset_index(drop=True)
     return features.set_index("customer_id").loc[customers].reset_index()
+
+
+def _with_labels(scored: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """``scored`` joined one to one with ``labels`` on ``customer_id``, in ``scored``'s order.
+
+    Scores and labels built from one log come sorted by customer alike; then the labels'
+    columns are set beside the scores' without a merge (a merge of 10M rows copies every
+    column and hashes every id), else they are merged.
+    """
+    shared = (set(labels.columns) - {"customer_id"}) & set(scored.columns)      # a merge would suffix them
+    if not shared and _same_ids(scored["customer_id"], labels["customer_id"]) and _unique_ids(scored["customer_id"]):
+        joined = scored.copy(deep=False)
+        joined.index = pd.RangeIndex(len(joined))
+        for name in labels.columns:
+            if name != "customer_id":
+                joined[name] = labels[name].array
+        return joined
+    return scored.merge(labels, on="customer_id", validate="one_to_one")
 
 
 def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
@@ -250,7 +285,7 @@ def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
     ``max_bootstrap_customers`` the bootstraps run on a subsample and their intervals are
     scaled to the whole set (:func:`scaled_bootstrap`; the notes say so).
     """
-    joined = scored.merge(labels, on="customer_id", validate="one_to_one")
+    joined = _with_labels(scored, labels)
     feats = _aligned(features, joined["customer_id"])
     churned = ~joined["purchased"].to_numpy(bool)
     probability = joined["churn_probability"].to_numpy(float)

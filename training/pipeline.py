@@ -30,6 +30,7 @@ import platform
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import metadata
 from typing import Callable
 
@@ -40,9 +41,10 @@ import pandas as pd
 import pyarrow as pa
 from mlflow import MlflowClient
 
-from features import TransactionLog, build_features, build_labels, prepare
+from features import TransactionLog, prepare
 from features.build import parse_cutoff
-from features.labels import labelled_features_arrow
+from features.compact import features_frame, labels_frame
+from features.labels import check_horizon, labelled_features_arrow
 from features.reference import FeatureReference
 from features.side import SideData
 from models.ml.churn import ChurnModel
@@ -156,10 +158,13 @@ def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timest
     churn_trees = chosen_by.churn_tuning_.get("chosen") if chosen_by is not None else None
     report = progress or (lambda *_: None)
     _, _, reference = prepare(log, calibration_origin, side=side)
-    train_frame = training_frame(log, origins, config.horizon_days, reference, report, spark_log, side)
     calibration = training_frame(log, [calibration_origin], config.horizon_days, reference,
                                  lambda task, *done: report(task.replace("origin", "calibration origin"), *done),
                                  spark_log, side)
+    # one function per training origin: the scorer reads them one at a time and keeps only the
+    # rows its learned models read (models.ml.rows), so no table of every origin is ever held
+    train_origins = [partial(training_frame, log, [origin], config.horizon_days, reference, report, spark_log, side)
+                     for origin in origins]
     chosen = ({"churn_score": chosen_by.churn_score_, "next_purchase": chosen_by.next_purchase_method_,
                "chosen": chosen_by.selection_, "regularity": chosen_by.regularity_k_ or False}
               if chosen_by is not None else {"next_purchase": config.next_purchase})
@@ -170,7 +175,7 @@ def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timest
                          num_threads=config.threads),
         hazard_estimators=config.hazard_estimators, random_state=config.random_state,
         num_threads=config.threads, **({"churn_tree_candidates": ()} if churn_trees else {}),
-    ).fit(train_frame, calibration, reference, progress=report)
+    ).fit(train_origins, calibration, reference, progress=report)
 
 
 def training_frame(log: TransactionLog, origins: list[pd.Timestamp], horizon_days: int,
@@ -281,7 +286,7 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
                                                config.origin_step_days, first_day)
     fresh_origins, fresh_calibration = plan_origins(last_day, config.horizon_days, config.origins,
                                                     config.origin_step_days, first_day)
-    labels = build_labels(log, cutoff, config.horizon_days)        # fails early if data end too soon
+    check_horizon(log, cutoff, config.horizon_days)                 # fails early if data end too soon
     horizon_end = cutoff + pd.Timedelta(days=config.horizon_days)
     evaluated_on = f"({cutoff.date()}, {horizon_end.date()}]"
     uri = use_tracking(tracking_uri)
@@ -320,8 +325,11 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
 
         step(f"evaluating out of time on {evaluated_on}")
         report = progress or (lambda *_: None)
+        # compact tables (ids in Arrow, segment names as categoricals): same values as
+        # build_features and build_labels, a fraction of the memory at millions of customers
         features = _timed(report, f"features, evaluation cutoff {cutoff.date()}",
-                          lambda: build_features(log, cutoff, reference=scorer.reference_, side=side))
+                          lambda: features_frame(log, cutoff, reference=scorer.reference_, side=side))
+        labels = _timed(report, f"labels, {evaluated_on}", lambda: labels_frame(log, cutoff, config.horizon_days))
         scored = _timed(report, "scoring the evaluation cutoff", lambda: scored_for_evaluation(scorer, features, cutoff))
         evaluation = _timed(report, "evaluation: metrics, baselines, bootstraps",
                             lambda: evaluate(scored, features, labels, cutoff, config.horizon_days),
@@ -427,7 +435,7 @@ def _evaluate_champion(champion, log: TransactionLog, features: pd.DataFrame, la
     except Exception as exc:                 # an older format, a missing artifact, a changed schema
         return None, (f"{UNUSABLE}: version {champion.version}'s backtest model cannot be loaded by this "
                       f"code ({_first_line(exc)})")
-    own_features = build_features(log, cutoff, reference=champion_scorer.reference_,
+    own_features = features_frame(log, cutoff, reference=champion_scorer.reference_,
                                   side=side if champion_scorer.reference_.side_columns else None)
     scored = scored_for_evaluation(champion_scorer, own_features, cutoff)
     return evaluate(scored, features, labels, cutoff, horizon_days), None

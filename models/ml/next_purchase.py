@@ -214,13 +214,13 @@ class HazardNextPurchaseModel(CompiledTrees, BaseEstimator):
         if not hasattr(self, "booster_"):
             raise NotFittedError("HazardNextPurchaseModel is not fitted yet; call fit first")
         n, k = len(X), len(self.grid_days)
-        values = feature_matrix(X, self.feature_names_)
         grid = np.asarray(self.grid_days, dtype=np.float64)
         forest = forest_for(self, self.booster_, self.num_threads)
         hazard = np.empty((n, k))
         step = max(1, PREDICT_CHUNK_ROWS // k)
-        for start in range(0, n, step):
-            design = every_interval(values[start:start + step], grid)
+        for start in range(0, n, step):          # the customers' features too, a chunk at a time
+            values = feature_matrix(X.iloc[start:start + step], self.feature_names_)
+            design = every_interval(values, grid)
             hazard[start:start + step] = forest.predict(design, batch_rows=n * k).reshape(-1, k)
         return 1.0 - np.cumprod(1.0 - hazard, axis=1)
 
