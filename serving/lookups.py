@@ -34,7 +34,7 @@ from time import perf_counter
 from typing import Any
 
 import orjson
-from _bentoml_sdk.service.factory import Service
+from bentoml import Service
 from bentoml._internal.server.http.access import AccessLogMiddleware
 from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
