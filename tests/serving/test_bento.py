@@ -61,7 +61,7 @@ def test_the_built_bento_serves_the_api_and_the_dashboard_without_the_project(st
     missing = _project_files() - packed
     assert not missing, f"bentofile.yaml leaves out {sorted(missing)}"
     assert {"serving/dashboard/templates/signin.html", "serving/dashboard/static/app.css",
-            "serving/dashboard/static/fonts/noto-sans-tc-subset.woff2", "crm/triggers_default.toml"} <= packed
+            "crm/static/noto-sans-tc-subset.woff2", "crm/triggers_default.toml"} <= packed
     assert not any("__pycache__" in p for p in packed)
 
     python = _python_without_the_project(tmp_path / "venv")
