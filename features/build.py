@@ -197,10 +197,11 @@ def partials_sql(cutoff: str, settings: FeatureSettings) -> str:
         GROUP BY customer_id"""
 
 
-def finalize_sql(cutoff: str, settings: FeatureSettings, partials: str) -> str:
+def finalize_sql(cutoff: str, settings: FeatureSettings, partials: str, keep: tuple[str, ...] = ()) -> str:
     """The customer-level columns as of ``cutoff`` from a table of partials (:func:`partials_sql`,
     or the state :mod:`features.incremental` keeps): totals, windows, trend, tiers, purchase
-    cycle and the daily BG/NBD summary. One definition for both."""
+    cycle and the daily BG/NBD summary. One definition for both. ``keep``: columns of
+    ``partials`` passed through as they are."""
     finished = ",\n            ".join(
         windows.window_columns(settings.windows_days, settings.trend_days)
         + tiers.tier_spend_columns(settings.tiers) + cycle.cycle_columns())
@@ -209,7 +210,7 @@ def finalize_sql(cutoff: str, settings: FeatureSettings, partials: str) -> str:
             total_spend / orders AS avg_order_value
         FROM (SELECT customer_id, first_purchase_date, last_purchase_date, purchase_days, orders,
             CAST(coalesce(_spend, 0) AS DOUBLE) AS total_spend, first_purchase_value, _litt,
-            {finished},
+            {finished},{''.join(f' {c},' for c in keep)}
             date_diff('day', last_purchase_date, {cutoff}) AS days_since_last_purchase,
             date_diff('day', first_purchase_date, {cutoff}) AS tenure_days
         FROM {partials})"""
@@ -236,12 +237,22 @@ def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
     (summary for daily periods, totals, cycle, windows, tiers); RFM scores read it, and only
     the weekly summary and replenishment (over ``cat_days``) are separate passes.
     ``favourites`` (default: :func:`features.replenishment.favourites_sql` over ``cat_days``)
-    gives each customer's favourite category (:mod:`features.incremental` keeps them).
+    gives each customer's favourite category; :data:`features.replenishment.INLINE` reads it
+    from ``customers``' own ``fav_*`` columns (:mod:`features.incremental` keeps them there,
+    in customer order, so that the table needs no join and no sort).
     """
     if freq == "D":
         source, summary_from = "scored AS c", "c"
     else:
         source, summary_from = f"({summary.summary_sql(cutoff, freq)}) AS s JOIN scored AS c USING (customer_id)", "s"
+    intervals = reference.category_interval_days
+    if favourites == replenishment.INLINE:
+        columns, join, order = replenishment.inline_columns(cutoff, intervals, "c"), "", ""
+    else:
+        columns = "p.top_category, p.replenish_interval_days, p.replenish_due_in_days"
+        join = (f"LEFT JOIN ({replenishment.replenishment_sql(cutoff, intervals, favourites)}) AS p "
+                f"USING (customer_id)")
+        order = "ORDER BY c.customer_id"
     return f"""
         WITH scored AS (SELECT *, {', '.join(rfm.score_columns(reference.rfm_edges))}
                         FROM customers)
@@ -255,11 +266,10 @@ def features_sql(cutoff: str, freq: Freq, settings: FeatureSettings,
             {', '.join(f'c.orders_{n}d, c.spend_{n}d' for n in settings.windows_days)},
             c.spend_trend, c.tier_spend,
             {', '.join(tiers.tier_columns(settings.tiers))},
-            p.top_category, p.replenish_interval_days, p.replenish_due_in_days
+            {columns}
         FROM {source}
-        LEFT JOIN ({replenishment.replenishment_sql(cutoff, reference.category_interval_days, favourites)}) AS p
-            USING (customer_id)
-        ORDER BY c.customer_id"""
+        {join}
+        {order}"""
 
 
 def resolve(log_timezone: str | None, freq: Freq | None, settings: FeatureSettings | None,

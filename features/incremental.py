@@ -351,12 +351,19 @@ def rebuild(log: TransactionLog, stamps: dict, day: dt.date, out: Path, referenc
             con.execute(f"CREATE TABLE st.cats AS SELECT customer_id, category, count(*) AS n_days, "
                         f"max(day) AS last_day, {_gap_list('gap')} AS gaps FROM cat_days GROUP BY customer_id, category")
             con.execute(f"""
-                CREATE TABLE st.cust AS
-                SELECT p.*, {', '.join(f'f.{c} AS fav_{c}' for c in _FAVOURITE)}
-                FROM (SELECT customer_id, {', '.join(partial_aggregates(settings))}, {_gap_list('gap')} AS _gaps
-                      FROM (SELECT customer_id, day, spend, orders, {age_expr(cutoff)} AS age, gap FROM daily)
-                      GROUP BY customer_id) AS p
-                LEFT JOIN ({replenishment.favourites_sql(_per_category('st.cats'))}) AS f USING (customer_id)""")
+                CREATE OR REPLACE TEMP TABLE partials AS
+                SELECT customer_id, {', '.join(partial_aggregates(settings))}, {_gap_list('gap')} AS _gaps
+                FROM (SELECT customer_id, day, spend, orders, {age_expr(cutoff)} AS age, gap FROM daily)
+                GROUP BY customer_id""")
+            con.execute("CREATE TABLE st.cust_gaps AS SELECT customer_id, _gaps AS gaps FROM partials "
+                        "WHERE _gaps IS NOT NULL")
+        con.execute(f"""
+            CREATE TABLE st.cust AS
+            SELECT p.* EXCLUDE (_gaps), {', '.join(f'f.{c} AS fav_{c}' for c in _FAVOURITE)}
+            FROM partials AS p
+            LEFT JOIN ({replenishment.favourites_sql(_per_category('st.cats'))}) AS f USING (customer_id)
+            ORDER BY customer_id""")                    # kept in customer order: the table needs no sort
+        con.execute("DROP TABLE partials")
         con.execute(f"CREATE TABLE st.recent AS SELECT customer_id, day, spend, orders FROM daily "
                     f"WHERE day > {cutoff} - {max(window_lengths(settings))} ORDER BY day")
         con.execute(f"CREATE TABLE st.pending AS SELECT {', '.join(CANONICAL_COLUMNS)} FROM transactions "
@@ -428,20 +435,13 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
             sum(CAST(ln(gap) AS DECIMAL(38, 18))) AS litt, {_gap_list('gap')} AS gaps,
             CAST(arg_max(gap, day) FILTER (WHERE gap IS NOT NULL) AS DOUBLE) AS last_gap
         FROM new_gaps GROUP BY customer_id""")
+    # each customer's gaps (for the median): the new ones appended
     con.execute("""
-        UPDATE cust SET last_purchase_date = b.last_day, purchase_days = cust.purchase_days + b.n,
-            orders = cust.orders + b.orders, _spend = cust._spend + b.spend,
-            _gap_sq = coalesce(cust._gap_sq, 0) + b.gap_sq, _litt = coalesce(cust._litt, 0) + b.litt,
-            last_gap_days = b.last_gap,
-            _gaps = list_concat(coalesce(cust._gaps, []), b.gaps),
-            median_gap_days = list_median(list_concat(coalesce(cust._gaps, []), b.gaps))
-        FROM bought AS b WHERE cust.customer_id = b.customer_id""")
-    con.execute("""
-        INSERT INTO cust BY NAME
-        SELECT customer_id, first_day AS first_purchase_date, last_day AS last_purchase_date, n AS purchase_days,
-            orders, spend AS _spend, first_value AS first_purchase_value, gap_sq AS _gap_sq, litt AS _litt,
-            last_gap AS last_gap_days, gaps AS _gaps, list_median(gaps) AS median_gap_days
-        FROM bought ANTI JOIN cust USING (customer_id)""")
+        CREATE OR REPLACE TEMP TABLE new_lists AS
+        SELECT b.customer_id, list_concat(coalesce(g.gaps, []), b.gaps) AS gaps
+        FROM bought AS b LEFT JOIN cust_gaps AS g USING (customer_id) WHERE b.gaps IS NOT NULL""")
+    con.execute("DELETE FROM cust_gaps WHERE customer_id IN (SELECT customer_id FROM new_lists)")
+    con.execute("INSERT INTO cust_gaps SELECT customer_id, gaps FROM new_lists")
     # windows: add the new days inside each, subtract the days that left each since `before`
     leaving = " UNION ALL ".join(
         f"SELECT customer_id, day, spend, orders, {n} AS length FROM recent "
@@ -459,12 +459,11 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
         FROM (SELECT customer_id, day, spend, orders, NULL::INTEGER AS length, {age_expr(cutoff)} AS age FROM new_days
               UNION ALL SELECT *, NULL AS age FROM ({leaving}))
         GROUP BY customer_id""")
-    sets = [f"_spend_w{n} = coalesce(cust._spend_w{n}, 0) + coalesce(m.d_spend_w{n}, 0)" for n in lengths]
-    sets += [f"_orders_w{n} = coalesce(cust._orders_w{n}, 0) + coalesce(m.d_orders_w{n}, 0)" for n in settings.windows_days]
-    con.execute(f"UPDATE cust SET {', '.join(sets)} FROM moved AS m WHERE cust.customer_id = m.customer_id")
     con.execute(f"INSERT INTO recent SELECT customer_id, day, spend, orders FROM new_days WHERE day > {cutoff} - {max(lengths)}")
     con.execute(f"DELETE FROM recent WHERE day <= {cutoff} - {max(lengths)}")
     # categories: days, last day and gaps per customer and category; then the favourites
+    favourites = "SELECT NULL::VARCHAR AS customer_id, " + ", ".join(
+        f"NULL::{t} AS {c}" for c, t in zip(_FAVOURITE, ("VARCHAR", "DATE", "DOUBLE", "BIGINT"))) + " WHERE false"
     if columns.category is not None:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE new_cats AS
@@ -486,10 +485,56 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
             FROM new_cats ANTI JOIN cats USING (customer_id, category)""")
         touched = "(SELECT * FROM cats SEMI JOIN (SELECT DISTINCT customer_id FROM new_cats) AS t USING (customer_id))"
         favourites = replenishment.favourites_sql(_per_category(touched))
-        con.execute(f"UPDATE cust SET {', '.join(f'fav_{c} = f.{c}' for c in _FAVOURITE)} "
-                    f"FROM ({favourites}) AS f WHERE cust.customer_id = f.customer_id")
+    # one row per customer whose state moves: what they bought, what left or entered a window, a
+    # new favourite; applied in place (the table keeps its customer order), new customers appended
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE delta AS
+        SELECT customer_id, b.* EXCLUDE (customer_id, gaps), l.gaps IS NOT NULL AS listed,
+            list_median(l.gaps) AS median, m.* EXCLUDE (customer_id),
+            {', '.join(f'f.{c} AS fav_{c}' for c in _FAVOURITE)}
+        FROM bought AS b FULL JOIN moved AS m USING (customer_id)
+        FULL JOIN ({favourites}) AS f USING (customer_id)
+        LEFT JOIN new_lists AS l USING (customer_id)""")
+    bought = lambda column, merged: f"CASE WHEN d.n IS NULL THEN cust.{column} ELSE {merged} END"
+    sets = [f"last_purchase_date = coalesce(d.last_day, cust.last_purchase_date)",
+            "purchase_days = cust.purchase_days + coalesce(d.n, 0)", "orders = cust.orders + coalesce(d.orders, 0)",
+            "_spend = cust._spend + coalesce(d.spend, 0)",
+            f"_gap_sq = {bought('_gap_sq', 'coalesce(cust._gap_sq, 0) + d.gap_sq')}",
+            f"_litt = {bought('_litt', 'coalesce(cust._litt, 0) + d.litt')}",
+            f"last_gap_days = {bought('last_gap_days', 'd.last_gap')}",
+            f"median_gap_days = CASE WHEN d.listed THEN d.median ELSE cust.median_gap_days END"]
+    sets += [f"_spend_w{n} = coalesce(cust._spend_w{n}, 0) + coalesce(d.d_spend_w{n}, 0)" for n in lengths]
+    sets += [f"_orders_w{n} = coalesce(cust._orders_w{n}, 0) + coalesce(d.d_orders_w{n}, 0)"
+             for n in settings.windows_days]
+    sets += [f"fav_{c} = CASE WHEN d.fav_category IS NULL THEN cust.fav_{c} ELSE d.fav_{c} END" for c in _FAVOURITE]
+    con.execute(f"UPDATE cust SET {', '.join(sets)} FROM delta AS d WHERE cust.customer_id = d.customer_id")
+    windows_new = [f"d_spend_w{n} AS _spend_w{n}" for n in lengths] + [
+        f"d_orders_w{n} AS _orders_w{n}" for n in settings.windows_days]
+    newcomers = f"""
+        SELECT customer_id, first_day AS first_purchase_date, last_day AS last_purchase_date, n AS purchase_days,
+            orders, spend AS _spend, first_value AS first_purchase_value, gap_sq AS _gap_sq, litt AS _litt,
+            last_gap AS last_gap_days, median AS median_gap_days, {', '.join(windows_new)},
+            {', '.join(f'fav_{c}' for c in _FAVOURITE)}
+        FROM delta AS d ANTI JOIN cust USING (customer_id) WHERE d.n IS NOT NULL"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE newcomers AS {newcomers}")
+    first_new, last_known = con.execute(
+        "SELECT (SELECT min(customer_id) FROM newcomers), (SELECT max(customer_id) FROM cust)").fetchone()
+    if first_new is not None and last_known is not None and first_new <= last_known:
+        con.execute("CREATE OR REPLACE TABLE cust AS SELECT * FROM (SELECT * FROM cust UNION ALL BY NAME "
+                    "SELECT * FROM newcomers) ORDER BY customer_id")
+    else:
+        con.execute("INSERT INTO cust BY NAME SELECT * FROM newcomers ORDER BY customer_id")
     con.execute("DELETE FROM pending")
     con.execute(f"INSERT INTO pending SELECT * FROM arrived WHERE NOT ({seen})")
+
+
+def _in_customer_order(con: duckdb.DuckDBPyConnection) -> None:
+    """Make sure ``cust`` is stored in customer order (the day's table is read from it without
+    a sort); a state whose order was lost is rewritten sorted."""
+    unordered = con.execute("SELECT count(*) FROM (SELECT customer_id, lag(customer_id) OVER () AS before FROM cust) "
+                            "WHERE before >= customer_id").fetchone()[0]
+    if unordered:
+        con.execute("CREATE OR REPLACE TABLE cust AS SELECT * FROM cust ORDER BY customer_id")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,9 +556,9 @@ def _finish(con: duckdb.DuckDBPyConnection, day: dt.date, out: Path, reference: 
                          "log, every customer would look lapsed. Choose a cutoff within the log, or load the newer data")
     cutoff = cutoff_literal(day)
     settings = reference.settings
-    con.execute(f"CREATE OR REPLACE TEMP VIEW customers AS {finalize_sql(cutoff, settings, 'cust')}")
-    favourites = (f"SELECT customer_id, {', '.join(f'fav_{c} AS {c}' for c in _FAVOURITE)} "
-                  f"FROM cust WHERE fav_category IS NOT NULL")
-    query = with_side(con, features_sql(cutoff, "D", settings, reference, favourites), day.isoformat(),
+    _in_customer_order(con)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW customers AS "
+                f"{finalize_sql(cutoff, settings, 'cust', tuple(f'fav_{c}' for c in _FAVOURITE))}")
+    query = with_side(con, features_sql(cutoff, "D", settings, reference, replenishment.INLINE), day.isoformat(),
                       reference, side)
     return copy_table(con, query, out, day.isoformat(), reference)

@@ -88,6 +88,22 @@ def favourites_sql(per_category: str = PER_CATEGORY_SQL) -> str:
         GROUP BY customer_id"""
 
 
+#: :func:`features.build.features_sql`'s ``favourites`` when the customers table itself holds each
+#: customer's favourite as ``fav_category``, ``fav_last_day``, ``fav_own_median``, ``fav_n_gaps``.
+INLINE = "inline"
+
+
+def inline_columns(cutoff: str, intervals: dict[str, float], table: str) -> str:
+    """The replenishment columns from ``table``'s ``fav_*`` columns, the reference's intervals
+    looked up by a CASE: the values of :func:`replenishment_sql`, with no join."""
+    lookup = (f"CASE {table}.fav_category " + " ".join(
+        f"WHEN '{sql_escape(c)}' THEN {float(v)!r}" for c, v in intervals.items()) + " END"
+              if intervals else "NULL::DOUBLE")
+    interval = f"(CASE WHEN {table}.fav_n_gaps >= {MIN_OWN_GAPS} THEN {table}.fav_own_median ELSE {lookup} END)"
+    return (f"{table}.fav_category AS top_category, {interval} AS replenish_interval_days, "
+            f"{interval} - date_diff('day', {table}.fav_last_day, {cutoff}) AS replenish_due_in_days")
+
+
 def replenishment_sql(cutoff: str, intervals: dict[str, float], favourites: str | None = None) -> str:
     """A SELECT of customer_id and the replenishment columns from each customer's favourite
     category (``favourites``, default :func:`favourites_sql`), as of ``cutoff``."""
