@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python benchmarks/campaign_simulator.py --customers 6000 --months 6 --seed 0
-    .venv/bin/python benchmarks/campaign_simulator.py --no-effect --seeds 20     # the A/A check
+    .venv/bin/python benchmarks/campaign_simulator.py --no-effect --seeds 400 --customers 1500 --months 3 \\
+        --min-treated 50 --min-holdout 50                       # the A/A check, as the test's 20 seeds
 
 The process, every piece seeded by ``seed``:
 
@@ -32,7 +33,7 @@ The process, every piece seeded by ``seed``:
    Held-out and skipped events change nothing. ``effect=False`` makes every effect zero (A/A).
 4. **Judging**: after the last day's window has ended, :func:`crm.learn.learn_rule` fits the
    X-learner on the earlier event days and judges it on the later ones against churn risk and
-   value at risk (Qini, AUUC, bootstrap intervals).
+   value at risk (Qini, AUUC, the intervals of :func:`crm.uplift_metrics.compare_rankings`).
 
 Churn risk puts the lost first (no effect); value at risk favours the frequent, high-value
 customers (a negative effect); the middle band is what an uplift model has to find (Ascarza 2018).
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,18 +254,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=0, help="with --no-effect: the A/A check over this many seeds")
     parser.add_argument("--no-effect", action="store_true")
     parser.add_argument("--max-sends-per-day", type=int, default=100_000)
+    parser.add_argument("--min-treated", type=int, default=300, help="sent outcomes a rule needs to learn")
+    parser.add_argument("--min-holdout", type=int, default=300, help="held-out outcomes a rule needs to learn")
     args = parser.parse_args(argv)
-    base = dict(customers=args.customers, months=args.months, max_sends_per_day=args.max_sends_per_day)
+    base = dict(customers=args.customers, months=args.months, max_sends_per_day=args.max_sends_per_day,
+                min_treated=args.min_treated, min_holdout=args.min_holdout)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
     if args.seeds:
         two_sided, beats, table = aa_false_positive_share(range(args.seeds), **base)
         print(table.to_string(index=False))
-        print(f"A/A over {args.seeds} seeds: Qini interval excludes 0 in {two_sided:.0%}, "
-              f"'beats both baselines' in {beats:.0%}")
+        print(f"A/A over {args.seeds} seeds: Qini interval excludes 0 in {two_sided:.1%} "
+              f"({int(round(two_sided * args.seeds))} of {args.seeds}), 'beats both baselines' in {beats:.1%}; "
+              f"load average {os.getloadavg()[0]:.2f} at the end")
         return 0
     result = simulate(CampaignConfig(seed=args.seed, effect=not args.no_effect, **base))
     print(f"events: {len(result.events):,}; sends per day: {result.sends_per_day().to_dict()}")
     print(qini_table(result).to_string(index=False))
     print(result.judged.verdict)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
 
 

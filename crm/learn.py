@@ -10,8 +10,8 @@ salted hash of customer and rule. Once a rule's windows have matured for enough 
    :func:`features.build_features` with a cutoff of that day, so nothing after the event is read);
 2. splits it out of time: the latest event days (``test_share`` of the events) are judged, the
    earlier ones fit an X-learner (:mod:`crm.uplift`);
-3. judges it on the later days by the Qini coefficient and AUUC with bootstrap intervals
-   (:mod:`crm.uplift_metrics`) against ranking by churn risk and by value at risk, the
+3. judges it on the later days by the Qini coefficient and AUUC with intervals (the wider of the
+   bootstrap and the randomisation interval, :mod:`crm.uplift_metrics`) against ranking by churn risk and by value at risk, the
    scores each event recorded when it fired; the model **beats** a baseline when the paired
    interval of the Qini difference lies above 0;
 4. refits the same recipe on every matured event.

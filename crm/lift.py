@@ -179,8 +179,8 @@ def uplift_report(events: pd.DataFrame, log: TransactionLog, rules, observation_
                   n_boot: int = 200, seed: int = 0) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Per rule, how well three orders of its matured randomised events found the customers the
     message moved: the uplift each event recorded (``expected_uplift``; a constant prior ranks at
-    random), churn risk and value at risk, by the Qini coefficient and AUUC with bootstrap
-    intervals (:func:`crm.uplift_metrics.compare_rankings`, the recorded uplift as reference);
+    random), churn risk and value at risk, by the Qini coefficient and AUUC with intervals
+    (:func:`crm.uplift_metrics.compare_rankings`, the recorded uplift as reference);
     and per rule the Qini curves at every tenth of the events: ``share_targeted``, ``qini`` (the
     recorded ranking), ``random`` (its chance line), ``uplift_gain``, ``qini_churn_risk`` and
     ``qini_value_at_risk``.
