@@ -2,14 +2,13 @@
 with `winback triggers report`.
 
 The outbox is filled by the real trigger job (:func:`crm.job.run_triggers`, the shipped rules and
-their budget of 1,000 sends a day) with the session's scorer on the CDNOW slice on three month
+their budget of 1,000 sends a day) with the session's scorer on the CDNOW slice on two month
 ends, so their windows have ended by the log's last day; the service reads that outbox and the
 slice's log. The page must show the numbers `winback triggers report` prints (and writes with
 ``--out``) for the same outbox and log, in both languages, with its charts drawn under the CSP.
 The session's running service has neither a log nor dashboard keys, so this module starts its own.
 
-``WINBACK_SCREENSHOTS=DIR`` saves the page in each language as ``DIR/campaigns-<lang>.png``
-(``docs/screenshots/campaigns-zh-TW.png`` was made so).
+``WINBACK_SCREENSHOTS=DIR`` saves the page in each language as ``DIR/campaigns-<lang>.png``.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ def _screenshot(page, lang: str) -> None:
         page.wait_for_timeout(300)                                  # Plotly's transitions
         page.screenshot(path=os.path.join(os.environ["WINBACK_SCREENSHOTS"], f"campaigns-{lang}.png"), full_page=True)
 
-DAYS = ("1997-10-31", "1997-11-30", "1997-12-31")
+DAYS = ("1997-10-31", "1997-11-30")
 VIEWER = "viewer-key-for-campaigns"
 
 
