@@ -201,3 +201,12 @@ def test_the_page_in_traditional_chinese_with_the_shipped_font(page):
     expected = re.compile(r"^Failed to load resource: the server responded with a status of (401|403|404)")
     assert [e for e in page.errors if not expected.match(e)] == []                     # no CSP violation
     _screenshot(page, "zh-TW")
+
+
+def test_the_page_needs_a_session(campaign):
+    import httpx
+
+    with httpx.Client(base_url=campaign["url"], timeout=30) as client:
+        answer = client.get("/ui/campaigns")
+        assert answer.status_code == 303 and answer.headers["location"].endswith("/ui/signin")
+        assert client.get("/ui/campaigns", headers={"Authorization": f"Bearer {KEYS[0]}"}).status_code == 303
