@@ -111,16 +111,16 @@ def _ingested_selects(has_category: bool, multi: bool) -> list[tuple[str, str]]:
     :data:`MULTI_DAYS_TABLE` and their categories in :data:`MULTI_CATS_TABLE`). The same
     tables :func:`stage_statements` describes, without reading the transactions again."""
     single = f"{DAYS_TABLE} WHERE rows_kept > 0" + (" AND n = 1" if multi else "")
-    days = f"SELECT customer_id, day, spend, orders, rows_kept FROM {single}"
+    days = f"SELECT customer_id, day, spend, orders FROM {single}"
     if multi:
-        days += f" UNION ALL SELECT customer_id, day, spend, orders, rows_kept FROM {MULTI_DAYS_TABLE} WHERE rows_kept > 0"
+        days += f" UNION ALL SELECT customer_id, day, spend, orders FROM {MULTI_DAYS_TABLE} WHERE rows_kept > 0"
     if has_category:
         cats = f"SELECT customer_id, category, day FROM {single} AND category IS NOT NULL"
         cats += f" UNION ALL SELECT customer_id, category, day FROM {MULTI_CATS_TABLE}" if multi else ""
     else:
         cats = "SELECT NULL::VARCHAR AS customer_id, NULL::VARCHAR AS category, NULL::DATE AS day WHERE false"
     return [
-        ("daily", f"SELECT customer_id, day, spend, orders, rows_kept, {cycle.GAP} AS gap FROM ({days})"),
+        ("daily", f"SELECT customer_id, day, spend, orders, {cycle.GAP} AS gap FROM ({days})"),
         ("cat_days", f"SELECT customer_id, category, day, {replenishment.GAP} AS gap FROM ({cats})"),
     ]
 
@@ -155,7 +155,7 @@ def stage(log: TransactionLog, cutoff: str, settings: FeatureSettings = FeatureS
             if table in staged:
                 log.con.execute(f"DROP TABLE {table}")
         log.con.execute(f"CREATE OR REPLACE TEMP VIEW daily AS SELECT customer_id, day, spend, orders, "
-                        f"rows_kept, gap FROM {_ALL['daily']} WHERE day <= {cutoff}")
+                        f"gap FROM {_ALL['daily']} WHERE day <= {cutoff}")
         log.con.execute(f"CREATE OR REPLACE TEMP VIEW cat_days AS SELECT customer_id, category, day, gap "
                         f"FROM {_ALL['cat_days']} WHERE day <= {cutoff}")
         if with_customers:
