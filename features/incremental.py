@@ -485,29 +485,27 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
             FROM new_cats ANTI JOIN cats USING (customer_id, category)""")
         touched = "(SELECT * FROM cats SEMI JOIN (SELECT DISTINCT customer_id FROM new_cats) AS t USING (customer_id))"
         favourites = replenishment.favourites_sql(_per_category(touched))
-    # one row per customer whose state moves: what they bought, what left or entered a window, a
-    # new favourite; applied in place (the table keeps its customer order), new customers appended
+    # applied in place, each to the customers it moves (the table keeps its customer order; an
+    # UPDATE rewrites every column it sets), new customers appended
+    con.execute("""
+        UPDATE cust SET last_purchase_date = b.last_day, purchase_days = cust.purchase_days + b.n,
+            orders = cust.orders + b.orders, _spend = cust._spend + b.spend,
+            _gap_sq = coalesce(cust._gap_sq, 0) + b.gap_sq, _litt = coalesce(cust._litt, 0) + b.litt,
+            last_gap_days = b.last_gap, median_gap_days = list_median(l.gaps)
+        FROM bought AS b JOIN new_lists AS l USING (customer_id) WHERE cust.customer_id = b.customer_id""")
+    sets = [f"_spend_w{n} = coalesce(cust._spend_w{n}, 0) + coalesce(m.d_spend_w{n}, 0)" for n in lengths]
+    sets += [f"_orders_w{n} = coalesce(cust._orders_w{n}, 0) + coalesce(m.d_orders_w{n}, 0)"
+             for n in settings.windows_days]
+    con.execute(f"UPDATE cust SET {', '.join(sets)} FROM moved AS m WHERE cust.customer_id = m.customer_id")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE favourites AS {favourites}")
+    con.execute(f"UPDATE cust SET {', '.join(f'fav_{c} = f.{c}' for c in _FAVOURITE)} "
+                f"FROM favourites AS f WHERE cust.customer_id = f.customer_id")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE delta AS
-        SELECT customer_id, b.* EXCLUDE (customer_id, gaps), l.gaps IS NOT NULL AS listed,
-            list_median(l.gaps) AS median, m.* EXCLUDE (customer_id),
+        SELECT customer_id, b.* EXCLUDE (customer_id, gaps), list_median(l.gaps) AS median, m.* EXCLUDE (customer_id),
             {', '.join(f'f.{c} AS fav_{c}' for c in _FAVOURITE)}
-        FROM bought AS b FULL JOIN moved AS m USING (customer_id)
-        FULL JOIN ({favourites}) AS f USING (customer_id)
-        LEFT JOIN new_lists AS l USING (customer_id)""")
-    bought = lambda column, merged: f"CASE WHEN d.n IS NULL THEN cust.{column} ELSE {merged} END"
-    sets = [f"last_purchase_date = coalesce(d.last_day, cust.last_purchase_date)",
-            "purchase_days = cust.purchase_days + coalesce(d.n, 0)", "orders = cust.orders + coalesce(d.orders, 0)",
-            "_spend = cust._spend + coalesce(d.spend, 0)",
-            f"_gap_sq = {bought('_gap_sq', 'coalesce(cust._gap_sq, 0) + d.gap_sq')}",
-            f"_litt = {bought('_litt', 'coalesce(cust._litt, 0) + d.litt')}",
-            f"last_gap_days = {bought('last_gap_days', 'd.last_gap')}",
-            f"median_gap_days = CASE WHEN d.listed THEN d.median ELSE cust.median_gap_days END"]
-    sets += [f"_spend_w{n} = coalesce(cust._spend_w{n}, 0) + coalesce(d.d_spend_w{n}, 0)" for n in lengths]
-    sets += [f"_orders_w{n} = coalesce(cust._orders_w{n}, 0) + coalesce(d.d_orders_w{n}, 0)"
-             for n in settings.windows_days]
-    sets += [f"fav_{c} = CASE WHEN d.fav_category IS NULL THEN cust.fav_{c} ELSE d.fav_{c} END" for c in _FAVOURITE]
-    con.execute(f"UPDATE cust SET {', '.join(sets)} FROM delta AS d WHERE cust.customer_id = d.customer_id")
+        FROM (bought ANTI JOIN cust USING (customer_id)) AS b LEFT JOIN moved AS m USING (customer_id)
+        LEFT JOIN favourites AS f USING (customer_id) LEFT JOIN new_lists AS l USING (customer_id)""")
     windows_new = [f"d_spend_w{n} AS _spend_w{n}" for n in lengths] + [
         f"d_orders_w{n} AS _orders_w{n}" for n in settings.windows_days]
     newcomers = f"""
@@ -515,7 +513,7 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
             orders, spend AS _spend, first_value AS first_purchase_value, gap_sq AS _gap_sq, litt AS _litt,
             last_gap AS last_gap_days, median AS median_gap_days, {', '.join(windows_new)},
             {', '.join(f'fav_{c}' for c in _FAVOURITE)}
-        FROM delta AS d ANTI JOIN cust USING (customer_id) WHERE d.n IS NOT NULL"""
+        FROM delta AS d"""
     con.execute(f"CREATE OR REPLACE TEMP TABLE newcomers AS {newcomers}")
     first_new, last_known = con.execute(
         "SELECT (SELECT min(customer_id) FROM newcomers), (SELECT max(customer_id) FROM cust)").fetchone()
