@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from serving.config import ConfigError, ServiceSettings
 from serving.state import ModelInfo, ScoredSnapshot, SnapshotFile
@@ -48,6 +49,8 @@ class Champion:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._poll_lock = threading.Lock()
+        #: Called with each snapshot swapped in (the service writes its sync files).
+        self.on_swap: Callable[[ScoredSnapshot], object] | None = None
         self._registry_file = RegistryFile.of(settings.tracking_uri)
         if self._registry_file is not None and not self._registry_file.path.is_file():
             raise ConfigError(missing_registry_message(settings.tracking_uri))
@@ -169,6 +172,8 @@ class Champion:
             logger.info("now serving %s version %s (was %s), snapshot of %d customers as of %s",
                         fresh.model.name, fresh.model.version, current.model.version, fresh.size,
                         fresh.as_of.date())
+            if self.on_swap is not None:
+                self.on_swap(fresh)
             return True
 
     def _snapshot_changed(self, current: ScoredSnapshot) -> bool:
@@ -219,8 +224,27 @@ def freeze_heap() -> float:
     started = time.perf_counter()
     gc.unfreeze()
     gc.collect()
+    release_memory()
     gc.freeze()
     return time.perf_counter() - started
+
+
+def release_memory() -> None:
+    """Give memory freed after loading back to the system: Arrow's allocator keeps what reading
+    the snapshot used (about 300 MB of a million customers' 1.8 GB), and glibc's heap keeps
+    freed pages until asked to trim them."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):               # not glibc
+            pass
 
 
 class RegistryFile:

@@ -36,6 +36,11 @@ variable                       meaning                                          
 ``WINBACK_MAX_LIMIT``          largest ``limit`` of ``/winback``                       ``10000``
 ``WINBACK_MAX_BODY_BYTES``     request body size                                      ``16777216`` (16 MiB)
 ``WINBACK_REASONS_CACHE``      explained customers kept per model version             ``100000``
+``WINBACK_RATE_LIMIT``         requests per key and period, e.g. ``600/60s``,          none (unlimited)
+                              ``10/s``, ``1000/min`` (429 with ``Retry-After``)
+``WINBACK_SYNC_DIR``           where ``GET /scores`` keeps each snapshot's files       ``$BENTOML_HOME/winback-sync/``
+                              (NDJSON, Parquet, ids and row hashes for ``since``)     ``<id>``, one per registry,
+                                                                                      model URI and snapshot
 =============================  =====================================================  ==========================
 
 Roles: a key written ``viewer:KEY`` signs in to the dashboard (``/ui``) only; ``scorer:KEY``
@@ -52,7 +57,10 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from serving.ratelimit import RateLimit
 
 DEFAULT_MODEL_URI = "models:/winback@champion"
 DEFAULT_SNAPSHOT = Path("out/cdnow_features.parquet")
@@ -195,6 +203,21 @@ class ServiceSettings:
     limits: Limits = Limits()
     reasons_cache: int = 100_000
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    rate_limit: "RateLimit | None" = None
+    sync_dir: Path | None = None
+
+    @property
+    def sync_folder(self) -> Path:
+        """``sync_dir``, or ``$BENTOML_HOME/winback-sync/<id>`` (BentoML's home defaults to
+        ``~/bentoml``) with an id of the registry, the model URI and the snapshot source: the
+        same for every worker of the service, another for another service."""
+        if self.sync_dir is not None:
+            return self.sync_dir
+        source = self.log_source.name if self.log_source is not None else str(self.snapshot.resolve())
+        name = hashlib.blake2b("\0".join([self.tracking_uri, self.model_uri, source]).encode(),
+                               digest_size=6).hexdigest()
+        home = Path(os.environ.get("BENTOML_HOME") or Path.home() / "bentoml")
+        return home / "winback-sync" / name
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ServiceSettings":
@@ -219,7 +242,21 @@ class ServiceSettings:
             limits=limits,
             reasons_cache=_positive_int(env, "WINBACK_REASONS_CACHE", 100_000),
             dashboard=DashboardSettings.from_env(env, api_keys),
+            rate_limit=_rate_limit(env),
+            sync_dir=Path(env["WINBACK_SYNC_DIR"]) if env.get("WINBACK_SYNC_DIR") else None,
         )
+
+
+def _rate_limit(env: Mapping[str, str]) -> "RateLimit | None":
+    from serving.ratelimit import RateLimit
+
+    text = env.get("WINBACK_RATE_LIMIT", "").strip()
+    if not text or text.lower() in ("0", "off", "none"):
+        return None
+    try:
+        return RateLimit.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"WINBACK_RATE_LIMIT: {exc}") from None
 
 
 def _split_keys(text: str) -> list[str]:

@@ -40,12 +40,21 @@ def transactions_frame(as_of: dt.date, customers: Sequence[CustomerHistory],
     """The posted histories as a transaction DataFrame (customer_id, timestamp, amount, and
     the optional columns some line sets), and each row's request field prefix.
 
-    Timestamps with an offset are converted to the shop's ``timezone`` (the model's: its days
-    are the shop's days); naive ones are taken as already in it."""
+    Each customer's id is replaced by a stand-in (:func:`stand_ins`), so the feature job's
+    handling of ids (trimming, NUL bytes) cannot change which answer is whose; a customer_id
+    posted twice is one customer, their lines read together. Timestamps with an offset are
+    converted to the shop's ``timezone`` (the model's: its days are the shop's days); naive ones
+    are taken as already in it. Lines dated after ``as_of`` there are left out (the scores are
+    as of that day)."""
     zone = ZoneInfo(timezone)
-    if len(customers) > limits.max_customers:
-        raise HistoryError(413, "customers", f"at most {limits.max_customers:,} customers per request "
+    if len(customers) > limits.max_customers:               # the document's maxItems: a 400
+        raise HistoryError(400, "customers", f"at most {limits.max_customers:,} customers per request "
                                              f"(WINBACK_MAX_CUSTOMERS), got {len(customers):,}")
+    for i, customer in enumerate(customers):
+        if len(customer.transactions) > limits.max_transactions:
+            raise HistoryError(400, f"customers[{i}].transactions",
+                               f"at most {limits.max_transactions:,} transactions (WINBACK_MAX_TRANSACTIONS), "
+                               f"got {len(customer.transactions):,}")
     total = sum(len(c.transactions) for c in customers)
     if total > limits.max_transactions:
         raise HistoryError(413, "customers[].transactions",
@@ -53,13 +62,10 @@ def transactions_frame(as_of: dt.date, customers: Sequence[CustomerHistory],
                            f"(WINBACK_MAX_TRANSACTIONS), got {total:,}")
     if not EARLIEST <= as_of < LATEST:
         raise HistoryError(400, "as_of", f"must be between {EARLIEST} and {LATEST}")
-    seen: set[str] = set()
+    ids = stand_ins(customers)
+    last = dt.datetime.combine(as_of, dt.time()) + dt.timedelta(days=1)
     rows, fields = [], []
     for i, customer in enumerate(customers):
-        if customer.customer_id in seen:
-            raise HistoryError(400, f"customers[{i}].customer_id",
-                               "appears twice; send each customer's transactions once")
-        seen.add(customer.customer_id)
         for j, line in enumerate(customer.transactions):
             stamp = line.timestamp
             out_of_range = HistoryError(400, f"customers[{i}].transactions[{j}].timestamp",
@@ -71,24 +77,32 @@ def transactions_frame(as_of: dt.date, customers: Sequence[CustomerHistory],
                 raise out_of_range from None
             if not EARLIEST <= stamp.date() < LATEST:
                 raise out_of_range
-            rows.append({"customer_id": customer.customer_id, "timestamp": stamp, "amount": line.amount,
+            if stamp >= last:
+                continue
+            rows.append({"customer_id": ids[customer.customer_id], "timestamp": stamp, "amount": line.amount,
                          **{c: getattr(line, c) for c in OPTIONAL}})
             fields.append(f"customers[{i}].transactions[{j}]")
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount", *OPTIONAL])
     frame["timestamp"] = pd.to_datetime(frame["timestamp"])
     unused = [c for c in OPTIONAL if frame[c].isna().all()]
     return frame.drop(columns=unused), fields
 
 
+def stand_ins(customers: Sequence[CustomerHistory]) -> dict[str, str]:
+    """Each posted customer_id's stand-in in the transaction log: its rank among the posted ids,
+    zero-padded, so the stand-ins sort as the ids do (ties in value at risk rank by id)."""
+    return {cid: f"{rank:09d}" for rank, cid in enumerate(sorted({c.customer_id for c in customers}))}
+
+
 def score_history(scorer: WinbackScorer, as_of: dt.date, customers: Sequence[CustomerHistory],
                   limits: Limits, reasons: bool = True) -> list[dict]:
-    """JSON-ready scores, one per posted customer in request order. A customer with no purchase
-    on or before ``as_of`` (or only refunds) gets ``status: no_purchases``."""
+    """JSON-ready scores, one per posted customer in request order (a customer_id posted twice
+    gets its one answer twice). A customer with no purchase on or before ``as_of`` (or only
+    refunds) gets ``status: no_purchases``."""
     frame, fields = transactions_frame(as_of, customers, limits, scorer.reference_.timezone)
-    by_as_of = frame["timestamp"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)
-    if not (by_as_of & (frame["amount"] > 0)).any():      # nothing to build features from
-        return [{"customer_id": c.customer_id, "status": "no_purchases"} for c in customers]
     side = side_data(scorer, customers)
+    if not (frame["amount"] > 0).any():                     # nothing to build features from
+        return [{"customer_id": c.customer_id, "status": "no_purchases"} for c in customers]
     try:
         scores = scorer.score(frame, as_of, reasons=reasons, side=side)
     except TransactionDataError as exc:
@@ -106,14 +120,16 @@ def score_history(scorer: WinbackScorer, as_of: dt.date, customers: Sequence[Cus
         for cid, en, zh in zip(scores["customer_id"].astype(str), scores["reasons"], scores["reasons_zh_tw"]):
             by_id[cid]["reasons"], by_id[cid]["reasons_zh_tw"] = list(en), list(zh)
     day = as_of.isoformat()
-    return [{"customer_id": c.customer_id, "status": "ok", "as_of": day, **by_id[c.customer_id]}
-            if c.customer_id in by_id else {"customer_id": c.customer_id, "status": "no_purchases"}
+    ids = stand_ins(customers)
+    return [{"customer_id": c.customer_id, "status": "ok", "as_of": day, **by_id[ids[c.customer_id]]}
+            if ids[c.customer_id] in by_id else {"customer_id": c.customer_id, "status": "no_purchases"}
             for c in customers]
 
 
 def side_data(scorer: WinbackScorer, customers: Sequence[CustomerHistory]) -> SideData | None:
-    """The posted attributes and events as :class:`features.side.SideData`, for a model whose
-    feature reference reads them (None otherwise, and then posting them is an error)."""
+    """The posted attributes and events as :class:`features.side.SideData` (by stand-in id), for a
+    model whose feature reference reads them (None otherwise, and then posting them is an error).
+    A customer_id posted twice may give its attributes once, or the same twice (else a 409)."""
     reference = scorer.reference_
     posted_attributes = any(c.attributes for c in customers)
     posted_events = any(c.events for c in customers)
@@ -123,24 +139,31 @@ def side_data(scorer: WinbackScorer, customers: Sequence[CustomerHistory]) -> Si
         raise HistoryError(400, "customers[].events", "this model was trained without engagement events")
     if not reference.side_columns:
         return None
+    ids = stand_ins(customers)
     policy = IngestPolicy(timezone=reference.timezone)
     attributes = None
     if reference.attributes and posted_attributes:
         names = [spec.name for spec in reference.attributes]
+        given: dict[str, dict] = {}
         for i, c in enumerate(customers):
             unknown = sorted(set(c.attributes or {}) - set(names))
             if unknown:
                 raise HistoryError(400, f"customers[{i}].attributes.{unknown[0]}",
                                    f"not an attribute of this model ({', '.join(names)})")
+            if c.attributes:
+                earlier = given.setdefault(ids[c.customer_id], dict(c.attributes))
+                if earlier != dict(c.attributes):
+                    raise HistoryError(409, f"customers[{i}].attributes", "the same customer_id was posted "
+                                       "earlier with other attributes: send them once")
         try:
             attributes = CustomerAttributes.from_records(
-                {c.customer_id: dict(c.attributes or {}) for c in customers}, policy, source="customers[].attributes")
+                {cid: given.get(cid, {}) for cid in ids.values()}, policy, source="customers[].attributes")
         except (TransactionDataError, ValueError) as exc:
             raise HistoryError(400, "customers[].attributes", _without_source(str(exc))) from None
     events = None
     if reference.event_types:
         zone = ZoneInfo(reference.timezone)
-        rows = [{"customer_id": c.customer_id, "event_type": e.event_type,
+        rows = [{"customer_id": ids[c.customer_id], "event_type": e.event_type,
                  "timestamp": e.timestamp.astimezone(zone).replace(tzinfo=None) if e.timestamp.tzinfo else e.timestamp}
                 for c in customers for e in c.events]
         frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "event_type"]).astype(

@@ -18,6 +18,12 @@ with the timeout middleware replaced by :class:`CancellingTimeout` (same 504, ti
 The lookups are not under that timeout: they answer in milliseconds (reasons, the slow part,
 cost about 1 ms per customer and ``WINBACK_MAX_IDS`` bounds them).
 
+``HotLookups`` is also the outermost layer of every request: it gives each one its request id
+(the client's ``X-Request-ID`` or a new one, echoed in the answer and written in the access-log
+line), answers a method the OpenAPI document does not declare on a documented path with 405 and
+``Allow`` (:data:`serving.openapi.ROUTES`), and the hot lookups count against the key's rate
+limit as the other API calls do in :class:`serving.security.Guard`.
+
 ``benchmarks/bench_service_wrk.py`` measures it against the bare echo with ``wrk``.
 """
 
@@ -40,12 +46,17 @@ from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddle
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.middleware import Middleware
 
-from serving.security import MODEL_VERSION_HEADER, BodyTooLarge, Guard, api_refusal, read_body, too_large
+from serving.openapi import ROUTES
+from serving.security import (CURRENT_REQUEST_ID, MODEL_VERSION_HEADER, REQUEST_ID_HEADER, BodyTooLarge, Guard,
+                              RequestIds, api_refusal, read_body, too_large)
 
 logger = logging.getLogger("winback.serving")
 
 VERSION_HEADER = MODEL_VERSION_HEADER.lower().encode()
+ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 JSON = (b"content-type", b"application/json")
+#: Each documented path's methods, as ``Allow`` says them.
+ALLOWED = {path: (frozenset(methods), ", ".join(methods).encode()) for path, methods in ROUTES.items()}
 
 
 class LookupService(Service):
@@ -70,12 +81,13 @@ class HotLookups:
     model version), or None while the service is starting (then BentoML's stack answers)."""
 
     def __init__(self, app, service: Service, names: tuple[str, ...],
-                 context: Callable[[], tuple[Any, int, str] | None]) -> None:
+                 context: Callable[[], tuple | None]) -> None:
         self.app = app
         self.context = context
         self.methods = {service.apis[name].route: service.apis[name] for name in names}
         self.access: AccessLine | None = None
         self.metrics: LookupMetrics | None = None
+        self.ids = RequestIds()
 
     @classmethod
     def around(cls, app, service: Service, names: tuple[str, ...]) -> "HotLookups":
@@ -95,20 +107,33 @@ class HotLookups:
                 spec = Middleware(CancellingTimeout, *spec.args, **spec.kwargs)
             elif spec.cls is AccessLogMiddleware:
                 lookups.access = AccessLine(**spec.kwargs)
+                spec = Middleware(AccessLogWithId, *spec.args, **spec.kwargs)
             adapted.append(spec)
         app.user_middleware = adapted
         return lookups
 
     async def __call__(self, scope, receive, send):
-        """Answer a hot lookup here; pass anything else (and everything while starting) on."""
-        method = (self.methods.get(scope["path"])
-                  if scope["type"] == "http" and scope["method"] == "POST" else None)
-        context = self.context() if method is not None else None
-        if context is None:
+        """Answer a hot lookup here; pass anything else (and everything while starting) on, with
+        its request id (see the class and the module)."""
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = perf_counter()
         request_headers = dict(scope["headers"])
-        answer = await self._answer(method, context, scope, request_headers, receive)
+        request_id, usable = self.ids.of(request_headers.get(ID_HEADER))
+        path, verb = scope["path"], scope["method"]
+        allowed = ALLOWED.get(path)
+        if not usable or (allowed is not None and verb not in allowed[0]):
+            answer = self._refused(usable, verb, allowed, request_id)
+        else:
+            method = self.methods.get(path) if verb == "POST" else None
+            context = self.context() if method is not None else None
+            if context is None:
+                token = CURRENT_REQUEST_ID.set(request_id)
+                try:
+                    return await self.app(scope, receive, _with_request_id(send, request_id))
+                finally:
+                    CURRENT_REQUEST_ID.reset(token)
+            answer = await self._answer(method, context, scope, request_headers, receive, request_id)
         if answer is None:                                     # the client went away
             return
         status, headers, body = answer
@@ -116,31 +141,51 @@ class HotLookups:
         seconds = perf_counter() - started
         await send({"type": "http.response.body", "body": body})
         if self.access is not None:
-            self.access.write(scope, request_headers, status, headers, len(body), seconds)
-        if self.metrics is not None:
-            self.metrics.record(scope["path"], status, seconds)
+            self.access.write(scope, request_headers, status, headers, len(body), seconds, request_id)
+        if self.metrics is not None and allowed is not None:
+            self.metrics.record(path, status, seconds)
 
-    async def _answer(self, method, context, scope, headers: dict, receive) -> tuple[int, list, bytes] | None:
+    def _refused(self, usable: bool, verb: str, allowed: tuple | None, request_id: str) -> tuple[int, list, bytes]:
+        """400 for an ``X-Request-ID`` that cannot be one; 405 (204 for OPTIONS) with ``Allow`` for a
+        method the document does not declare on the path."""
+        context = self.context()
+        version = context[2] if context is not None else None
+        if not usable:
+            return _reply(version, 400, {"error": f"{REQUEST_ID_HEADER}: 1 to 128 letters, digits or ._:- "
+                                                  "(or none: one is made)", "field": REQUEST_ID_HEADER},
+                          request_id=request_id)
+        assert allowed is not None
+        if verb == "OPTIONS":
+            return 204, [(b"allow", allowed[1]), (ID_HEADER, request_id.encode()),
+                         *([(VERSION_HEADER, version.encode())] if version else [])], b""
+        return _reply(version, 405, {"error": f"method {verb} not allowed here; allowed: {allowed[1].decode()}",
+                                     "field": "method"}, [(b"allow", allowed[1])], request_id)
+
+    async def _answer(self, method, context, scope, headers: dict, receive,
+                      request_id: str) -> tuple[int, list, bytes] | None:
         from pydantic import ValidationError
 
         from serving.state import running_service
 
-        keys, max_body, version = context
-        refused = api_refusal(keys, headers, scope["method"])
+        keys, max_body, version, *more = context
+        refused = api_refusal(keys, headers, scope["method"], more[0] if more else None)
         if refused is not None:
-            return _reply(version, *refused)
+            return _reply(version, *refused, request_id=request_id)
         try:
             body = await read_body(receive, max_body, headers.get(b"content-length"))
         except BodyTooLarge:
-            return _reply(version, 413, too_large(max_body))
+            return _reply(version, 413, too_large(max_body), request_id=request_id)
         if body is None:
             return None
+        if not body.strip():
+            return _reply(version, 400, {"error": "body: send a JSON object (the request body is required)",
+                                         "field": "body"}, request_id=request_id)
         try:
-            data = method.input_spec.model_validate_json(body or b"{}")
+            data = method.input_spec.model_validate_json(body)
         except ValidationError as exc:                        # BentoML's answer to a bad request
             return _reply(version, 400, {
                 "error": f"{exc.error_count()} validation error for {exc.title}",
-                "detail": exc.errors(include_context=False, include_input=False)})
+                "detail": exc.errors(include_context=False, include_input=False)}, request_id=request_id)
         try:
             response = await method.func(running_service(), **{name: getattr(data, name)
                                                                 for name in type(data).model_fields})
@@ -148,17 +193,32 @@ class HotLookups:
             logger.error("%s failed: %s\n%s", method.route, type(exc).__name__,
                          "".join(traceback.format_tb(exc.__traceback__)))
             return _reply(version, 500, {"error": "body: the request could not be answered; the server "
-                                                  "log says where", "field": "body"})
+                                                  "log says where", "field": "body"}, request_id=request_id)
         answer_headers = response.raw_headers
         if not any(name == VERSION_HEADER for name, _ in answer_headers):
             answer_headers = [*answer_headers, (VERSION_HEADER, version.encode())]
-        return response.status_code, answer_headers, response.body
+        return response.status_code, [*answer_headers, (ID_HEADER, request_id.encode())], response.body
 
 
-def _reply(version: str, status: int, payload: dict, extra: list | None = None) -> tuple[int, list, bytes]:
+def _with_request_id(send, request_id: str):
+    """``send`` adding ``X-Request-ID`` to the answer's headers."""
+    value = request_id.encode()
+
+    async def sending(message):
+        if message["type"] == "http.response.start":
+            message = dict(message, headers=[*message.get("headers", []), (ID_HEADER, value)])
+        await send(message)
+
+    return sending
+
+
+def _reply(version: str | None, status: int, payload: dict, extra: list | None = None,
+           request_id: str = "") -> tuple[int, list, bytes]:
     body = orjson.dumps(payload)
-    return status, [JSON, (b"content-length", str(len(body)).encode()), (VERSION_HEADER, version.encode()),
-                    *(extra or [])], body
+    headers = [JSON, (b"content-length", str(len(body)).encode()), *(extra or []), (ID_HEADER, request_id.encode())]
+    if version is not None:
+        headers.append((VERSION_HEADER, version.encode()))
+    return status, headers, body
 
 
 class AccessLine:
@@ -188,9 +248,9 @@ class AccessLine:
         self._flush_due = False
 
     def write(self, scope, headers: dict, status: int, response_headers: list, length: int,
-              seconds: float) -> None:
+              seconds: float, request_id: str = "-") -> None:
         """Log the answer to ``scope`` (request ``headers``; ``status``, ``response_headers``,
-        ``length`` bytes after ``seconds``) as BentoML's access log would."""
+        ``length`` bytes after ``seconds``) as BentoML's access log would, with the request id."""
         path = scope["path"]
         if not self.logger.isEnabledFor(logging.INFO) or path.startswith(self.skip_paths):
             return
@@ -200,6 +260,7 @@ class AccessLine:
             request += f",type={headers.get(b'content-type', b'').decode()}"
         if self.request_length:
             request += f",length={headers.get(b'content-length', b'').decode()}"
+        request += f",request_id={request_id}"
         response = f"status={status}"
         if self.response_type:
             response += f",type={dict(response_headers).get(b'content-type', b'').decode()}"
@@ -269,6 +330,31 @@ def direct_handler(logger: logging.Logger) -> DirectLog | None:
         return None
     return DirectLog(handler, handler.lock, DATE_FORMAT, formatter.converter,
                      f" {added['levelname_bracketed']} {added['component']} ")
+
+
+class AccessLogWithId(AccessLogMiddleware):
+    """BentoML's access-log middleware, its line carrying the request id as the hot lookups' does
+    (``...,length=42,request_id=ID)``): the id of the request being answered
+    (:data:`serving.security.CURRENT_REQUEST_ID`, set by :class:`HotLookups`)."""
+
+    def __init__(self, app, *args, **kwargs) -> None:
+        super().__init__(app, *args, **kwargs)
+        self.logger = _WithRequestId(self.logger)  # type: ignore[assignment]
+
+
+class _WithRequestId:
+    """The access logger, adding ``,request_id=ID`` to the request part of BentoML's line."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def info(self, message: str, *args) -> None:
+        if message == "%s (%s) (%s) %.3fms" and len(args) == 4:
+            args = (args[0], f"{args[1]},request_id={CURRENT_REQUEST_ID.get()}", *args[2:])
+        self._logger.info(message, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._logger, name)
 
 
 class LookupMetrics(RunnerTrafficMetricsMiddleware):

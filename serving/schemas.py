@@ -1,17 +1,23 @@
-"""What the scoring service accepts and answers: pydantic models, so BentoML validates every
-request against them (a wrong type or an unparseable date is a 400 naming the field) and the
-OpenAPI document describes them.
+"""What the scoring service accepts and answers: pydantic models, so every request is validated
+against them (a wrong type or an unparseable date is a 400 naming the field) and the OpenAPI
+document (:mod:`serving.openapi`) describes them.
 
-Limits that an operator configures (ids per request, customers and transactions per posted
-history) are checked by the service, not here, so they can change without a new schema.
+What a request may hold is said in the schema and checked by the same code: days and timestamps
+are strings matching :data:`DAY_PATTERN` and :data:`TIMESTAMP_PATTERN` (calendar days the feature
+job reads, 1970 to 2099), amounts are 0 or at least 1/10,000 in size, texts the feature job
+stores hold no NUL byte. Limits that an operator configures (ids per request, customers and
+transactions per posted history) are checked by the service and written into the document the
+service serves, so they can change without a new schema.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -24,7 +30,78 @@ STRICT = ConfigDict(extra="forbid", strict=True)
 #: The largest amount (and quantity) a purchase line can plausibly have; beyond it the sums the
 #: features are built from lose their meaning long before they overflow.
 MAX_AMOUNT = 1e12
+#: The smallest non-zero amount in size (``features.transactions.MIN_AMOUNT``: sums are exact to 1/10,000).
+MIN_AMOUNT = 1e-4
 
+# Calendar days as regular expressions, so the document says exactly which days are accepted
+# (a client's validator and a property-based tester then agree with the service): month lengths
+# and leap years included, years 1970-2099 (``features.transactions.PLAUSIBLE_DATES``).
+_MONTH_DAY = (r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+              r"|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+_LEAP_YEAR = r"(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26]))"
+_DAY = rf"(?:(?:19[7-9][0-9]|20[0-9][0-9])-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+#: A timestamp's day starts in 1971: with a UTC offset it is moved to the shop's time zone, up to
+#: a day and more earlier, and the feature job reads nothing before 1970.
+_STAMP_DAY = rf"(?:(?:197[1-9]|19[89][0-9]|20[0-9][0-9])-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)"
+#: ``YYYY-MM-DD``, a day from 1970-01-01 to 2099-12-31.
+DAY_PATTERN = rf"^{_DAY}$"
+#: A day (midnight), or a day and a time (``T`` or a space; seconds and up to six decimals
+#: optional), with an optional UTC offset (``Z``, ``+08:00``); days from 1971-01-01 to 2099-12-31.
+TIMESTAMP_PATTERN = (rf"^{_STAMP_DAY}(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{{1,6}})?)?"
+                     r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?$")
+#: Text the feature job stores: no NUL byte.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+_DAY_RE, _STAMP_RE = re.compile(DAY_PATTERN), re.compile(TIMESTAMP_PATTERN)
+
+
+def _day(value: object) -> object:
+    if isinstance(value, str):
+        if not _DAY_RE.fullmatch(value):
+            raise ValueError("must be a day written YYYY-MM-DD, from 1970-01-01 to 2099-12-31")
+        return dt.date.fromisoformat(value)
+    if type(value) is dt.date:                     # from Python callers; JSON gives text
+        return value
+    raise ValueError("must be a string: a day written YYYY-MM-DD")
+
+
+def _timestamp(value: object) -> object:
+    if isinstance(value, str):
+        if not _STAMP_RE.fullmatch(value):
+            raise ValueError("must be a day (YYYY-MM-DD) or a day and time (YYYY-MM-DDTHH:MM[:SS[.ffffff]]) "
+                             "with an optional offset (Z, +08:00), from 1971-01-01 to 2099-12-31")
+        return dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):             # from Python callers; JSON gives text
+        return value
+    raise ValueError("must be a string: a day or a day and time, like 1997-03-14T18:20:00+08:00")
+
+
+def integral(value: object) -> object:
+    """A JSON number with no fraction is an integer (``204.0``, as JSON Schema counts it)."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+def _amount(value: float) -> float:
+    if not math.isfinite(value) or abs(value) > MAX_AMOUNT or (value != 0 and abs(value) < MIN_AMOUNT):
+        raise ValueError(f"must be 0, or from {MIN_AMOUNT} to {MAX_AMOUNT:.0e} in size (negative: a refund)")
+    return value
+
+
+Day = Annotated[dt.date, BeforeValidator(_day), WithJsonSchema(
+    {"type": "string", "pattern": DAY_PATTERN, "description": "A day, YYYY-MM-DD (1970-01-01 to 2099-12-31).",
+     "examples": ["1997-09-30"]})]
+Timestamp = Annotated[dt.datetime, BeforeValidator(_timestamp), WithJsonSchema(
+    {"type": "string", "pattern": TIMESTAMP_PATTERN,
+     "description": "A day (midnight) or a day and time, with an optional UTC offset; days 1971-01-01 to "
+                    "2099-12-31. With an offset it is moved to the shop's time zone, without one it is "
+                    "taken as in it.", "examples": ["1997-01-03", "1997-03-14T18:20:00+08:00"]})]
+Amount = Annotated[float, AfterValidator(_amount), WithJsonSchema(
+    {"type": "number", "description": "0, or from 0.0001 to 1e12 in size; negative amounts are refunds.",
+     "anyOf": [{"const": 0}, {"minimum": MIN_AMOUNT, "maximum": MAX_AMOUNT},
+               {"minimum": -MAX_AMOUNT, "maximum": -MIN_AMOUNT}]})]
+StoredText = Annotated[str, StringConstraints(max_length=128, pattern=NO_NUL_PATTERN)]
 
 class _Strict(BaseModel):
     """Request parts refuse fields they do not know, so a misspelt field is an error, not ignored."""
@@ -37,27 +114,30 @@ class Transaction(_Strict):
     (its days are the shop's days); without one it is taken as in that zone. A negative
     ``amount`` is a refund and is excluded."""
 
-    timestamp: dt.datetime = Field(strict=False)            # a date alone ("1997-01-03") is midnight
-    amount: float = Field(allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-    order_id: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
+    timestamp: Timestamp
+    amount: Amount
+    order_id: Optional[StoredText] = None
     quantity: Optional[float] = Field(default=None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-    category: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
-    channel: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
+    category: Optional[StoredText] = None
+    channel: Optional[StoredText] = None
 
 
 class EngagementEvent(_Strict):
     """One engagement event (a visit, an email opened, a cart, ...), for a model trained with
     an events log (``--events``). ``timestamp`` is read as a purchase's is."""
 
-    timestamp: dt.datetime = Field(strict=False)
-    event_type: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    timestamp: Timestamp
+    event_type: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)]
 
 
 #: An attribute value: a number, a text category, or null (missing).
-AttributeValue = Optional[float | int | Annotated[str, StringConstraints(max_length=256)]]
+AttributeValue = Optional[float | int | Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL_PATTERN)]]
 
 
 class CustomerHistory(_Strict):
+    """One customer's purchase lines (and, for a model that reads them, attributes and events).
+    The same ``customer_id`` posted twice is one customer: their lines are read together."""
+
     customer_id: CustomerId
     transactions: list[Transaction] = Field(min_length=1)
     #: The customer's attributes by name (``channel``, ``age``, ...), for a model trained with a
@@ -134,6 +214,79 @@ class WinbackResponse(BaseModel):
     lang: Literal["en", "zh-TW"]
     total_matching: int = Field(description="Customers matching the filters, before the limit.")
     customers: list[WinbackEntry]
+    next_cursor: Optional[str] = Field(description="Send it as `cursor` (with the same filters) for the next "
+                                                   "page; null on the last page.")
+
+
+class ScoreLine(BaseModel):
+    """One line of ``GET /scores``: a customer's ``/score`` answer without reasons; with ``since``,
+    a customer who left the snapshot is a line with ``status: removed`` and only ``customer_id``."""
+
+    customer_id: str
+    status: Literal["ok", "removed"]
+    as_of: Optional[dt.date] = None
+    churn_probability: Optional[float] = None
+    p_alive: Optional[float] = None
+    expected_purchases_30d: Optional[float] = None
+    expected_purchases_90d: Optional[float] = None
+    expected_purchases_365d: Optional[float] = None
+    p_purchase_7d: Optional[float] = None
+    p_purchase_30d: Optional[float] = None
+    p_purchase_90d: Optional[float] = None
+    next_purchase_date: Optional[dt.date] = None
+    next_purchase_low: Optional[dt.date] = None
+    next_purchase_high: Optional[dt.date] = None
+    expected_order_value: Optional[float] = None
+    clv_12m: Optional[float] = None
+    winback_date: Optional[dt.date] = None
+    winback_now: Optional[bool] = None
+    value_at_risk: Optional[float] = None
+    priority: Optional[int] = None
+    r_score: Optional[int] = None
+    f_score: Optional[int] = None
+    m_score: Optional[int] = None
+    segment: Optional[str] = None
+    segment_zh_tw: Optional[str] = None
+    tier: Optional[str] = None
+    tier_zh_tw: Optional[str] = None
+
+
+class TriggerEvent(BaseModel):
+    """One trigger event of the ``send`` group, as ``winback triggers run`` recorded it."""
+
+    idempotency_key: str = Field(description="The same event always has the same key: deliver it once.")
+    customer_id: str
+    rule: str
+    as_of: dt.date
+    template: str
+    priority: int
+    fields: dict = Field(description="What the template fills in (scores, dates, reasons).")
+    status: Literal["pending", "delivered", "holdout", "skipped", "dead"]
+
+
+class TriggersResponse(BaseModel):
+    model_version: str
+    date: dt.date
+    events: list[TriggerEvent]
+    next_cursor: Optional[str] = Field(description="Send it as `cursor` (with the same date) for the next page; "
+                                                   "null on the last page.")
+
+
+class ErrorDetail(BaseModel):
+    """One validation error (pydantic's, without the input): where (``loc``), what (``msg``)."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: ``error`` says what is wrong, ``field`` (or ``detail`` for a body that
+    fails its schema) says where. Never quotes the request."""
+
+    error: str = Field(description="What is wrong, and with which field.")
+    field: Optional[str] = Field(None, description="The request field (or header) at fault.")
+    detail: Optional[list[ErrorDetail]] = Field(None, description="Each validation error of the body.")
 
 
 class RegistryStatus(BaseModel):
@@ -159,8 +312,9 @@ class HealthInfo(BaseModel):
     """The latest ``winback monitor`` run on the served model (``training.monitor``)."""
 
     as_of: dt.date = Field(description="The day of the snapshot last monitored.")
-    status: str = Field(description="healthy, warning (the feed: drift off the main features, missing "
-                                    "values, ranges) or retrain (retraining advised).")
+    status: Optional[Literal["healthy", "warning", "retrain"]] = Field(
+        description="healthy, warning (the feed: drift off the main features, missing values, ranges) or "
+                    "retrain (retraining advised).")
     reason: Optional[str] = Field(None, description="Why, in one line.")
     estimated_churn_auc: Optional[float] = Field(None, description="CBPE: the churn AUC the calibrated "
                                                                    "probabilities promise before labels exist.")
@@ -194,6 +348,9 @@ class InfoResponse(BaseModel):
     registry: RegistryStatus
     poll_seconds: float
     limits: dict[str, int]
+    rate_limit: Optional[str] = Field(None, description="Requests each key may make (WINBACK_RATE_LIMIT, e.g. "
+                                                        "`600/60s`); null when unlimited.")
+    etag: str = Field(description="The ETag of `GET /scores` now: the model version and the snapshot's id.")
     health: Optional[HealthInfo] = Field(None, description="The latest `winback monitor` result for the "
                                                            "served model; absent until it has run.")
     selection: Optional[dict] = Field(None, description="Which candidate model is served for churn and for "

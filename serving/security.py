@@ -8,6 +8,8 @@ through a form and then reads a signed session cookie (:class:`Sessions`); the d
 POST must be ``application/json`` (415 otherwise: BentoML would parse any other type as JSON,
 or as a form). Bodies larger than the limit are
 refused with 413 before the service parses them. Every answer, errors included, carries ``X-Model-Version``.
+A key without the API's role (a ``viewer`` key) is refused with 403; a key over its rate limit
+(:mod:`serving.ratelimit`) with 429 and ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
+import re
 import secrets
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from serving.config import API_ROLES, ApiKey
+
+if TYPE_CHECKING:
+    from serving.ratelimit import RateLimiter
 
 #: Paths open without a key: BentoML's probes and metrics, and the API's own description.
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/", "/docs"})
@@ -32,6 +40,28 @@ OPEN_PREFIXES = ("/static_content/",)
 DASHBOARD_PREFIX = "/ui"
 
 MODEL_VERSION_HEADER = "X-Model-Version"
+REQUEST_ID_HEADER = "X-Request-ID"
+#: What a client's ``X-Request-ID`` may hold (so it can go into a log line as it is).
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+#: The request id of the request being answered (for BentoML's access-log lines).
+CURRENT_REQUEST_ID: ContextVar[str] = ContextVar("winback_request_id", default="-")
+
+
+class RequestIds:
+    """Request ids: the client's ``X-Request-ID`` when it is one (letters, digits, ``._:-``, up
+    to 128), else a new one, this process's random prefix and a counter (cheap and unique)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._count = itertools.count(1)
+
+    def of(self, offered: bytes | None) -> tuple[str, bool]:
+        """(the request's id, whether the offered one was usable or absent)."""
+        if offered is None:
+            return f"{self._prefix}-{next(self._count):x}", True
+        if _REQUEST_ID.fullmatch(offered):
+            return offered.decode(), True
+        return f"{self._prefix}-{next(self._count):x}", False
 
 
 class KeyRing:
@@ -57,9 +87,23 @@ class KeyRing:
 
     def accepts(self, authorization: bytes | None, roles: frozenset[str] = API_ROLES) -> bool:
         """Whether an ``Authorization: Bearer KEY`` header carries a key of one of ``roles``."""
+        return bool(self.identify(authorization)[1] & roles)
+
+    def identify(self, authorization: bytes | None) -> tuple[int, frozenset[str]]:
+        """(which configured key, its roles) for an ``Authorization: Bearer KEY`` header; (-1, no
+        roles) when it carries none. Every key is compared, in constant time each."""
         if not authorization or not authorization[:7].lower() == b"bearer ":
-            return False
-        return bool(self.roles_of(authorization[7:].strip()) & roles)
+            return -1, frozenset()
+        offered = authorization[7:].strip()
+        slot, roles = -1, set()
+        for i, (key, role) in enumerate(self._keys):
+            if hmac.compare_digest(offered, key):
+                roles.add(role)
+                slot = i if slot < 0 else slot
+        return slot, frozenset(roles)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 @dataclass(frozen=True)
@@ -162,9 +206,9 @@ class SignInThrottle:
 
 class Guard:
     """ASGI middleware. ``context`` is called per request and returns (keys, max body bytes,
-    model version); BentoML builds the middleware before the service, so it asks late."""
+    model version[, rate limiter]); BentoML builds the middleware before the service, so it asks late."""
 
-    def __init__(self, app, context: Callable[[], tuple[KeyRing, int, str] | None]) -> None:
+    def __init__(self, app, context: Callable[[], tuple | None]) -> None:
         self.app = app
         self.context = context
 
@@ -177,7 +221,8 @@ class Guard:
             if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
                 return await self.app(scope, receive, send)
             return await _reply(send, 503, {"error": "the service is starting; retry shortly"})
-        keys, max_body, version = ctx
+        keys, max_body, version, *more = ctx
+        limiter = more[0] if more else None
         name = MODEL_VERSION_HEADER.lower().encode()
 
         async def send_with_version(message):
@@ -194,7 +239,7 @@ class Guard:
         headers = dict(scope["headers"])
         if path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/"):
             return await self._limited(scope, receive, send_with_version, max_body, headers)
-        refused = api_refusal(keys, headers, scope["method"])
+        refused = api_refusal(keys, headers, scope["method"], limiter)
         if refused is not None:
             return await _reply(send_with_version, *refused)
         return await self._limited(scope, receive, send_with_version, max_body, headers)
@@ -222,12 +267,24 @@ class Guard:
         return await self.app(scope, replay, send_with_version)
 
 
-def api_refusal(keys: KeyRing, headers: dict[bytes, bytes], method: str) -> tuple[int, dict, list] | None:
+def api_refusal(keys: KeyRing, headers: dict[bytes, bytes], method: str,
+                limiter: RateLimiter | None = None) -> tuple[int, dict, list] | None:
     """Why an API request is refused before its body is read, as (status, payload, extra
-    headers): 401 without a scoring key, 415 for a body that is not JSON; None if it may go on."""
-    if not keys.accepts(headers.get(b"authorization")):
+    headers): 401 without a valid key, 403 for a key without the API's role (a viewer key), 429
+    for a key over its rate limit, 415 for a body that is not JSON; None if it may go on."""
+    slot, roles = keys.identify(headers.get(b"authorization"))
+    if not roles:
         return (401, {"error": "missing or invalid API key: send the header 'Authorization: Bearer <key>'",
                       "field": "Authorization"}, [(b"www-authenticate", b'Bearer realm="winback"')])
+    if not roles & API_ROLES:
+        return 403, {"error": f"this key may not call the scoring API (role {', '.join(sorted(roles))}; "
+                              "it needs scorer or admin)", "field": "Authorization"}, []
+    if limiter is not None:
+        wait = limiter.take(slot)
+        if wait:
+            return 429, {"error": f"too many requests for this key: at most {limiter.limit} "
+                                  f"(WINBACK_RATE_LIMIT); retry after {wait} s", "field": "Authorization"}, \
+                [(b"retry-after", str(wait).encode())]
     if method in ("POST", "PUT", "PATCH") and not _is_json(headers.get(b"content-type")):
         return 415, {"error": "send the request as JSON: 'Content-Type: application/json'",
                      "field": "Content-Type"}, []

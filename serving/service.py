@@ -16,22 +16,24 @@ answers are written with orjson. ``benchmarks/bench_service.py`` and
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import gc
 import logging
+import re
 import traceback
 from itertools import repeat
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import bentoml
 import orjson
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.dashboard import app as dashboard_app
-from serving.schemas import (STRICT, CustomerHistory, CustomerId, InfoResponse, Label, ScoreResponse,
-                             WinbackResponse)
+from serving.paging import CURSOR_PATTERN
+from serving.schemas import (STRICT, CustomerHistory, CustomerId, Day, InfoResponse, Label, ScoreResponse,
+                             WinbackResponse, integral)
 from serving.lookups import LookupService
 from serving.openapi import OpenAPIDocument
 from serving.security import MODEL_VERSION_HEADER, Guard, KeyRing, install_log_filter
@@ -43,11 +45,12 @@ def _guard_context():
     service = running_service()
     if service is None:
         return None
-    return service.keys, service.settings.limits.max_body_bytes, service.champion.current.model.version
+    return (service.keys, service.settings.limits.max_body_bytes, service.champion.current.model.version,
+            service.limiter)
 
 
-def _api(route: str):
-    """``bentoml.api`` with a strict input model.
+def _api(route: str, name: str):
+    """``bentoml.api`` with a strict input model named ``name`` (the OpenAPI document's name).
 
     BentoML builds each endpoint's input model from the method's signature
     (``IODescriptor.from_input``) with pydantic's lax defaults: unknown fields ignored, ``"10"``
@@ -56,7 +59,7 @@ def _api(route: str):
 
     def decorate(func):
         spec = bentoml.IODescriptor.from_input(func, skip_self=True)
-        strict = type(spec.__name__, (spec,), {"__module__": func.__module__, "model_config": STRICT})
+        strict = type(name, (spec,), {"__module__": func.__module__, "model_config": STRICT})
         return bentoml.api(route=route, input_spec=strict)(func)
 
     return decorate
@@ -85,6 +88,8 @@ class WinbackService:
     def __init__(self) -> None:
         from serving.champion import Champion, freeze_heap
         from serving.config import ConfigError, ServiceSettings
+        from serving.ratelimit import RateLimiter
+        from serving.sync import SyncFiles
 
         install_log_filter()
         try:
@@ -94,9 +99,14 @@ class WinbackService:
                 logger.warning("no API keys configured (WINBACK_API_KEYS, WINBACK_API_KEYS_FILE): "
                                "every scoring call will be refused with 401")
             _quick_failing_http_registry()
+            self.limiter = (RateLimiter(self.settings.rate_limit, len(self.keys))
+                            if self.settings.rate_limit is not None else None)
             self.champion = Champion(self.settings)
         except ConfigError as exc:
             _stop_the_server(str(exc))
+        self.sync = SyncFiles(self.settings.sync_folder)
+        self.champion.on_swap = self.sync.prepare
+        self.sync.prepare(self.champion.current)
         self.champion.start()
         seconds = freeze_heap()
         logger.info("froze %d long-lived objects out of the garbage collector's passes in %.2f s",
@@ -108,7 +118,7 @@ class WinbackService:
 
     # ------------------------------------------------------------------ endpoints
 
-    @_api(route="/score")
+    @_api(route="/score", name="ScoreRequest")
     async def score(
         self,
         customer_ids: Annotated[list[CustomerId], Field(min_length=1, description="Customer ids to look up.")],
@@ -117,8 +127,8 @@ class WinbackService:
         """Scores of customers in the current snapshot, in the order asked; an id not in the
         snapshot gets ``status: unknown_customer``."""
         limit = self.settings.limits.max_ids
-        if len(customer_ids) > limit:
-            return _error(413, "customer_ids", f"at most {limit:,} ids per request "
+        if len(customer_ids) > limit:                   # the document's maxItems: a 400 like any schema error
+            return _error(400, "customer_ids", f"at most {limit:,} ids per request "
                                                f"(WINBACK_MAX_IDS), got {len(customer_ids):,}")
         state = self.champion.current                                   # one model for the whole answer
         positions = state.positions(customer_ids)
@@ -140,11 +150,11 @@ class WinbackService:
         return _json({"model_name": state.model.name, "model_version": state.model.version,
                       "as_of": as_of, "customers": customers})
 
-    @_api(route="/score_history")
+    @_api(route="/score_history", name="ScoreHistoryRequest")
     async def score_history(
         self,
-        as_of: Annotated[dt.date, Field(description="Score as of the end of this day (YYYY-MM-DD); "
-                                                    "later transactions are ignored.")],
+        as_of: Annotated[Day, Field(description="Score as of the end of this day (YYYY-MM-DD); "
+                                                "later transactions are ignored.")],
         customers: Annotated[list[CustomerHistory], Field(min_length=1)],
         reasons: bool = True,
     ) -> ScoreResponse:
@@ -165,19 +175,26 @@ class WinbackService:
         return _json({"model_name": state.model.name, "model_version": state.model.version,
                       "as_of": as_of.isoformat(), "customers": scores})
 
-    @_api(route="/winback")
+    @_api(route="/winback", name="WinbackRequest")
     async def winback(
         self,
-        limit: Annotated[int, Field(ge=1, description="Customers to return, best first.")] = 100,
+        limit: Annotated[int, Field(ge=1), BeforeValidator(integral),
+                         Field(description="Customers to return, best first (a page).")] = 100,
         segments: Annotated[list[Label], Field(description="Keep these RFM segments (English or 中文).")] = [],
         tiers: Annotated[list[Label], Field(description="Keep these membership tiers (English or 中文).")] = [],
         min_value: Annotated[float, Field(ge=0, allow_inf_nan=False,
                                           description="Least value at risk.")] = 0.0,
         lang: Literal["en", "zh-TW"] = "en",
+        reasons: Annotated[bool, Field(description="Explain each customer (about 1 ms each the first "
+                                                   "time); false for a bulk export.")] = True,
+        cursor: Annotated[Optional[str], Field(pattern=CURSOR_PATTERN, description=(
+            "The previous page's `next_cursor`, with the same filters; absent for the first page."))] = None,
     ) -> WinbackResponse:
         """The win-back list: customers ranked by value at risk (churn probability × 12-month
-        value), with win-back date, segment, tier and reasons in the chosen language."""
+        value), with win-back date, segment, tier and reasons in the chosen language, a page
+        at a time: ``next_cursor`` continues it (the same ranking, or a 409 after a swap)."""
         from features.rfm import SEGMENT_ZH_TW
+        from serving.paging import StaleCursor, make_cursor, read_cursor, scope_of
 
         if limit > self.settings.limits.max_limit:
             return _error(400, "limit", f"at most {self.settings.limits.max_limit:,} (WINBACK_MAX_LIMIT), got {limit:,}")
@@ -189,13 +206,21 @@ class WinbackService:
                 if value not in allowed:
                     return _error(400, f"{name}[{i}]", f"unknown value {value!r}; one of "
                                                        f"{', '.join(sorted(allowed))}")
-        total, rows = state.winback(limit, segments, tiers, min_value)
+        scope = scope_of(sorted(set(segments)), sorted(set(tiers)), min_value)
+        offset = 0
+        if cursor is not None:
+            try:
+                offset = read_cursor(cursor, "winback", state.tag, scope)
+            except StaleCursor as exc:
+                return _error(409, "cursor", str(exc))
+            if not isinstance(offset, int) or offset < 0:
+                return _error(409, "cursor", "not a cursor of this list: send the next_cursor of the previous page")
+        total, rows = state.winback_page(offset, limit, segments, tiers, min_value)
         ids = [state.customer_id(p) for p in rows]
-        explained = await self._reasons(state, ids)
+        explained = await self._reasons(state, ids) if reasons else {}
         zh = lang == "zh-TW"
         entries = []
-        for rank, (cid, record) in enumerate(zip(ids, state.records(rows)), start=1):
-            en_reasons, zh_reasons = explained[cid]
+        for rank, (cid, record) in enumerate(zip(ids, state.records(rows)), start=offset + 1):
             entries.append({
                 "rank": rank, "customer_id": cid, "value_at_risk": record["value_at_risk"],
                 "churn_probability": record["churn_probability"], "clv_12m": record["clv_12m"],
@@ -203,36 +228,74 @@ class WinbackService:
                 "next_purchase_date": record["next_purchase_date"],
                 "segment": record["segment_zh_tw" if zh else "segment"],
                 "tier": record["tier_zh_tw" if zh else "tier"],
-                "reasons": zh_reasons if zh else en_reasons})
+                "reasons": explained[cid][1 if zh else 0] if reasons else []})
+        end = offset + len(rows)
         return _json({"model_name": state.model.name, "model_version": state.model.version,
                       "as_of": state.as_of.date().isoformat(), "lang": lang,
-                      "total_matching": total, "customers": entries})
+                      "total_matching": total, "customers": entries,
+                      "next_cursor": make_cursor("winback", state.tag, scope, end) if end < total else None})
 
     @info_app.get("/triggers")
-    def triggers(self, date: str) -> Response:
+    def triggers(self, request: Request) -> Response:
         """The trigger events of a day for CRM systems that pull instead of receiving webhooks:
-        the ``send`` group only (holdout customers get nothing), from ``WINBACK_TRIGGERS_STATE``."""
+        the ``send`` group only (holdout customers get nothing), from ``WINBACK_TRIGGERS_STATE``,
+        ordered by rule, priority and idempotency key, ``limit`` a page (``next_cursor`` goes on)."""
         import json as _json_module
 
-        from features.build import parse_cutoff
         from crm.outbox import Outbox
+        from serving.paging import CURSOR_PATTERN, StaleCursor, make_cursor, read_cursor, scope_of
+        from serving.schemas import DAY_PATTERN
 
+        query = _query(request, ("date", "cursor", "limit"))
+        if isinstance(query, Response):
+            return query
+        date, cursor, limit_text = query.get("date"), query.get("cursor"), query.get("limit")
+        if date is None:
+            return _error(400, "date", "required: the day, like 1998-06-30")
+        if not re.fullmatch(DAY_PATTERN, date):
+            return _error(400, "date", "must be a day written YYYY-MM-DD, from 1970-01-01 to 2099-12-31")
+        if cursor is not None and not re.fullmatch(CURSOR_PATTERN, cursor):
+            return _error(400, "cursor", "not a cursor: send the next_cursor of the previous page as it was")
+        most = self.settings.limits.max_limit
+        limit = min(1000, most)
+        if limit_text is not None:
+            if not re.fullmatch(r"[0-9]{1,9}(?:\.0*)?", limit_text) or not 1 <= int(float(limit_text)) <= most:
+                return _error(400, "limit", f"must be a whole number from 1 to {most:,} (WINBACK_MAX_LIMIT)")
+            limit = int(float(limit_text))
         if not self.settings.triggers_state:
             return _error(404, "date", "no trigger state configured (WINBACK_TRIGGERS_STATE)")
-        try:
-            day = parse_cutoff(date).date().isoformat()
-        except ValueError:
-            return _error(400, "date", "must be a date like 1998-06-30")
+        state = self.champion.current
+        scope = scope_of(date)
+        after = None
+        if cursor is not None:
+            try:
+                after = read_cursor(cursor, "triggers", state.tag, scope)
+            except StaleCursor as exc:
+                return _error(409, "cursor", str(exc))
+            if not (isinstance(after, list) and len(after) == 3):
+                return _error(409, "cursor", "not a cursor of this list: send the next_cursor of the previous page")
         if getattr(self, "_outbox", None) is None:              # one engine for the worker's lifetime
             self._outbox = Outbox(self.settings.triggers_state)
-        events = self._outbox.events(as_of=day)
+        events = self._outbox.events(as_of=date)
         events = events[events["group"] == "send"]
+        order = sorted(((e.rule, int(e.priority), e.idempotency_key), e) for e in events.itertuples(index=False))
+        if after is not None:
+            last = (str(after[0]), int(after[1]), str(after[2]))
+            order = [item for item in order if item[0] > last]
+        page = order[:limit]
         items = [{"idempotency_key": e.idempotency_key, "customer_id": e.customer_id, "rule": e.rule,
                   "as_of": e.as_of, "template": e.template, "priority": int(e.priority),
-                  "fields": _json_module.loads(e.fields), "status": e.status}
-                 for e in events.itertuples(index=False)]
-        state = self.champion.current
-        return _json({"model_version": state.model.version, "date": day, "events": items})
+                  "fields": _json_module.loads(e.fields), "status": e.status} for _, e in page]
+        next_cursor = make_cursor("triggers", state.tag, scope, list(page[-1][0])) if len(order) > limit else None
+        return _json({"model_version": state.model.version, "date": date, "events": items,
+                      "next_cursor": next_cursor})
+
+    @info_app.get("/scores")
+    async def scores(self, request: Request) -> Response:
+        """Every customer's scores for the served snapshot, streamed (see :mod:`serving.sync`)."""
+        from serving.sync import sync_answer
+
+        return await sync_answer(self.sync, self.champion.current, request)
 
     @info_app.get("/info", response_model=InfoResponse)
     def info(self) -> InfoResponse:
@@ -255,6 +318,8 @@ class WinbackService:
                       "last_error": registry.last_error},
             poll_seconds=self.settings.poll_seconds,
             limits=vars(self.settings.limits),
+            rate_limit=str(self.settings.rate_limit) if self.settings.rate_limit else None,
+            etag=f'"{state.tag}"',
             health=health_info(self.settings.tracking_uri, state.model.run_id, refresh=not self.champion.degraded),
             selection=getattr(state.scorer, "selection_", None))
 
@@ -285,6 +350,18 @@ def _json(payload: dict) -> Response:
 def _error(status: int, field: str, message: str) -> Response:
     body = {"error": f"{field}: {message}", "field": field}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _query(request: Request, known: tuple[str, ...]) -> dict[str, str] | Response:
+    """The query parameters ``known`` (each at most once), or a 400 naming the one given twice."""
+    values: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in known:
+            continue                                   # others are ignored, as a proxy may add some
+        if name in values:
+            return _error(400, name, "given more than once")
+        values[name] = value
+    return values
 
 
 def _tier_labels(scorer) -> set[str]:

@@ -104,6 +104,10 @@ class ScoredSnapshot:
         self._blocks = ColumnBlocks({c: json_column(scores[c])
                                      for c in FLOAT_COLUMNS + DATE_COLUMNS + OTHER_COLUMNS})
         self._columns = self._blocks.columns
+        # what a sync client compares: each customer's answer, and the snapshot as a whole
+        self.row_hashes = row_hashes(self._columns)
+        #: The snapshot's content id: the same model and data give the same id in every worker.
+        self.snapshot_id = snapshot_digest(ids, self.row_hashes)
         self._value_at_risk = scores["value_at_risk"].to_numpy(float)
         self._segments = scores[["segment", "segment_zh_tw"]].to_numpy(object)
         self._tiers = scores[["tier", "tier_zh_tw"]].to_numpy(object)
@@ -177,8 +181,20 @@ class ScoredSnapshot:
         rows = self._ranking[keep[self._ranking]]
         return len(rows), rows[:limit].tolist()
 
+    def winback_page(self, offset: int, limit: int, segments: Sequence[str] = (), tiers: Sequence[str] = (),
+                     min_value: float = 0.0) -> tuple[int, list[int]]:
+        """:meth:`winback` from the ``offset``-th matching row on: (number matching, rows)."""
+        keep = winback_mask(self._value_at_risk, self._segments, self._tiers, segments, tiers, min_value)
+        rows = self._ranking[keep[self._ranking]]
+        return len(rows), rows[offset:offset + limit].tolist()
+
     def customer_id(self, position: int) -> str:
         return self._ids[position]
+
+    @property
+    def tag(self) -> str:
+        """The model version and the snapshot's id: what ``GET /scores``' ETag and the cursors name."""
+        return f"{self.model.version}-{self.snapshot_id}"
 
     # ------------------------------------------------------------------ read-only views (the dashboard)
 
@@ -249,6 +265,51 @@ class ColumnBlocks:
             else:
                 columns += part.T.tolist()
         return list(self._order(columns)) if len(columns) > 1 else columns
+
+
+def row_hashes(columns: Mapping[str, tuple[str, np.ndarray]]) -> np.ndarray:
+    """A 64-bit hash of each row's values (uint64), the same in every process and run.
+
+    Each column's values are turned into 64-bit words (a float's bits, a day number, an int;
+    a text through a hash of each distinct text) and mixed row by row, vectorised: about 0.1 s
+    for a million customers. Two rows hash alike only if every value is alike (but a 2**-64 chance)."""
+    import hashlib
+
+    if not columns:
+        return np.zeros(0, dtype=np.uint64)
+    n = len(next(iter(columns.values()))[1])
+    out = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    with np.errstate(over="ignore"):
+        for salt, (name, (kind, array)) in enumerate(columns.items(), start=1):
+            if kind == "float":
+                words = array.view(np.uint64)
+            elif kind in ("date", "int"):
+                words = array.view(np.int64).astype(np.uint64) if kind == "date" else array.astype(np.uint64)
+            elif kind == "bool":
+                words = array.astype(np.uint64)
+            else:                                            # text, numbers with gaps, None
+                codes, uniques = pd.factorize(pd.Series(array, dtype=object), use_na_sentinel=True)
+                texts = [hashlib.blake2b(f"{type(u).__name__}:{u!r}".encode(), digest_size=8).digest()
+                         for u in uniques]
+                table = np.frombuffer(b"".join(texts), dtype=np.uint64) if texts else np.zeros(0, np.uint64)
+                words = np.where(codes < 0, np.uint64(0x9E3779B97F4A7C15), table[np.maximum(codes, 0)]
+                                 if len(table) else np.uint64(0))
+            out = (out ^ (words + np.uint64((salt * 0x9E3779B97F4A7C15) % 2**64))) * prime
+        out ^= out >> np.uint64(33)                           # spread the last column's bits
+        out *= np.uint64(0xFF51AFD7ED558CCD)
+        out ^= out >> np.uint64(33)
+    return out
+
+
+def snapshot_digest(ids: np.ndarray, hashes: np.ndarray) -> str:
+    """16 hex digits naming a scored snapshot by its content: its ids in order and their rows' hashes."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update("\x00".join(map(str, ids)).encode("utf-8", "surrogatepass"))
+    digest.update(np.ascontiguousarray(hashes).tobytes())
+    return digest.hexdigest()
 
 
 def json_column(series: pd.Series) -> tuple[str, np.ndarray]:

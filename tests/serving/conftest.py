@@ -19,7 +19,7 @@ from models.ml.churn import ChurnModel
 from models.scorer import WinbackScorer
 from serving.run import running, service_env
 
-from serving_support import AS_OF, KEYS, register_version, set_champion
+from serving_support import AS_OF, KEYS, VIEWER_KEY, register_version, set_champion
 
 HORIZON = 60
 CANONICAL = {"date": "timestamp", "dollar_value": "amount"}
@@ -83,7 +83,8 @@ def _env(tmp: Path, store: dict, tracking_uri: str | None = None, poll: float = 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WINBACK_", "MLFLOW_", "BENTOML_"))}
     env = service_env(tracking_uri or store["tracking_uri"], snapshot=store["snapshot"], poll_seconds=poll,
                       base=base)
-    env.update(BENTOML_HOME=str(home), WINBACK_API_KEYS=",".join(KEYS), WINBACK_MAX_IDS="2000",
+    env.update(BENTOML_HOME=str(home), WINBACK_API_KEYS=",".join([*KEYS, f"viewer:{VIEWER_KEY}"]),
+               WINBACK_SYNC_DIR=str(tmp / "sync"), WINBACK_MAX_IDS="2000",
                WINBACK_MAX_CUSTOMERS="50", WINBACK_MAX_TRANSACTIONS="500", WINBACK_MAX_LIMIT="500",
                WINBACK_MAX_BODY_BYTES="1000000", WINBACK_TRIGGERS_STATE=store["triggers"])
     return env

@@ -7,6 +7,8 @@ import pandas as pd
 
 AS_OF = "1997-09-30"
 KEYS = ("test-key-one", "test-key-two")
+#: A dashboard-only key the session's service also accepts (refused on the API with 403).
+VIEWER_KEY = "test-viewer-key"
 
 FLOATS = ["churn_probability", "p_alive", "expected_purchases_30d", "expected_purchases_90d",
           "expected_purchases_365d", "p_purchase_7d", "p_purchase_30d", "p_purchase_90d",

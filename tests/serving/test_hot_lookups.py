@@ -19,7 +19,8 @@ import pytest
 from serving_support import KEYS
 
 LINE = re.compile(r"^\S+ \[INFO\] \[entry_service:winback:\d+\] 127\.0\.0\.1:\d+ "
-                  r"\(scheme=http,method=POST,path=(?P<path>/\w+),type=application/json,length=(?P<sent>\d+)\) "
+                  r"\(scheme=http,method=POST,path=(?P<path>/\w+),type=application/json,length=(?P<sent>\d+),"
+                  r"request_id=(?P<id>[\w.:-]+)\) "
                   r"\(status=(?P<status>\d+),type=application/json,length=(?P<got>\d+)\) \d+\.\d{3}ms"
                   r"(?P<trace> \(trace=\w+,span=\w+,sampled=\d,service\.name=winback\))?$")
 
@@ -177,11 +178,12 @@ def test_direct_access_line_is_the_line_logging_writes():
     request = {b"content-type": b"application/json", b"content-length": b"42"}
 
     async def write():
-        line.write(scope, request, 200, [(b"content-type", b"application/json")], 828, 0.000606)
+        line.write(scope, request, 200, [(b"content-type", b"application/json")], 828, 0.000606, "r-1")
         await asyncio.sleep(0)                                          # the flush at the end of the turn
 
     asyncio.run(write())
-    logger.info("%s", "127.0.0.1:5123 (scheme=http,method=POST,path=/score,type=application/json,length=42) "
+    logger.info("%s", "127.0.0.1:5123 (scheme=http,method=POST,path=/score,type=application/json,length=42,"
+                      "request_id=r-1) "
                       "(status=200,type=application/json,length=828) 0.606ms")
     direct, logged = stream.getvalue().splitlines()
     assert direct.split(" ", 1)[1] == logged.split(" ", 1)[1]          # all but the time stamp
@@ -200,7 +202,7 @@ def test_another_logging_setup_gets_log_records():
     line = AccessLine()
     line.logger = logger
     line.write({"path": "/score", "scheme": "http", "method": "POST", "client": None}, {}, 200, [], 3, 0.001)
-    assert stream.getvalue() == "INFO _ (scheme=http,method=POST,path=/score) (status=200) 1.000ms\n"
+    assert stream.getvalue() == "INFO _ (scheme=http,method=POST,path=/score,request_id=-) (status=200) 1.000ms\n"
 
 
 @pytest.fixture(scope="module")
