@@ -236,10 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     same = a.equals(b) and list(a.dtypes) == list(b.dtypes) and list(a.columns) == list(b.columns)
     ratio = full["seconds"] / inc["seconds"]
     print()
-    print("| history rows | new rows | customers | full rebuild s | full peak | incremental s | incremental peak | speed-up |")
+    print("| history rows | new rows | customers | full rebuild s | full peak | incremental s | incremental peak "
+          "| speed-up |")
     print("|-------------:|---------:|----------:|---------------:|----------:|--------------:|-----------------:|---------:|")
     print(f"| {history_rows:,} | {new_rows:,} | {full['customers']:,} | {full['seconds']:.2f} | "
-          f"{full['peak_rss'] / 2**20:,.0f} MiB | {inc['seconds']:.2f} | {inc['peak_rss'] / 2**20:,.0f} MiB | {ratio:.1f}x |")
+          f"{full['peak_rss'] / 2**20:,.0f} MiB | {inc['seconds']:.2f} | {inc['peak_rss'] / 2**20:,.0f} MiB "
+          f"| {ratio:.1f}x |")
     print(f"cpu seconds: full rebuild {full['cpu_seconds']:.2f}, incremental {inc['cpu_seconds']:.2f} "
           f"({full['cpu_seconds'] / max(inc['cpu_seconds'], 1e-9):.1f}x)")
     print(f"incremental run: mode {inc['mode']}{' (' + inc['reason'] + ')' if inc.get('reason') else ''}, "

@@ -59,24 +59,40 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import duckdb
 import pandas as pd
 
 from features import cycle, replenishment
-from features.build import (cutoff_literal, features_sql, finalize_sql, parse_cutoff, partial_aggregates,
-                            stage, window_lengths)
+from features.build import (
+    cutoff_literal,
+    features_sql,
+    finalize_sql,
+    parse_cutoff,
+    partial_aggregates,
+    stage,
+    window_lengths,
+)
 from features.job import MAX_DAYS_PAST_LOG, FeatureJobSummary, copy_table
 from features.output import atomic_path, check_output_path, pid_alive
 from features.reference import FeatureReference
 from features.settings import ColumnMap, IngestPolicy
 from features.side import SideData, with_side
 from features.sql import day_totals_sql, decimal
-from features.transactions import (CANONICAL_COLUMNS, PLAUSIBLE_DATES, IngestReport, TransactionLog,
-                                   _drops_duplicates, _expand, in_any_order, read_transactions, sql_escape)
+from features.transactions import (
+    CANONICAL_COLUMNS,
+    PLAUSIBLE_DATES,
+    IngestReport,
+    TransactionLog,
+    drops_duplicates,
+    expand_paths,
+    in_any_order,
+    read_transactions,
+    sql_escape,
+)
 from features.windows import age_expr
 
 #: The layout of the state; a state of another format is rebuilt.
@@ -128,7 +144,7 @@ def daily_features(transactions: str | Path | Sequence[str | Path], as_of: dt.da
     if reference.freq != "D":
         raise ValueError("the daily feature state keeps daily periods; a weekly reference is built with "
                          "`winback features --freq W`")
-    files = _expand(transactions)
+    files = expand_paths(transactions)
     stamps = {os.path.realpath(f): _stamp(f) for f in files}
     depends = _depends_on(reference, columns, policy)
     state_dir = Path(state_dir)
@@ -244,13 +260,14 @@ class _State:
             con.register("incoming", new_log.con.sql(
                 f"SELECT {', '.join(CANONICAL_COLUMNS)} FROM transactions").to_arrow_table())
         else:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM pending WHERE false")
+            con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM pending WHERE false")
         _carry(con, self.day, day, reference, columns, policy)
         last_ts = _later(self.meta.get("last_ts"), new_log.report.last_timestamp if new_log else None)
         first_ts = _earlier(self.meta.get("first_ts"), new_log.report.first_timestamp if new_log else None)
         summary = _finish(con, day, out, reference, side, last_ts, first_ts, self.meta["source"])
         meta = {**self.meta, "day": day.isoformat(), "files": {**self.files, **stamps},
-                "last_ts": last_ts, "first_ts": first_ts, "snapshot": {"path": str(out.resolve()), "stamp": _stamp(out)},
+                "last_ts": last_ts, "first_ts": first_ts,
+                "snapshot": {"path": str(out.resolve()), "stamp": _stamp(out)},
                 "reference_id": reference.fingerprint()}
         _write_meta(con, meta)
         con.execute("COMMIT")
@@ -349,7 +366,8 @@ def rebuild(log: TransactionLog, stamps: dict, day: dt.date, out: Path, referenc
     try:
         with in_any_order(con):
             con.execute(f"CREATE TABLE st.cats AS SELECT customer_id, category, count(*) AS n_days, "
-                        f"max(day) AS last_day, {_gap_list('gap')} AS gaps FROM cat_days GROUP BY customer_id, category")
+                        f"max(day) AS last_day, {_gap_list('gap')} AS gaps FROM cat_days "
+                        "GROUP BY customer_id, category")
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE partials AS
                 SELECT customer_id, {', '.join(partial_aggregates(settings))}, {_gap_list('gap')} AS _gaps
@@ -413,7 +431,7 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
     settings = reference.settings
     cutoff, old = cutoff_literal(day), cutoff_literal(before)
     lengths = window_lengths(settings)
-    distinct = "DISTINCT " if _drops_duplicates(columns, policy) else ""
+    distinct = "DISTINCT " if drops_duplicates(columns, policy) else ""
     con.execute(f"CREATE OR REPLACE TEMP TABLE arrived AS SELECT {distinct}* FROM "
                 f"(SELECT * FROM pending UNION ALL SELECT * FROM incoming)")
     seen = f"ts < {cutoff} + INTERVAL 1 DAY"
@@ -426,7 +444,8 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
             SELECT *, {cycle.GAP} AS gap FROM (
                 SELECT customer_id, day, spend, orders, false AS known FROM new_days
                 UNION ALL
-                SELECT customer_id, last_purchase_date, NULL, NULL, true FROM cust SEMI JOIN new_days USING (customer_id)))
+                SELECT customer_id, last_purchase_date, NULL, NULL, true
+                FROM cust SEMI JOIN new_days USING (customer_id)))
         WHERE NOT known""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE bought AS
@@ -459,7 +478,8 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
         FROM (SELECT customer_id, day, spend, orders, NULL::INTEGER AS length, {age_expr(cutoff)} AS age FROM new_days
               UNION ALL SELECT *, NULL AS age FROM ({leaving}))
         GROUP BY customer_id""")
-    con.execute(f"INSERT INTO recent SELECT customer_id, day, spend, orders FROM new_days WHERE day > {cutoff} - {max(lengths)}")
+    con.execute(f"INSERT INTO recent SELECT customer_id, day, spend, orders FROM new_days "
+                f"WHERE day > {cutoff} - {max(lengths)}")
     con.execute(f"DELETE FROM recent WHERE day <= {cutoff} - {max(lengths)}")
     # categories: days, last day and gaps per customer and category; then the favourites
     favourites = "SELECT NULL::VARCHAR AS customer_id, " + ", ".join(
@@ -473,7 +493,8 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
                     WHERE {seen} AND category IS NOT NULL
                     UNION ALL
                     SELECT customer_id, category, last_day, true FROM cats
-                    SEMI JOIN (SELECT customer_id, category FROM arrived WHERE {seen}) AS a USING (customer_id, category)))
+                    SEMI JOIN (SELECT customer_id, category FROM arrived WHERE {seen}) AS a
+                        USING (customer_id, category)))
             WHERE NOT known
             GROUP BY customer_id, category""")
         con.execute("""
@@ -551,7 +572,8 @@ def _finish(con: duckdb.DuckDBPyConnection, day: dt.date, out: Path, reference: 
         last = pd.Timestamp(last_ts)
         raise ValueError(f"the cutoff {day} is {(pd.Timestamp(day) - last.normalize()).days:,} days after the last "
                          f"transaction in {source} ({last:%Y-%m-%d}); more than {MAX_DAYS_PAST_LOG} days past the "
-                         "log, every customer would look lapsed. Choose a cutoff within the log, or load the newer data")
+                         "log, every customer would look lapsed. Choose a cutoff within the log, or load the "
+                         "newer data")
     cutoff = cutoff_literal(day)
     settings = reference.settings
     _in_customer_order(con)

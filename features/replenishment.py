@@ -41,7 +41,7 @@ def category_intervals_sql() -> str:
     from a histogram of the gaps: one row per category and gap length instead of every gap held
     at once, so a 100M-row log does not run out of memory here.
     """
-    histogram = f"SELECT category, gap, count(*) AS n FROM cat_days WHERE gap IS NOT NULL GROUP BY category, gap"
+    histogram = "SELECT category, gap, count(*) AS n FROM cat_days WHERE gap IS NOT NULL GROUP BY category, gap"
     cumulative = f"""
         SELECT category, gap,
             sum(n) OVER (PARTITION BY category ORDER BY gap ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS upto,

@@ -635,6 +635,18 @@ def in_any_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
 
 
+def expand_paths(paths: str | Path | Sequence[str | Path]) -> list[str]:
+    """The files ``paths`` (paths or globs) name, checked as :func:`read_transactions` checks
+    them: each exists, is a file, and is named once."""
+    return _expand(paths)
+
+
+def drops_duplicates(columns: ColumnMap, policy: IngestPolicy) -> bool:
+    """Whether exact duplicate rows are dropped (the policy's ``duplicates``, ``"auto"``: when an
+    order id is mapped)."""
+    return _drops_duplicates(columns, policy)
+
+
 def _drops_duplicates(columns: ColumnMap, policy: IngestPolicy) -> bool:
     if policy.duplicates == "auto":
         return columns.order_id is not None

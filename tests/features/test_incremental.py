@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from features import ColumnMap, FeatureReference, FeatureSettings, IngestPolicy, TransactionDataError, read_transactions
