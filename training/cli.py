@@ -938,6 +938,8 @@ def triggers_report(
                       f"{trigger_rules.budget.max_sends_per_day:,} a day; per rule: " + "; ".join(
                           f"{r.rule} sent {r.sent:,}, held out {r.held_out:,}, skipped {r.skipped_budget:,}"
                           for r in budget.itertuples()))
+        for r in budget.itertuples():
+            console.print(f"ranking of {r.rule} on {r.last_day}: {r.ranking} ({r.uplift_note})", highlight=False)
     qini, curves = uplift_report(events, log, trigger_rules)
     if len(qini):
         table = Table(title="uplift per rule (matured events, the rule's window): Qini and AUUC [95% CI]")

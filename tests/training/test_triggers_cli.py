@@ -68,6 +68,7 @@ def test_a_day_is_recorded_and_delivered_exactly_once(champion, tmp_path, monkey
     flat = " ".join(report.output.split())                               # the console wraps long lines
     assert re.search(r"budget: busiest day 1,000 sends of 1,000 a day; per rule: .*winback_due sent [\d,]+, "
                      r"held out [\d,]+, skipped [1-9]", flat)
+    assert re.search(r"ranking of winback_due on [\d-]+: value_at_risk \(prior uplift 0, ranked by value at risk", flat)
 
     learned = CliRunner().invoke(app, ["triggers", "learn", *champion["data"], "--state-uri", state,
                                        "--tracking-uri", champion["store"]])
