@@ -34,6 +34,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
     "training": {"small": ["--customers", "100000"], "large": ["--customers", "1000000"]},
     "service": {"small": [], "large": []},
     "service_wrk": {"small": [], "large": []},
+    "sync": {"small": ["--customers", "200000"], "large": ["--customers", "1000000"]},
     "dashboard": {"small": [], "large": []},
     "spark": {"small": [], "large": []},
 }

@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from serving.config import ConfigError, ServiceSettings
 from serving.state import ModelInfo, ScoredSnapshot, SnapshotFile
@@ -34,6 +34,8 @@ def parse_model_uri(uri: str) -> ModelRef:
 
 @dataclass(frozen=True)
 class RegistryState:
+    """Whether the registry answered the last poll, when, and what went wrong if not."""
+
     reachable: bool = True
     last_checked: dt.datetime | None = None
     last_error: str | None = None
@@ -84,6 +86,7 @@ class Champion:
     def _build(self, version, scorer=None, info: ModelInfo | None = None) -> ScoredSnapshot:
         if scorer is None:
             scorer, info = self._load_model(version)
+        assert info is not None                                 # given with a scorer, or loaded with it
         if self.settings.log_source is not None:
             features, snapshot = self._features_from_log(scorer)
         else:
@@ -186,6 +189,7 @@ class Champion:
 
     @property
     def degraded(self) -> bool:
+        """Whether ``/info`` says ``degraded``: the registry is unreachable or an update failed to load."""
         return not self.registry.reachable or self.registry.last_error is not None
 
     def start(self) -> None:
@@ -196,6 +200,7 @@ class Champion:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the polling thread (at its next wake-up)."""
         self._stop.set()
 
     def _run(self) -> None:
@@ -261,10 +266,12 @@ class RegistryFile:
 
     @classmethod
     def of(cls, uri: str) -> "RegistryFile | None":
+        """The registry file of a ``sqlite:///`` URI, or None for other stores."""
         path = sqlite_path(uri)
         return None if path is None else cls(uri, path)
 
     def check(self) -> None:
+        """Raise when the file is gone; dispose of pooled connections when it was replaced."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -297,6 +304,7 @@ def dispose_engines(uri: str) -> None:
 
 
 def missing_registry_message(uri: str) -> str:
+    """The start-up error for a sqlite registry file that does not exist."""
     return (f"WINBACK_TRACKING_URI: there is no registry database at {sqlite_path(uri)} ({uri}). "
             "MLflow would create an empty one and find no model in it: check the path (a relative "
             "sqlite:/// path is relative to the directory the service starts in), or train and "
@@ -304,6 +312,7 @@ def missing_registry_message(uri: str) -> str:
 
 
 def no_model_message(uri: str, model_uri: str, exc: BaseException) -> str:
+    """The start-up error for a model URI the registry does not resolve."""
     return (f"WINBACK_MODEL_URI: the registry at {uri} has no {model_uri} ({_short(exc)}). Check the "
             "model name and alias (or version), or promote a version first "
             "(`winback promote ...`); see `winback models` for what is registered.")
@@ -329,6 +338,7 @@ def check_startup(settings: ServiceSettings) -> None:
 
 
 def missing_snapshot_message(path: Path) -> str:
+    """The start-up error for a snapshot file that does not exist."""
     return (f"WINBACK_SNAPSHOT: no feature table at {path.resolve()}; build one with "
             "`winback features --model-uri models:/winback@champion ... --out X.parquet` "
             "(make demo writes the default), or serve from a log (WINBACK_DATASET, "
@@ -344,11 +354,11 @@ def _use_registry(uri: str) -> None:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _from_ms(ms: int | None) -> dt.datetime | None:
-    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
 def _short(exc: BaseException) -> str:

@@ -55,9 +55,10 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from serving.ratelimit import RateLimit
@@ -134,6 +135,7 @@ class LogSource:
 
     @property
     def name(self) -> str:
+        """The source as a name for messages and ``/info``: the dataset, or the paths."""
         return self.dataset or ", ".join(self.paths)
 
     def open(self, timezone: str):
@@ -159,6 +161,7 @@ class LogSource:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "LogSource | None":
+        """The log source the environment names, or None (then the snapshot file is read)."""
         paths = tuple(p for p in env.get("WINBACK_TRANSACTIONS", "").split(os.pathsep) if p)
         dataset = env.get("WINBACK_DATASET") or None
         if not paths and not dataset:
@@ -184,6 +187,8 @@ class LogSource:
 
 @dataclass(frozen=True)
 class Limits:
+    """What one request may ask for (``WINBACK_MAX_*``); over a limit is a 400 (or 413 for bytes)."""
+
     max_ids: int = 10_000
     max_customers: int = 1_000
     max_transactions: int = 100_000
@@ -193,6 +198,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class ServiceSettings:
+    """Everything the service reads from the environment (see the module's table)."""
+
     tracking_uri: str
     model_uri: str = DEFAULT_MODEL_URI
     snapshot: Path = DEFAULT_SNAPSHOT

@@ -8,7 +8,7 @@ a :class:`HistoryError` naming the request field, e.g. ``customers[2].transactio
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 import pandas as pd

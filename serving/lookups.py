@@ -47,8 +47,17 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.middleware import Middleware
 
 from serving.openapi import ROUTES
-from serving.security import (CURRENT_REQUEST_ID, MODEL_VERSION_HEADER, REQUEST_ID_HEADER, BodyTooLarge, Guard,
-                              RequestIds, api_refusal, read_body, too_large)
+from serving.security import (
+    CURRENT_REQUEST_ID,
+    MODEL_VERSION_HEADER,
+    REQUEST_ID_HEADER,
+    BodyTooLarge,
+    Guard,
+    RequestIds,
+    api_refusal,
+    read_body,
+    too_large,
+)
 
 logger = logging.getLogger("winback.serving")
 
@@ -177,7 +186,7 @@ class HotLookups:
             return _reply(version, 413, too_large(max_body), request_id=request_id)
         if body is None:
             return None
-        if not body.strip():
+        if not body or body.isspace():
             return _reply(version, 400, {"error": "body: send a JSON object (the request body is required)",
                                          "field": "body"}, request_id=request_id)
         try:

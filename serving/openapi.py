@@ -60,6 +60,7 @@ ANSWERS = {
 
 
 def package_version() -> str:
+    """The installed winback package's version (the document's ``info.version``)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -101,7 +102,8 @@ def build_document(service_apis: dict[str, Any], tiers: dict[str, str], limits: 
     ``winback``); ``tiers``: the served model's tier names (English → Traditional Chinese);
     ``limits``: :class:`serving.config.Limits`; ``reference``: the model's
     :class:`features.reference.FeatureReference` (its attributes and event types), or None."""
-    from pydantic.json_schema import models_json_schema
+    from pydantic import BaseModel
+    from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
     from features.rfm import SEGMENT_ZH_TW
     from serving.schemas import ErrorResponse, InfoResponse, ScoreLine, ScoreResponse, TriggersResponse, WinbackResponse
@@ -109,9 +111,10 @@ def build_document(service_apis: dict[str, Any], tiers: dict[str, str], limits: 
     requests = [("ScoreRequest", service_apis["score"]), ("ScoreHistoryRequest", service_apis["score_history"]),
                 ("WinbackRequest", service_apis["winback"])]
     named = {name: type(name, (model,), {"__module__": model.__module__}) for name, model in requests}
-    models = ([(m, "validation") for m in named.values()]
-              + [(m, "serialization") for m in (ScoreResponse, WinbackResponse, TriggersResponse, InfoResponse,
-                                                ScoreLine, ErrorResponse)])
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = (
+        [(m, "validation") for m in named.values()]
+        + [(m, "serialization") for m in (ScoreResponse, WinbackResponse, TriggersResponse, InfoResponse,
+                                          ScoreLine, ErrorResponse)])
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = defs["$defs"]
     # closed sets (named, so a generated client has a Segment, a Tier, ...) and the operator's limits
@@ -208,7 +211,7 @@ def _paths(limits: Any) -> dict:
     refs = {name: {"$ref": f"#/components/schemas/{name}"} for name in (
         "ScoreRequest", "ScoreHistoryRequest", "WinbackRequest", "ScoreResponse", "WinbackResponse",
         "TriggersResponse", "InfoResponse", "ScoreLine")}
-    secured = {"security": [{"bearer": []}]}
+    secured: dict[str, Any] = {"security": [{"bearer": []}]}
     retry = {"Retry-After": _header("Whole seconds to wait.", {"type": "integer"}, required=True)}
 
     def ok(schema: dict, description: str = "OK") -> dict:
@@ -277,7 +280,8 @@ def _paths(limits: Any) -> dict:
             **secured, "summary": "The day's trigger events (send group), a page at a time", "operationId": "triggers",
             "parameters": [_REQUEST_ID,
                            {"name": "date", "in": "query", "required": True,
-                            "schema": {"type": "string", "pattern": DAY_PATTERN}, "description": "The day, YYYY-MM-DD."},
+                            "schema": {"type": "string", "pattern": DAY_PATTERN},
+                            "description": "The day, YYYY-MM-DD."},
                            cursor,
                            {"name": "limit", "in": "query", "required": False,
                             "schema": {"type": "integer", "minimum": 1, "maximum": limits.max_limit,
@@ -332,6 +336,7 @@ class OpenAPIDocument:
         self.app = app
 
     async def __call__(self, scope, receive, send):
+        """Answer ``GET /docs.json``; pass everything else on."""
         if scope["type"] != "http" or scope["path"] != "/docs.json":
             return await self.app(scope, receive, send)
         from serving.state import running_service

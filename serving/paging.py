@@ -39,7 +39,8 @@ def read_cursor(text: str, kind: str, tag: str, scope: str) -> object:
     """Where the page of ``text`` starts, after checking it was made for this list; raises
     :class:`StaleCursor` with a message a client can act on."""
     try:
-        made_kind, made_tag, made_scope, position = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        payload = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        made_kind, made_tag, made_scope, position = orjson.loads(payload)
     except (binascii.Error, ValueError, TypeError):
         raise StaleCursor("not a cursor of this list: send the next_cursor of the previous page as it was") from None
     if made_kind != kind:

@@ -86,5 +86,6 @@ class RateLimiter:
         return max(1, math.ceil((1.0 - tokens) / self.rate))
 
     def close(self) -> None:
+        """Close the shared file (its buckets stay for the other workers)."""
         self._map.close()
         os.close(self._fd)

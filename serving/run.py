@@ -15,8 +15,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -61,6 +62,7 @@ def service_env(tracking_uri: str | None = None, model_uri: str | None = None,
 
 
 def command(host: str, port: int, service: str = SERVICE) -> list[str]:
+    """The ``bentoml serve`` command line for ``service`` on ``host:port``."""
     return [sys.executable, "-m", "bentoml", "serve", service, "--host", host, "--port", str(port)]
 
 
@@ -143,11 +145,12 @@ def running(env: Mapping[str, str], host: str = "127.0.0.1", port: int | None = 
         yield url
     finally:
         stop(process)
-        if log:
+        if not isinstance(out, int):
             out.close()
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    """Wait until ``/readyz`` answers 200; raise with the log's tail if the process exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -177,6 +180,7 @@ def stop(process: subprocess.Popen, grace: float = 15.0) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port on ``host``."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

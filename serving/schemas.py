@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
@@ -116,10 +116,10 @@ class Transaction(_Strict):
 
     timestamp: Timestamp
     amount: Amount
-    order_id: Optional[StoredText] = None
-    quantity: Optional[float] = Field(default=None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-    category: Optional[StoredText] = None
-    channel: Optional[StoredText] = None
+    order_id: StoredText | None = None
+    quantity: float | None = Field(default=None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)
+    category: StoredText | None = None
+    channel: StoredText | None = None
 
 
 class EngagementEvent(_Strict):
@@ -131,7 +131,7 @@ class EngagementEvent(_Strict):
 
 
 #: An attribute value: a number, a text category, or null (missing).
-AttributeValue = Optional[float | int | Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL_PATTERN)]]
+AttributeValue = float | int | Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL_PATTERN)] | None
 
 
 class CustomerHistory(_Strict):
@@ -142,7 +142,7 @@ class CustomerHistory(_Strict):
     transactions: list[Transaction] = Field(min_length=1)
     #: The customer's attributes by name (``channel``, ``age``, ...), for a model trained with a
     #: customers file (``--customers``); one missing is read as missing.
-    attributes: Optional[dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], AttributeValue]] = None
+    attributes: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], AttributeValue] | None = None
     #: The customer's engagement events, for a model trained with an events log.
     events: list[EngagementEvent] = Field(default_factory=list, max_length=100_000)
 
@@ -152,39 +152,41 @@ class CustomerScore(BaseModel):
 
     customer_id: str
     status: Literal["ok", "unknown_customer", "no_purchases"] = "ok"
-    as_of: Optional[dt.date] = None
-    churn_probability: Optional[float] = None
-    p_alive: Optional[float] = None
-    expected_purchases_30d: Optional[float] = None
-    expected_purchases_90d: Optional[float] = None
-    expected_purchases_365d: Optional[float] = None
-    p_purchase_7d: Optional[float] = None
-    p_purchase_30d: Optional[float] = None
-    p_purchase_90d: Optional[float] = None
-    next_purchase_date: Optional[dt.date] = Field(
+    as_of: dt.date | None = None
+    churn_probability: float | None = None
+    p_alive: float | None = None
+    expected_purchases_30d: float | None = None
+    expected_purchases_90d: float | None = None
+    expected_purchases_365d: float | None = None
+    p_purchase_7d: float | None = None
+    p_purchase_30d: float | None = None
+    p_purchase_90d: float | None = None
+    next_purchase_date: dt.date | None = Field(
         default=None, description="Median next purchase day; null when not expected within the model's grid.")
-    next_purchase_low: Optional[dt.date] = Field(default=None, description="Lower end of the 80 % interval.")
-    next_purchase_high: Optional[dt.date] = Field(default=None, description="Upper end of the 80 % interval.")
-    expected_order_value: Optional[float] = None
-    clv_12m: Optional[float] = None
-    winback_date: Optional[dt.date] = Field(default=None, description="Null when no win-back is planned.")
-    winback_now: Optional[bool] = None
-    value_at_risk: Optional[float] = None
-    priority: Optional[int] = Field(
+    next_purchase_low: dt.date | None = Field(default=None, description="Lower end of the 80 % interval.")
+    next_purchase_high: dt.date | None = Field(default=None, description="Upper end of the 80 % interval.")
+    expected_order_value: float | None = None
+    clv_12m: float | None = None
+    winback_date: dt.date | None = Field(default=None, description="Null when no win-back is planned.")
+    winback_now: bool | None = None
+    value_at_risk: float | None = None
+    priority: int | None = Field(
         default=None, description="Rank by value at risk among the snapshot's customers (1 = highest).")
-    r_score: Optional[int] = Field(default=None, description="RFM recency score 1-5 (5 = most recent), "
+    r_score: int | None = Field(default=None, description="RFM recency score 1-5 (5 = most recent), "
                                                              "against the model's fixed quintile edges.")
-    f_score: Optional[int] = Field(default=None, description="RFM frequency score 1-5.")
-    m_score: Optional[int] = Field(default=None, description="RFM monetary score 1-5.")
-    segment: Optional[str] = None
-    segment_zh_tw: Optional[str] = None
-    tier: Optional[str] = None
-    tier_zh_tw: Optional[str] = None
-    reasons: Optional[list[str]] = None
-    reasons_zh_tw: Optional[list[str]] = None
+    f_score: int | None = Field(default=None, description="RFM frequency score 1-5.")
+    m_score: int | None = Field(default=None, description="RFM monetary score 1-5.")
+    segment: str | None = None
+    segment_zh_tw: str | None = None
+    tier: str | None = None
+    tier_zh_tw: str | None = None
+    reasons: list[str] | None = None
+    reasons_zh_tw: list[str] | None = None
 
 
 class ScoreResponse(BaseModel):
+    """The answer of ``/score`` and ``/score_history``: the model that answered and one score per customer."""
+
     model_name: str
     model_version: str
     as_of: dt.date
@@ -199,22 +201,24 @@ class WinbackEntry(BaseModel):
     value_at_risk: float
     churn_probability: float
     clv_12m: float
-    winback_date: Optional[dt.date]
+    winback_date: dt.date | None
     winback_now: bool
-    next_purchase_date: Optional[dt.date]
+    next_purchase_date: dt.date | None
     segment: str
     tier: str
     reasons: list[str]
 
 
 class WinbackResponse(BaseModel):
+    """A page of the win-back list."""
+
     model_name: str
     model_version: str
     as_of: dt.date
     lang: Literal["en", "zh-TW"]
     total_matching: int = Field(description="Customers matching the filters, before the limit.")
     customers: list[WinbackEntry]
-    next_cursor: Optional[str] = Field(description="Send it as `cursor` (with the same filters) for the next "
+    next_cursor: str | None = Field(description="Send it as `cursor` (with the same filters) for the next "
                                                    "page; null on the last page.")
 
 
@@ -224,31 +228,31 @@ class ScoreLine(BaseModel):
 
     customer_id: str
     status: Literal["ok", "removed"]
-    as_of: Optional[dt.date] = None
-    churn_probability: Optional[float] = None
-    p_alive: Optional[float] = None
-    expected_purchases_30d: Optional[float] = None
-    expected_purchases_90d: Optional[float] = None
-    expected_purchases_365d: Optional[float] = None
-    p_purchase_7d: Optional[float] = None
-    p_purchase_30d: Optional[float] = None
-    p_purchase_90d: Optional[float] = None
-    next_purchase_date: Optional[dt.date] = None
-    next_purchase_low: Optional[dt.date] = None
-    next_purchase_high: Optional[dt.date] = None
-    expected_order_value: Optional[float] = None
-    clv_12m: Optional[float] = None
-    winback_date: Optional[dt.date] = None
-    winback_now: Optional[bool] = None
-    value_at_risk: Optional[float] = None
-    priority: Optional[int] = None
-    r_score: Optional[int] = None
-    f_score: Optional[int] = None
-    m_score: Optional[int] = None
-    segment: Optional[str] = None
-    segment_zh_tw: Optional[str] = None
-    tier: Optional[str] = None
-    tier_zh_tw: Optional[str] = None
+    as_of: dt.date | None = None
+    churn_probability: float | None = None
+    p_alive: float | None = None
+    expected_purchases_30d: float | None = None
+    expected_purchases_90d: float | None = None
+    expected_purchases_365d: float | None = None
+    p_purchase_7d: float | None = None
+    p_purchase_30d: float | None = None
+    p_purchase_90d: float | None = None
+    next_purchase_date: dt.date | None = None
+    next_purchase_low: dt.date | None = None
+    next_purchase_high: dt.date | None = None
+    expected_order_value: float | None = None
+    clv_12m: float | None = None
+    winback_date: dt.date | None = None
+    winback_now: bool | None = None
+    value_at_risk: float | None = None
+    priority: int | None = None
+    r_score: int | None = None
+    f_score: int | None = None
+    m_score: int | None = None
+    segment: str | None = None
+    segment_zh_tw: str | None = None
+    tier: str | None = None
+    tier_zh_tw: str | None = None
 
 
 class TriggerEvent(BaseModel):
@@ -265,10 +269,12 @@ class TriggerEvent(BaseModel):
 
 
 class TriggersResponse(BaseModel):
+    """A page of a day's trigger events (the ``send`` group)."""
+
     model_version: str
     date: dt.date
     events: list[TriggerEvent]
-    next_cursor: Optional[str] = Field(description="Send it as `cursor` (with the same date) for the next page; "
+    next_cursor: str | None = Field(description="Send it as `cursor` (with the same date) for the next page; "
                                                    "null on the last page.")
 
 
@@ -285,17 +291,21 @@ class ErrorResponse(BaseModel):
     fails its schema) says where. Never quotes the request."""
 
     error: str = Field(description="What is wrong, and with which field.")
-    field: Optional[str] = Field(None, description="The request field (or header) at fault.")
-    detail: Optional[list[ErrorDetail]] = Field(None, description="Each validation error of the body.")
+    field: str | None = Field(None, description="The request field (or header) at fault.")
+    detail: list[ErrorDetail] | None = Field(None, description="Each validation error of the body.")
 
 
 class RegistryStatus(BaseModel):
+    """Whether the registry answered the last poll."""
+
     reachable: bool
-    last_checked: Optional[dt.datetime] = None
-    last_error: Optional[str] = None
+    last_checked: dt.datetime | None = None
+    last_error: str | None = None
 
 
 class SnapshotInfo(BaseModel):
+    """The snapshot the scores come from."""
+
     file: str
     as_of: dt.date
     customers: int
@@ -303,55 +313,59 @@ class SnapshotInfo(BaseModel):
 
 
 class RealizedHealth(BaseModel):
-    churn_auc: Optional[float] = None
-    churn_brier: Optional[float] = None
-    next_purchase_cindex: Optional[float] = None
+    """Realized figures of a past snapshot whose horizon has closed."""
+
+    churn_auc: float | None = None
+    churn_brier: float | None = None
+    next_purchase_cindex: float | None = None
 
 
 class HealthInfo(BaseModel):
     """The latest ``winback monitor`` run on the served model (``training.monitor``)."""
 
     as_of: dt.date = Field(description="The day of the snapshot last monitored.")
-    status: Optional[Literal["healthy", "warning", "retrain"]] = Field(
+    status: Literal["healthy", "warning", "retrain"] | None = Field(
         description="healthy, warning (the feed: drift off the main features, missing values, ranges) or "
                     "retrain (retraining advised).")
-    reason: Optional[str] = Field(None, description="Why, in one line.")
-    estimated_churn_auc: Optional[float] = Field(None, description="CBPE: the churn AUC the calibrated "
+    reason: str | None = Field(None, description="Why, in one line.")
+    estimated_churn_auc: float | None = Field(None, description="CBPE: the churn AUC the calibrated "
                                                                    "probabilities promise before labels exist.")
-    backtest_churn_auc: Optional[float] = None
-    auc_floor: Optional[float] = Field(None, description="The lower end of the backtest's interval at this "
+    backtest_churn_auc: float | None = None
+    auc_floor: float | None = Field(None, description="The lower end of the backtest's interval at this "
                                                          "snapshot's size.")
-    max_psi: Optional[float] = None
-    drifted_columns: Optional[int] = None
-    unseen_share: Optional[float] = Field(None, description="Share of customers first seen after the "
+    max_psi: float | None = None
+    drifted_columns: int | None = None
+    unseen_share: float | None = Field(None, description="Share of customers first seen after the "
                                                             "model's calibration origin.")
     realized: dict[str, RealizedHealth] = Field(default_factory=dict, description="Per past snapshot whose "
                                                 "horizon has closed: realized churn AUC, Brier, C-index.")
 
 
 class InfoResponse(BaseModel):
+    """The answer of ``/info``: the model and snapshot answering, the limits, the health."""
+
     status: Literal["ok", "degraded"]
     model_name: str
     model_version: str
-    model_alias: Optional[str]
+    model_alias: str | None
     model_uri: str
-    run_id: Optional[str]
-    trained_at: Optional[dt.datetime] = Field(description="When the served version was registered.")
-    trained_until: Optional[str] = Field(description="The last day of data (labels included) the served model was fit on.")
-    evaluated_on: Optional[str] = Field(None, description="The out-of-time window its recipe was evaluated on, "
+    run_id: str | None
+    trained_at: dt.datetime | None = Field(description="When the served version was registered.")
+    trained_until: str | None = Field(description="The last day of data (labels included) the served model was fit on.")
+    evaluated_on: str | None = Field(None, description="The out-of-time window its recipe was evaluated on, "
                                                           "(cutoff, cutoff + horizon].")
-    horizon_days: Optional[int] = Field(None, description="The churn horizon in days.")
-    feature_reference: Optional[str] = Field(None, description="Id of the feature contract (RFM edges, "
+    horizon_days: int | None = Field(None, description="The churn horizon in days.")
+    feature_reference: str | None = Field(None, description="Id of the feature contract (RFM edges, "
                                                                "intervals, tiers, time zone) features are built with.")
     metrics: dict[str, float]
     snapshot: SnapshotInfo
     registry: RegistryStatus
     poll_seconds: float
     limits: dict[str, int]
-    rate_limit: Optional[str] = Field(None, description="Requests each key may make (WINBACK_RATE_LIMIT, e.g. "
+    rate_limit: str | None = Field(None, description="Requests each key may make (WINBACK_RATE_LIMIT, e.g. "
                                                         "`600/60s`); null when unlimited.")
     etag: str = Field(description="The ETag of `GET /scores` now: the model version and the snapshot's id.")
-    health: Optional[HealthInfo] = Field(None, description="The latest `winback monitor` result for the "
+    health: HealthInfo | None = Field(None, description="The latest `winback monitor` result for the "
                                                            "served model; absent until it has run.")
-    selection: Optional[dict] = Field(None, description="Which candidate model is served for churn and for "
+    selection: dict | None = Field(None, description="Which candidate model is served for churn and for "
                                                         "the next purchase, with their cross-validated figures.")

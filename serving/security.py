@@ -24,9 +24,10 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from serving.config import API_ROLES, ApiKey
 
@@ -108,6 +109,8 @@ class KeyRing:
 
 @dataclass(frozen=True)
 class Session:
+    """A signed-in dashboard session: the role, its id, when it ends (epoch seconds)."""
+
     role: str
     sid: str
     expires: int
@@ -154,9 +157,11 @@ class Sessions:
         return session if session.expires > self.clock() else None
 
     def csrf_token(self, binding: str) -> str:
+        """The CSRF token bound to ``binding`` (a session id or a pre-session cookie)."""
         return self._sign(binding.encode(), b"csrf")
 
     def check_csrf(self, binding: str | None, token: str | None) -> bool:
+        """Whether ``token`` is the CSRF token of ``binding``."""
         if not binding or not token:
             return False
         return hmac.compare_digest(token.encode(), self.csrf_token(binding).encode())
@@ -213,6 +218,7 @@ class Guard:
         self.context = context
 
     async def __call__(self, scope, receive, send):
+        """Refuse or pass on one request (see the class)."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         ctx = self.context()
@@ -323,6 +329,7 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 def too_large(limit: int) -> dict:
+    """The 413 answer's body for a body over ``limit`` bytes."""
     return {"error": f"request body too large: at most {limit:,} bytes (WINBACK_MAX_BODY_BYTES)",
             "field": "body"}
 
@@ -344,6 +351,7 @@ class NoRequestData(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Strip the input from a request validation error's record; keep the record."""
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             if type(exc).__name__ == "ValidationError" or _is_client_error(exc):

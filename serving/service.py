@@ -21,7 +21,7 @@ import logging
 import re
 import traceback
 from itertools import repeat
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import bentoml
 import orjson
@@ -31,11 +31,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving.dashboard import app as dashboard_app
-from serving.paging import CURSOR_PATTERN
-from serving.schemas import (STRICT, CustomerHistory, CustomerId, Day, InfoResponse, Label, ScoreResponse,
-                             WinbackResponse, integral)
 from serving.lookups import LookupService
 from serving.openapi import OpenAPIDocument
+from serving.paging import CURSOR_PATTERN
+from serving.schemas import (
+    STRICT,
+    CustomerHistory,
+    CustomerId,
+    Day,
+    InfoResponse,
+    Label,
+    ScoreResponse,
+    WinbackResponse,
+    integral,
+)
 from serving.security import MODEL_VERSION_HEADER, Guard, KeyRing, install_log_filter
 from serving.state import running_service
 
@@ -115,6 +124,9 @@ class WinbackService:
     @bentoml.on_shutdown
     def _stop_polling(self) -> None:
         self.champion.stop()
+        if self.limiter is not None:                    # the buckets end with the server
+            self.limiter.close()
+            self.limiter.path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ endpoints
 
@@ -180,14 +192,14 @@ class WinbackService:
         self,
         limit: Annotated[int, Field(ge=1), BeforeValidator(integral),
                          Field(description="Customers to return, best first (a page).")] = 100,
-        segments: Annotated[list[Label], Field(description="Keep these RFM segments (English or 中文).")] = [],
-        tiers: Annotated[list[Label], Field(description="Keep these membership tiers (English or 中文).")] = [],
+        segments: Annotated[list[Label], Field(description="Keep these RFM segments (English or 中文).")] = [],  # noqa: B006
+        tiers: Annotated[list[Label], Field(description="Keep these membership tiers (English or 中文).")] = [],  # noqa: B006
         min_value: Annotated[float, Field(ge=0, allow_inf_nan=False,
                                           description="Least value at risk.")] = 0.0,
         lang: Literal["en", "zh-TW"] = "en",
         reasons: Annotated[bool, Field(description="Explain each customer (about 1 ms each the first "
                                                    "time); false for a bulk export.")] = True,
-        cursor: Annotated[Optional[str], Field(pattern=CURSOR_PATTERN, description=(
+        cursor: Annotated[str | None, Field(pattern=CURSOR_PATTERN, description=(
             "The previous page's `next_cursor`, with the same filters; absent for the first page."))] = None,
     ) -> WinbackResponse:
         """The win-back list: customers ranked by value at risk (churn probability × 12-month
@@ -197,7 +209,8 @@ class WinbackService:
         from serving.paging import StaleCursor, make_cursor, read_cursor, scope_of
 
         if limit > self.settings.limits.max_limit:
-            return _error(400, "limit", f"at most {self.settings.limits.max_limit:,} (WINBACK_MAX_LIMIT), got {limit:,}")
+            most = self.settings.limits.max_limit
+            return _error(400, "limit", f"at most {most:,} (WINBACK_MAX_LIMIT), got {limit:,}")
         state = self.champion.current
         tiers_known = _tier_labels(state.scorer)
         for name, asked, allowed in (("segments", segments, {*SEGMENT_ZH_TW, *SEGMENT_ZH_TW.values()}),
@@ -210,11 +223,12 @@ class WinbackService:
         offset = 0
         if cursor is not None:
             try:
-                offset = read_cursor(cursor, "winback", state.tag, scope)
+                position = read_cursor(cursor, "winback", state.tag, scope)
             except StaleCursor as exc:
                 return _error(409, "cursor", str(exc))
-            if not isinstance(offset, int) or offset < 0:
+            if not isinstance(position, int) or position < 0:
                 return _error(409, "cursor", "not a cursor of this list: send the next_cursor of the previous page")
+            offset = position
         total, rows = state.winback_page(offset, limit, segments, tiers, min_value)
         ids = [state.customer_id(p) for p in rows]
         explained = await self._reasons(state, ids) if reasons else {}
@@ -266,21 +280,21 @@ class WinbackService:
             return _error(404, "date", "no trigger state configured (WINBACK_TRIGGERS_STATE)")
         state = self.champion.current
         scope = scope_of(date)
-        after = None
+        last: tuple[str, int, str] | None = None
         if cursor is not None:
             try:
                 after = read_cursor(cursor, "triggers", state.tag, scope)
             except StaleCursor as exc:
                 return _error(409, "cursor", str(exc))
-            if not (isinstance(after, list) and len(after) == 3):
+            if not isinstance(after, list) or len(after) != 3 or not isinstance(after[1], int):
                 return _error(409, "cursor", "not a cursor of this list: send the next_cursor of the previous page")
+            last = (str(after[0]), after[1], str(after[2]))
         if getattr(self, "_outbox", None) is None:              # one engine for the worker's lifetime
             self._outbox = Outbox(self.settings.triggers_state)
         events = self._outbox.events(as_of=date)
         events = events[events["group"] == "send"]
         order = sorted(((e.rule, int(e.priority), e.idempotency_key), e) for e in events.itertuples(index=False))
-        if after is not None:
-            last = (str(after[0]), int(after[1]), str(after[2]))
+        if last is not None:
             order = [item for item in order if item[0] > last]
         page = order[:limit]
         items = [{"idempotency_key": e.idempotency_key, "customer_id": e.customer_id, "rule": e.rule,
@@ -301,9 +315,11 @@ class WinbackService:
     def info(self) -> InfoResponse:
         """The model answering (name, version, alias, when registered, metrics), the snapshot
         (date, size) and whether the registry is reachable (``status: degraded`` if not)."""
+        from serving.schemas import HealthInfo, RegistryStatus, SnapshotInfo
         from training.monitor import health_info
 
         state, registry = self.champion.current, self.champion.registry
+        health = health_info(self.settings.tracking_uri, state.model.run_id, refresh=not self.champion.degraded)
         return InfoResponse(
             status="degraded" if self.champion.degraded else "ok",
             model_name=state.model.name, model_version=state.model.version,
@@ -312,15 +328,15 @@ class WinbackService:
             evaluated_on=state.model.evaluated_on, horizon_days=state.model.horizon_days,
             feature_reference=state.model.feature_reference,
             metrics=state.model.metrics,
-            snapshot={"file": state.snapshot.path.name, "as_of": state.as_of.date(),
-                      "customers": state.size, "loaded_at": state.snapshot.loaded_at},
-            registry={"reachable": registry.reachable, "last_checked": registry.last_checked,
-                      "last_error": registry.last_error},
+            snapshot=SnapshotInfo(file=state.snapshot.path.name, as_of=state.as_of.date(), customers=state.size,
+                                  loaded_at=state.snapshot.loaded_at),
+            registry=RegistryStatus(reachable=registry.reachable, last_checked=registry.last_checked,
+                                    last_error=registry.last_error),
             poll_seconds=self.settings.poll_seconds,
             limits=vars(self.settings.limits),
             rate_limit=str(self.settings.rate_limit) if self.settings.rate_limit else None,
             etag=f'"{state.tag}"',
-            health=health_info(self.settings.tracking_uri, state.model.run_id, refresh=not self.champion.degraded),
+            health=HealthInfo.model_validate(health) if health is not None else None,
             selection=getattr(state.scorer, "selection_", None))
 
     # ------------------------------------------------------------------ helpers
@@ -332,11 +348,11 @@ class WinbackService:
         return cached
 
 
-WinbackService.add_asgi_middleware(Guard, context=_guard_context)
-WinbackService.add_asgi_middleware(OpenAPIDocument)
+WinbackService.add_asgi_middleware(Guard, context=_guard_context)  # type: ignore[attr-defined]
+WinbackService.add_asgi_middleware(OpenAPIDocument)  # type: ignore[attr-defined]
 
 
-def _json(payload: dict) -> Response:
+def _json(payload: dict) -> Any:
     """A JSON answer (orjson: UTF-8 as is; a NaN would be a bug upstream, written as null).
 
     An answer naming its ``model_version`` carries it in ``X-Model-Version`` too, from the same
@@ -347,7 +363,10 @@ def _json(payload: dict) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
-def _error(status: int, field: str, message: str) -> Response:
+def _error(status: int, field: str, message: str) -> Any:
+    """An error answer (:class:`serving.schemas.ErrorResponse`). Typed ``Any``, as :func:`_json`:
+    an ``@bentoml.api`` method declares the model it answers (BentoML's output spec) and returns
+    the answer already serialised, which BentoML passes through."""
     body = {"error": f"{field}: {message}", "field": field}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 

@@ -29,6 +29,7 @@ DEFAULT_IDS = ("00001", "00002", "00003")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Start the service, score a few customers, print the answer, stop; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m serving.smoke", description=__doc__.splitlines()[0])
     parser.add_argument("ids", nargs="*", default=list(DEFAULT_IDS), help="customer ids (default: 00001 00002 00003)")
     parser.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
@@ -121,6 +122,7 @@ def save_screenshots(url: str, key: str, out: Path, customer_id: str) -> list[Pa
 
 
 def print_table(body: dict) -> None:
+    """Print the scored customers of a ``/score`` answer as a table."""
     print(f"model {body['model_name']} version {body['model_version']}, scores as of {body['as_of']}")
     header = f"{'customer':<10} {'churn':>6} {'P(alive)':>8} {'next purchase':<13} {'win-back':<10} " \
              f"{'CLV 12m':>8} {'at risk':>8}  segment / tier"

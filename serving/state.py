@@ -13,16 +13,17 @@ import datetime as dt
 import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from models.policy.winback import winback_mask, winback_ranking
 from models.scorer import WinbackScorer
+
 
 def running_service() -> object | None:
     """The scoring service instance of this worker process, or None before it has started.
@@ -75,6 +76,8 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class SnapshotFile:
+    """The snapshot file read, its modification time, its as-of day and when it was loaded."""
+
     path: Path
     mtime_ns: int
     as_of: pd.Timestamp
@@ -123,10 +126,11 @@ class ScoredSnapshot:
     # ------------------------------------------------------------------ lookups
 
     def positions(self, customer_ids: Sequence[str]) -> list[int | None]:
+        """Each id's row in the snapshot, or None for an id it does not have."""
         get = self._position.get
         return [get(cid) for cid in customer_ids]
 
-    def records(self, positions: Sequence[int], lead: Mapping[str, Iterable] | None = None) -> list[dict]:
+    def records(self, positions: Sequence[int] | np.ndarray, lead: Mapping[str, Iterable] | None = None) -> list[dict]:
         """Score fields (JSON-ready: floats, ISO dates, None) for the given rows.
 
         ``lead``: fields put first in each record, one value per row (e.g. the customer id and
@@ -189,6 +193,7 @@ class ScoredSnapshot:
         return len(rows), rows[offset:offset + limit].tolist()
 
     def customer_id(self, position: int) -> str:
+        """The customer id of snapshot row ``position``."""
         return self._ids[position]
 
     @property
@@ -281,7 +286,7 @@ def row_hashes(columns: Mapping[str, tuple[str, np.ndarray]]) -> np.ndarray:
     out = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
     with np.errstate(over="ignore"):
-        for salt, (name, (kind, array)) in enumerate(columns.items(), start=1):
+        for salt, (kind, array) in enumerate(columns.values(), start=1):
             if kind == "float":
                 words = array.view(np.uint64)
             elif kind in ("date", "int"):

@@ -28,10 +28,11 @@ import logging
 import os
 import re
 import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -64,6 +65,7 @@ class SyncFiles:
         self._lock = threading.Lock()
 
     def path(self, tag: str, kind: str) -> Path:
+        """Where the file of ``kind`` (``ndjson``, ``parquet``, ...) of snapshot ``tag`` is."""
         return self.folder / f"{tag}.{kind}"
 
     def prepare(self, state: "ScoredSnapshot") -> Future:
@@ -122,6 +124,7 @@ class SyncFiles:
             await asyncio.wrap_future(self.prepare(state))
 
     def known(self, tag: str) -> bool:
+        """Whether the keys of snapshot ``tag`` are still kept (so ``since=tag`` can be answered)."""
         return self.path(tag, "keys.parquet").is_file()
 
 
@@ -312,7 +315,7 @@ async def sync_answer(files: SyncFiles, state: "ScoredSnapshot", request: "Reque
         await files.ready(state)
     except Exception:
         return _error(500, "body", "the sync files could not be written; the server log says why")
-    mode, positions, removed = "full", None, []
+    mode, positions, removed = "full", None, list[str]()
     if since is not None:
         if since == state.tag:
             mode, positions = "delta", np.zeros(0, dtype=np.int64)

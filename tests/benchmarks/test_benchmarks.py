@@ -91,6 +91,16 @@ def test_bench_service_wrk():
     assert RATIO.search(line_with(out, "winback p99 / bare echo p99 (target <= 3x)"))
 
 
+def test_bench_sync():
+    """The service on a small synthetic snapshot: /score pages, GET /scores (NDJSON, Parquet,
+    since) with their ratios, the service's memory, and the one-truth sample."""
+    out = run_benchmark("bench_sync.py", timeout=400)
+    for label in ("GET /scores, NDJSON |", "GET /scores, Parquet |", "first GET /scores"):
+        assert RATIO.search(line_with(out, label)), label
+    assert line_with(out, "/score, 1,000 ids/request").rstrip().endswith("1.00x")
+    assert "GiB after start" in out and "one truth: a sample of stream lines equal /score's answers: OK" in out
+
+
 def test_bench_soak():
     """The soak: valid and invalid requests mixed against the real service; none may get a 5xx or
     an unexpected status (the script exits non-zero if one did)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from serving_support import AS_OF, KEYS, VIEWER_KEY, register_version, set_champion
 
 from features import TransactionLog, labelled_features, prepare
 from features.cdnow import CDNOW_COLUMNS
@@ -18,8 +19,6 @@ from features.job import write_features
 from models.ml.churn import ChurnModel
 from models.scorer import WinbackScorer
 from serving.run import running, service_env
-
-from serving_support import AS_OF, KEYS, VIEWER_KEY, register_version, set_champion
 
 HORIZON = 60
 CANONICAL = {"date": "timestamp", "dollar_value": "amount"}
@@ -66,8 +65,8 @@ def _record_trigger_events(state_uri: str) -> None:
     """Two events of a day in the outbox, one of them held out, for ``GET /triggers``."""
     import json
 
-    from crm.rules import EVENT_COLUMNS, idempotency_key
     from crm.outbox import Outbox
+    from crm.rules import EVENT_COLUMNS, idempotency_key
 
     rows = [(cid, group) for cid, group in (("00001", "send"), ("00002", "holdout"))]
     events = pd.DataFrame([{"idempotency_key": idempotency_key(cid, "winback_due", "1997-09-30"),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from models.scorer import WinbackScorer
 
 AS_OF = "1997-09-30"
 KEYS = ("test-key-one", "test-key-two")

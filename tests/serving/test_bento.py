@@ -18,9 +18,9 @@ import sysconfig
 from pathlib import Path
 
 import httpx
+from serving_support import KEYS
 
 from serving.run import free_port, stop, wait_ready
-from serving_support import KEYS
 
 PROJECT = Path(__file__).resolve().parents[2]
 PACKAGES = ("features", "models", "crm", "training", "serving")

@@ -9,9 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 import pytest
-
-from serving_support import register_version, set_champion
-from serving_support import KEYS
+from serving_support import KEYS, register_version, set_champion
 
 AUTH = {"Authorization": f"Bearer {KEYS[0]}"}
 

@@ -10,13 +10,12 @@ import os
 import signal
 
 import httpx
-
 import pytest
-
-import test_champion_swap as swap                   # the swap-under-load test, run here as is
+import test_champion_swap as swap  # the swap-under-load test, run here as is
 from mlflow_server_support import running_mlflow_server
-from serving.run import running, service_env
 from serving_support import KEYS, register_version, set_champion
+
+from serving.run import running, service_env
 
 
 @pytest.fixture(scope="module")

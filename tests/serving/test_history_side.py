@@ -45,7 +45,8 @@ def _posted(ids, transactions, customers, events) -> list[CustomerHistory]:
             "transactions": [{"timestamp": t.isoformat(), "amount": float(a)}
                              for t, a in zip(lines["timestamp"], lines["amount"])],
             "attributes": {k: (v.item() if hasattr(v, "item") else v) for k, v in attributes.loc[cid].items()},
-            "events": [{"timestamp": t.isoformat(), "event_type": e} for t, e in zip(own["timestamp"], own["event_type"])],
+            "events": [{"timestamp": t.isoformat(), "event_type": e}
+                       for t, e in zip(own["timestamp"], own["event_type"])],
         }, strict=False))
     return out
 

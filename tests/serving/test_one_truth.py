@@ -14,9 +14,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
 from serving_support import AS_OF, DATES, FLOATS
+from typer.testing import CliRunner
 
 #: Everything a customer is told, but ``priority`` (a rank among whoever is scored together).
 LABELS = ["winback_now", "r_score", "f_score", "m_score", "segment", "segment_zh_tw", "tier", "tier_zh_tw"]
@@ -161,9 +160,10 @@ def test_a_swap_rebuilds_the_log_snapshot_with_the_new_models_reference(tmp_path
     from a snapshot file built for the old one, it keeps the old model and says why."""
     import copy
 
+    from serving_support import register_version, set_champion
+
     from serving.champion import Champion
     from serving.config import LogSource, ServiceSettings
-    from serving_support import register_version, set_champion
 
     other = copy.copy(scorer)                          # same trees, other RFM edges: every r_score moves
     edges = dict(scorer.reference_.rfm_edges, recency=[1.0, 2.0, 3.0, 4.0])

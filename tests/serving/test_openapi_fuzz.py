@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from serving_support import KEYS, VIEWER_KEY
 
 SNAPSHOT = Path(__file__).with_name("openapi_snapshot.json")

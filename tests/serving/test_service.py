@@ -10,10 +10,10 @@ import bentoml
 import httpx
 import pandas as pd
 import pytest
+from serving_support import AS_OF, KEYS, assert_same_scores
 
 from features.job import read_feature_table
 from features.rfm import SEGMENT_ZH_TW
-from serving_support import AS_OF, KEYS, assert_same_scores
 
 IDS = ["00001", "00002", "00010", "00123", "02999"]
 
@@ -267,7 +267,8 @@ def test_validation_errors_have_bentomls_shape_on_every_endpoint(http):
         assert direct.status_code == wrapped.status_code == 400
         assert set(direct.json()) == set(wrapped.json()) == {"error", "detail"}
         assert direct.json()["error"].startswith("1 validation error for ")
-        assert [e["loc"] for e in direct.json()["detail"]] == [e["loc"] for e in wrapped.json()["detail"]] == [["colour"]]
+        locations = [e["loc"] for e in direct.json()["detail"]]
+        assert locations == [e["loc"] for e in wrapped.json()["detail"]] == [["colour"]]
         assert [set(e) for e in direct.json()["detail"]] == [set(e) for e in wrapped.json()["detail"]]
 
 
