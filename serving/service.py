@@ -111,9 +111,9 @@ class WinbackService:
             self.limiter = (RateLimiter(self.settings.rate_limit, len(self.keys))
                             if self.settings.rate_limit is not None else None)
             self.champion = Champion(self.settings)
+            self.sync = SyncFiles(self.settings.sync_folder)
         except ConfigError as exc:
             _stop_the_server(str(exc))
-        self.sync = SyncFiles(self.settings.sync_folder)
         self.champion.on_swap = self.sync.prepare
         self.sync.prepare(self.champion.current)
         self.champion.start()

@@ -60,7 +60,13 @@ class SyncFiles:
     def __init__(self, folder: Path, keep_keys: int = 8, keep_data: int = 2) -> None:
         self.folder = folder
         self.keep_keys, self.keep_data = keep_keys, keep_data
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from serving.config import ConfigError
+
+            raise ConfigError(f"WINBACK_SYNC_DIR: cannot create {folder} ({exc.strerror}); set it to a folder "
+                              "the service can write") from None
         self._jobs: dict[str, Future] = {}
         self._lock = threading.Lock()
 

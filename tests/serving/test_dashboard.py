@@ -18,11 +18,10 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from serving_support import AS_OF, KEYS
 
 from crm.formatting import format_date, format_money, format_number, format_percent
 from serving.run import running, service_env
-
-from serving_support import AS_OF, KEYS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -98,7 +97,8 @@ def _sign_in(page, key: str) -> None:
 
 def _charts_drawn(page, timeout: float = 15.0) -> int:
     """Charts Plotly drew (polled: the page's CSP forbids the eval ``wait_for_function`` uses)."""
-    count = "[document.querySelectorAll('div.wb-plot').length, document.querySelectorAll('div.wb-plot > .plot-container').length]"
+    count = ("[document.querySelectorAll('div.wb-plot').length, "
+             "document.querySelectorAll('div.wb-plot > .plot-container').length]")
     deadline = time.monotonic() + timeout
     while True:
         wanted, drawn = page.evaluate(count)
@@ -121,9 +121,9 @@ def test_nothing_without_a_session_but_sign_in_and_static(dashboard):
         assert client.get("/ui/static/app.css").status_code == 200
         plotly_js = client.get("/ui/static/plotly.min.js")
         assert plotly_js.status_code == 200 and len(plotly_js.content) > 1_000_000
-        # a dashboard key is not an API key, and a forged session opens nothing
+        # a dashboard key is not an API key (403: a key without the API's role); a forged session opens nothing
         assert client.post("/score", json={"customer_ids": ["00001"]},
-                           headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 401
+                           headers={"Authorization": f"Bearer {VIEWER}"}).status_code == 403
         assert client.post("/score", json={"customer_ids": ["00001"]},
                            headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
         forged = client.get("/ui/", headers={"Cookie": "winback_session=eyJyb2xlIjoiYWRtaW4ifQ.forged"})
@@ -282,7 +282,8 @@ def _shown(page) -> dict[str, tuple[str, str, str]]:
 def _expected_text(kind: str, value, lang: str) -> str:
     return {"percent": lambda: format_percent(value, lang), "number2": lambda: format_number(value, lang, 2),
             "money": lambda: format_money(value, lang, "NT$", 2), "integer": lambda: format_number(value, lang),
-            "date": lambda: format_date(value, lang) if value else ("預計不會購買" if lang == "zh-TW" else "not expected"),
+            "date": lambda: (format_date(value, lang) if value
+                             else ("預計不會購買" if lang == "zh-TW" else "not expected")),
             "bool": lambda: ("是" if value else "否") if lang == "zh-TW" else ("yes" if value else "no"),
             "label": lambda: value}[kind]()
 

@@ -31,6 +31,7 @@ from features.cdnow import CDNOW_COLUMNS
 from features.job import read_feature_table, write_features
 from models.policy.winback import winback_list
 from serving.run import running, service_env
+from serving.schemas import ScoreLine
 
 FULL = 23_570
 RATE_KEY = "test-rate-key"
@@ -185,6 +186,9 @@ def test_the_stream_is_every_customers_score_answer(full):
     lines = _lines(answer.content)
     ids = [line["customer_id"] for line in lines]
     assert len(set(ids)) == FULL and set(ids) == set(full["features"]["customer_id"])
+    for line in lines:                                                 # the document's ScoreLine, strictly
+        ScoreLine.model_validate(line, strict=False)
+    assert all(set(line) <= set(ScoreLine.model_fields) for line in lines)
     assert lines == _by_score(full["url"], ids)                          # one truth: /score's answers
     full["etag"] = answer.headers["etag"]
     full["lines"] = lines
