@@ -32,7 +32,8 @@ FAMILY = "Noto Sans TC"
 
 #: Sources whose characters the font must cover.
 SOURCES = ("serving/dashboard/**/*.py", "serving/dashboard/templates/*.html", "serving/dashboard/static/*.js",
-           "crm/*.py", "models/policy/reasons.py", "models/policy/winback.py", "features/rfm.py", "features/settings.py")
+           "crm/*.py", "models/policy/reasons.py", "models/policy/winback.py", "features/rfm.py",
+           "features/settings.py")
 #: Plotly writes a negative tick (the Campaigns page's Qini and lift axes) with U+2212, the minus sign.
 EXTRA = "　、。，．：；？！「」『』（）《》〈〉【】…—–·％＋－×÷→←↑↓≤≥年月日週天−"
 
@@ -51,9 +52,13 @@ def _ranges(css: str) -> list[tuple[str, list[tuple[int, int]]]]:
     """(woff2 file name, unicode ranges) of each @font-face in a fontsource CSS file."""
     out = []
     for block in re.findall(r"@font-face\s*{(.*?)}", css, flags=re.S):
-        name = re.search(r"files/([^)]+\.woff2)", block).group(1)
+        file = re.search(r"files/([^)]+\.woff2)", block)
+        ranges = re.search(r"unicode-range:\s*([^;]+);", block)
+        if file is None or ranges is None:
+            raise ValueError(f"an @font-face without a woff2 file or unicode-range: {block.strip()[:80]}")
+        name = file.group(1)
         spans = []
-        for part in re.search(r"unicode-range:\s*([^;]+);", block).group(1).split(","):
+        for part in ranges.group(1).split(","):
             lo, _, hi = part.strip()[2:].partition("-")
             spans.append((int(lo, 16), int(hi or lo, 16)))
         out.append((name, spans))
@@ -74,7 +79,8 @@ def build(package: Path, out: Path = FONT, weight: int = 400) -> tuple[Path, set
                 tar.extractall(root, filter="data")
             package = root / "package"
         chars = needed_characters()
-        pieces, covered = [], set()
+        pieces: list[str] = []
+        covered: set[str] = set()
         for name, spans in _ranges((package / f"{weight}.css").read_text()):
             mine = {c for c in chars if any(lo <= ord(c) <= hi for lo, hi in spans)} - covered
             if not mine:
@@ -101,6 +107,7 @@ def build(package: Path, out: Path = FONT, weight: int = 400) -> tuple[Path, set
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the subset from the package given on the command line; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m crm.fonts", description=__doc__.splitlines()[0])
     parser.add_argument("package", type=Path, help="fontsource-noto-sans-tc-*.tgz or its unpacked folder")
     parser.add_argument("--out", type=Path, default=FONT)

@@ -11,25 +11,26 @@ salted hash of customer and rule. Once a rule's windows have matured for enough 
 2. splits it out of time: the latest event days (``test_share`` of the events) are judged, the
    earlier ones fit an X-learner (:mod:`crm.uplift`);
 3. judges it on the later days by the Qini coefficient and AUUC with intervals (the wider of the
-   bootstrap and the randomisation interval, :mod:`crm.uplift_metrics`) against ranking by churn risk and by value at risk, the
-   scores each event recorded when it fired; the model **beats** a baseline when the paired
-   interval of the Qini difference lies above 0;
+   bootstrap and the randomisation interval, :mod:`crm.uplift_metrics`) against ranking by churn
+   risk and by value at risk, the scores each event recorded when it fired; the model **beats** a
+   baseline when the paired interval of the Qini difference lies above 0;
 4. refits the same recipe on every matured event.
 
 :func:`learn` hands each rule's result to a ``register`` callback; ``winback triggers learn``
 passes :func:`training.uplift_registry.register_uplift`, which logs the run to MLflow (experiment
-``winback-uplift``) and registers the refit model as a version of ``winback-uplift``. The alias named after the rule (``winback_due``)
-moves to it only if it beat both baselines, and, when the alias already points at a model, if it is
-at least as good as that model on the same judged events (the churn model's gate, applied per
-rule); otherwise the version is tagged ``challenger``. :func:`rankings_for` is what `triggers run`
-reads: per rule, the aliased model once the rule has enough matured outcomes, else the prior.
+``winback-uplift``) and registers the refit model as a version of ``winback-uplift``. The alias
+named after the rule (``winback_due``) moves to it only if it beat both baselines, and, when the
+alias already points at a model, if it is at least as good as that model on the same judged
+events (the churn model's gate, applied per rule); otherwise the version is tagged
+``challenger``. :func:`rankings_for` is what `triggers run` reads: per rule, the aliased model
+once the rule has enough matured outcomes, else the prior.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,7 @@ class LearnResult:
 
     @property
     def beats(self) -> bool:
+        """Whether the learned ranking beat churn risk and value at risk out of time."""
         return self.status == "beats_baselines"
 
 

@@ -33,16 +33,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from crm.rules import SKIPPED
 from features.build import parse_cutoff
 from features.sql import money_sum
 from features.transactions import TransactionLog
-from crm.rules import SKIPPED
 
 GROUPS = ("send", "holdout")
 REPORT_COLUMNS = ("customer_id", "rule", "as_of", "group")
@@ -112,7 +112,7 @@ def event_outcomes(events: pd.DataFrame, log: TransactionLog, window_days: int |
     nothing the day could not know. Returns ``events`` with the three columns added, in its order.
     """
     frame = events.reset_index(drop=True)
-    windows = (np.full(len(frame), int(window_days)) if np.isscalar(window_days)
+    windows = (np.full(len(frame), int(window_days)) if isinstance(window_days, (int, np.integer))
                else np.asarray(window_days, dtype="int64"))
     if len(windows) != len(frame) or (windows < 1).any():
         raise ValueError(f"window_days must be at least 1, one per event ({len(frame)}); got {len(windows)}")

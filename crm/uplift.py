@@ -67,12 +67,14 @@ class MetaLearner:
         self.random_state = random_state
 
     def get_params(self) -> dict[str, Any]:
+        """The learner's settings (scikit-learn's ``get_params``)."""
         return {k: getattr(self, k) for k in ("n_estimators", "learning_rate", "num_leaves",
                                               "min_child_samples", "reg_lambda", "random_state")}
 
     # -- fitting ------------------------------------------------------------------------------
 
     def fit(self, X: pd.DataFrame, treatment: np.ndarray, y: np.ndarray) -> "MetaLearner":
+        """Fit on features ``X``, the 0/1 ``treatment`` and the 0/1 outcome ``y``; returns self."""
         X, t, y = self._checked(X, treatment, y)
         self.feature_names_ = tuple(X.columns)
         self.propensity_ = float(t.mean())
@@ -110,6 +112,7 @@ class MetaLearner:
     # -- persistence --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        """The fitted learner as plain JSON: its kind, settings and LightGBM model texts."""
         if not hasattr(self, "boosters_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit first")
         return {"format": FORMAT, "kind": self.kind, "params": self.get_params(),
@@ -117,10 +120,12 @@ class MetaLearner:
                 "boosters": {k: b.model_to_string() for k, b in self.boosters_.items()}}
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict())
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "MetaLearner":
+        """A fitted learner from :meth:`to_dict`."""
         if data.get("format") != FORMAT or data.get("kind") not in LEARNERS:
             raise ValueError(f"not an uplift model this code reads (format {data.get('format')!r}, "
                              f"kind {data.get('kind')!r}); expected format {FORMAT}, kind one of {list(LEARNERS)}")
@@ -132,6 +137,7 @@ class MetaLearner:
 
     @staticmethod
     def from_json(text: str) -> "MetaLearner":
+        """A fitted learner from :meth:`to_json`."""
         return MetaLearner.from_dict(json.loads(text))
 
     # -- checks -------------------------------------------------------------------------------

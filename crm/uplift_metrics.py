@@ -38,7 +38,7 @@ literature. *PMLR* 67, 1-13.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,8 @@ def _curves(score: np.ndarray, t: np.ndarray, y: np.ndarray, seed: int = 0) -> t
     y1, y0 = np.cumsum(y * t), np.cumsum(y * ~t)
     with np.errstate(invalid="ignore", divide="ignore"):
         qini = np.where(n0 > 0, y1 - y0 * n1 / np.maximum(n0, 1), 0.0)   # no held-out event yet: no estimate
-        gain = np.where((n1 > 0) & (n0 > 0), (y1 / np.maximum(n1, 1) - y0 / np.maximum(n0, 1)) * np.arange(1, len(t) + 1), 0.0)
+        lift = y1 / np.maximum(n1, 1) - y0 / np.maximum(n0, 1)
+        gain = np.where((n1 > 0) & (n0 > 0), lift * np.arange(1, len(t) + 1), 0.0)
     return qini / len(t), gain / len(t)
 
 

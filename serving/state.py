@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from models.policy.winback import winback_mask, winback_ranking
 from models.scorer import WinbackScorer
 
 
-def running_service() -> object | None:
+def running_service() -> Any:
     """The scoring service instance of this worker process, or None before it has started.
 
     BentoML builds the mounted dashboard and the middleware before it creates the service

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,22 +33,22 @@ def _group() -> None:
 errors = Console(stderr=True)
 
 # Where the transactions come from: shared by every command that reads a log.
-TransactionsOpt = Annotated[Optional[list[Path]], typer.Option(
+TransactionsOpt = Annotated[list[Path] | None, typer.Option(
     "--transactions", "-t", help="CSV or Parquet file(s) or glob(s) of transactions.")]
-DatasetOpt = Annotated[Optional[str], typer.Option(
+DatasetOpt = Annotated[str | None, typer.Option(
     help="A bundled dataset instead of files: 'cdnow' (lifetimes' CDNOW log).")]
 CustomerCol = Annotated[str, typer.Option("--customer-id-col", help="Column with the customer id.")]
 TimestampCol = Annotated[str, typer.Option("--timestamp-col", help="Column with the purchase date or time.")]
 AmountCol = Annotated[str, typer.Option(
     "--amount-col", help="Column with the order amount; 'none' when the log has no amounts (each purchase counts 1).")]
-OrderCol = Annotated[Optional[str], typer.Option("--order-id-col", help="Column with the order id (optional).")]
-QuantityCol = Annotated[Optional[str], typer.Option("--quantity-col", help="Column with the quantity (optional).")]
-CategoryCol = Annotated[Optional[str], typer.Option(
+OrderCol = Annotated[str | None, typer.Option("--order-id-col", help="Column with the order id (optional).")]
+QuantityCol = Annotated[str | None, typer.Option("--quantity-col", help="Column with the quantity (optional).")]
+CategoryCol = Annotated[str | None, typer.Option(
     "--category-col", help="Column with the product category (optional; enables replenishment features).")]
-ChannelCol = Annotated[Optional[str], typer.Option("--channel-col", help="Column with the sales channel (optional).")]
-DateFormat = Annotated[Optional[str], typer.Option(
+ChannelCol = Annotated[str | None, typer.Option("--channel-col", help="Column with the sales channel (optional).")]
+DateFormat = Annotated[str | None, typer.Option(
     help="strptime format of text dates, e.g. %Y%m%d; default ISO 8601.")]
-TimezoneOpt = Annotated[Optional[str], typer.Option(
+TimezoneOpt = Annotated[str | None, typer.Option(
     "--timezone", help="Shop time zone: aware timestamps are converted to it, naive ones taken as in "
                        "it. Default UTC, or the model's zone when a model is used.")]
 DuplicatesOpt = Annotated[str, typer.Option(
@@ -56,11 +57,11 @@ RefundsOpt = Annotated[str, typer.Option(help="Negative amounts: exclude (not pu
 ZerosOpt = Annotated[str, typer.Option("--zero-amounts", help="Zero amounts: keep (purchases without spend) or exclude.")]
 EncodingOpt = Annotated[str, typer.Option(
     "--encoding", help="Text encoding of CSV files, e.g. big5, cp950, latin-1; default utf-8.")]
-CustomersOpt = Annotated[Optional[Path], typer.Option(
+CustomersOpt = Annotated[Path | None, typer.Option(
     "--customers", help="CSV or Parquet file of customer attributes (gender, channel, region, birth year, ...): "
                         "one row per customer, or per customer and valid_from day; they become features.")]
 CustomersIdCol = Annotated[str, typer.Option("--customers-id-col", help="Column of --customers with the customer id.")]
-EventsOpt = Annotated[Optional[Path], typer.Option(
+EventsOpt = Annotated[Path | None, typer.Option(
     "--events", help="CSV or Parquet engagement log (visits, email opens, carts, ...): counts and days since the "
                      "last event per type, as of the cutoff, become features.")]
 EventsIdCol = Annotated[str, typer.Option("--events-id-col", help="Column of --events with the customer id.")]
@@ -68,25 +69,25 @@ EventsTimestampCol = Annotated[str, typer.Option("--events-timestamp-col", help=
 EventsTypeCol = Annotated[str, typer.Option("--events-type-col", help="Column of --events with the event type.")]
 
 
-ThreadsOpt = Annotated[Optional[int], typer.Option(
+ThreadsOpt = Annotated[int | None, typer.Option(
     help="Threads for DuckDB and LightGBM (default: one per core).")]
-MemoryLimitOpt = Annotated[Optional[str], typer.Option(
+MemoryLimitOpt = Annotated[str | None, typer.Option(
     help="DuckDB memory limit, e.g. 3GB; beyond it DuckDB spills to disk (default: 80% of RAM).")]
 EngineOpt = Annotated[str, typer.Option(
     help="Where features are computed: duckdb (this machine, default) or spark (the same definitions "
          "on Apache Spark; needs Java 17).")]
-SparkMasterOpt = Annotated[Optional[str], typer.Option(
+SparkMasterOpt = Annotated[str | None, typer.Option(
     help="Spark master for --engine spark, e.g. spark://host:7077, yarn or k8s://https://host:443; default "
          "local[*], or Spark Connect when SPARK_REMOTE is set. Executor memory, cores and the like come from "
          "$SPARK_CONF_DIR/spark-defaults.conf.")]
-SparkStagingOpt = Annotated[Optional[Path], typer.Option(
+SparkStagingOpt = Annotated[Path | None, typer.Option(
     help="Where the validated log is staged as Parquet for --engine spark; on a cluster, a path every "
          "executor can read. Default: the temp directory.")]
 
 
-TrackingOpt = Annotated[Optional[str], typer.Option(
+TrackingOpt = Annotated[str | None, typer.Option(
     help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")]
-ModelUriOpt = Annotated[Optional[str], typer.Option(help="Model to use; default models:/winback@champion.")]
+ModelUriOpt = Annotated[str | None, typer.Option(help="Model to use; default models:/winback@champion.")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -219,13 +220,13 @@ def _steps():
 @user_errors
 def features(
     out: Annotated[Path, typer.Option(help="Output table, .parquet or .csv (written atomically).")],
-    cutoff: Annotated[Optional[str], typer.Option(
+    cutoff: Annotated[str | None, typer.Option(
         help="As-of date YYYY-MM-DD: only transactions on or before it are read. "
              "Default: the log's last day.")] = None,
     freq: Annotated[str, typer.Option(help="BG/NBD time unit for recency and T: D (days) or W (weeks).")] = "D",
     check_lifetimes: Annotated[bool, typer.Option(
         help="Also compare the BG/NBD summary with lifetimes' own (in-memory; for small logs).")] = False,
-    model_uri: Annotated[Optional[str], typer.Option(
+    model_uri: Annotated[str | None, typer.Option(
         help="Build the features a model reads, with its feature reference (RFM edges, category "
              "intervals, tiers, time zone), e.g. models:/winback@champion: the snapshot the "
              "service answers from. Default: a reference fitted on this log.")] = None,
@@ -307,7 +308,7 @@ def features(
     console.print(f"done in {time.perf_counter() - started:.1f} s")
 
 
-FeaturesOpt = Annotated[Optional[Path], typer.Option(
+FeaturesOpt = Annotated[Path | None, typer.Option(
     "--features", help="A feature table written by `winback features` (.parquet), instead of a log.")]
 
 
@@ -345,7 +346,8 @@ def train(
     same definitions; the fits and the evaluation run on this machine.
 
     Example: winback train --dataset cdnow --cutoff 1997-12-31 --horizon-days 180"""
-    from training.pipeline import TrainConfig, progress_lines, train as run_training
+    from training.pipeline import TrainConfig, progress_lines
+    from training.pipeline import train as run_training
     from training.registry import Gate
 
     _choice("--next-purchase", next_purchase, ("auto", "hazard", "classical"))
@@ -468,7 +470,8 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from training.registry import MODEL_NAME, promote as promote_version, use_tracking
+    from training.registry import MODEL_NAME, use_tracking
+    from training.registry import promote as promote_version
 
     uri = use_tracking(tracking_uri)
     client = MlflowClient(uri, registry_uri=uri)
@@ -480,7 +483,7 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
     console.print(f"version {version} of {MODEL_NAME} is now champion ({was})")
 
 
-CurrencyOpt = Annotated[Optional[str], typer.Option(
+CurrencyOpt = Annotated[str | None, typer.Option(
     help="Currency symbol of money columns in .xlsx, e.g. NT$, €; default NT$ with --lang zh-TW, else $.")]
 
 
@@ -525,8 +528,8 @@ def _scoring_input(features_path, transactions, dataset, as_of, mapping, scorer)
 def score(
     out: Annotated[Path, typer.Option(help="Scores table: .parquet, .csv or .xlsx (written atomically); with "
                                            "--engine spark a directory of Parquet partitioned by as_of.")],
-    as_of: Annotated[Optional[str], typer.Option(help="Score as of this date YYYY-MM-DD.")] = None,
-    reasons: Annotated[Optional[int], typer.Option(
+    as_of: Annotated[str | None, typer.Option(help="Score as of this date YYYY-MM-DD.")] = None,
+    reasons: Annotated[int | None, typer.Option(
         help="Explain the N customers with the highest value at risk (0: none). Default 100; "
              "--engine spark computes no reasons.")] = None,
     features_path: FeaturesOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
@@ -594,11 +597,11 @@ def rank(
     out: Annotated[Path, typer.Option(help="The list: .csv (UTF-8 with BOM, opens in Excel) or .xlsx "
                                            "(formatted, ids kept as text with their leading zeros).")],
     top: Annotated[int, typer.Option(help="How many customers.")] = 100,
-    segment: Annotated[Optional[list[str]], typer.Option(help="Only these RFM segments (repeatable; English or zh-TW).")] = None,
-    tier: Annotated[Optional[list[str]], typer.Option(help="Only these tiers (repeatable).")] = None,
+    segment: Annotated[list[str] | None, typer.Option(help="Only these RFM segments (repeatable; English or zh-TW).")] = None,
+    tier: Annotated[list[str] | None, typer.Option(help="Only these tiers (repeatable).")] = None,
     min_value: Annotated[float, typer.Option(help="Only customers with at least this value at risk.")] = 0.0,
     lang: Annotated[str, typer.Option(help="Language of segments, tiers, reasons and headers: en or zh-TW.")] = "en",
-    as_of: Annotated[Optional[str], typer.Option(help="Rank as of this date YYYY-MM-DD.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Rank as of this date YYYY-MM-DD.")] = None,
     features_path: FeaturesOpt = None, tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     currency: CurrencyOpt = None,
@@ -614,8 +617,8 @@ def rank(
 ) -> None:
     """The win-back list: customers ranked by value at risk (churn probability × 12-month
     value), with win-back date, next-purchase date, segment, tier and reasons."""
-    from features import build_features
     from crm.exports import LIST_SHEET, ranked_list, write_table
+    from features import build_features
     from training.registry import load_scorer
 
     _choice("--lang", lang, ("en", "zh-TW"))
@@ -653,12 +656,12 @@ def rank(
 def report(
     out: Annotated[Path, typer.Option(help="Report file, .html (written atomically): one self-contained page "
                                            "with every chart and font inside, to mail; opens offline.")],
-    as_of: Annotated[Optional[str], typer.Option(help="Report as of this date YYYY-MM-DD: only transactions "
+    as_of: Annotated[str | None, typer.Option(help="Report as of this date YYYY-MM-DD: only transactions "
                                                       "on or before it are read. Default: the log's last day.")] = None,
     lang: Annotated[str, typer.Option(help="Language of the report: en or zh-TW.")] = "en",
-    currency: Annotated[Optional[str], typer.Option(
+    currency: Annotated[str | None, typer.Option(
         help="Currency symbol of money, e.g. NT$, €; default NT$ with --lang zh-TW, else $.")] = None,
-    model_uri: Annotated[Optional[str], typer.Option(
+    model_uri: Annotated[str | None, typer.Option(
         help="Take tier thresholds, review period and time zone from this model's feature reference, "
              "e.g. models:/winback@champion (the tiers the service shows). Default: the default tiers.")] = None,
     tracking_uri: TrackingOpt = None,
@@ -675,9 +678,9 @@ def report(
     category and the tier review calendar, in English or Traditional Chinese.
 
     Example: winback report --dataset cdnow --as-of 1998-06-30 --lang zh-TW --out report.html"""
+    from crm.reports import write_report
     from features.build import parse_cutoff
     from features.output import check_output_path
-    from crm.reports import write_report
 
     _choice("--lang", lang, ("en", "zh-TW"))
     check_output_path(out, (".html", ".htm"))
@@ -741,15 +744,15 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
     tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
-    snapshot: Annotated[Optional[Path], typer.Option(
+    snapshot: Annotated[Path | None, typer.Option(
         help="Feature snapshot to answer lookups from (built with `winback features --model-uri`); "
              "default out/cdnow_features.parquet.")] = None,
-    as_of: Annotated[Optional[str], typer.Option(
+    as_of: Annotated[str | None, typer.Option(
         help="With --transactions or --dataset: the as-of day of the features the service builds "
              "(default: the log's last day).")] = None,
-    api_keys_file: Annotated[Optional[Path], typer.Option(help="File with more API keys, one a line.")] = None,
-    poll_seconds: Annotated[Optional[float], typer.Option(help="How often to check the champion alias.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+    api_keys_file: Annotated[Path | None, typer.Option(help="File with more API keys, one a line.")] = None,
+    poll_seconds: Annotated[float | None, typer.Option(help="How often to check the champion alias.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
     customer_id_col: CustomerCol = "customer_id", timestamp_col: TimestampCol = "timestamp",
     amount_col: AmountCol = "amount", order_id_col: OrderCol = None, quantity_col: QuantityCol = None,
@@ -807,13 +810,13 @@ triggers_app = typer.Typer(help="CRM triggers: the day's win-back, tier, repleni
                                 "exactly once, with holdout groups.", no_args_is_help=True)
 app.add_typer(triggers_app, name="triggers")
 
-RulesOpt = Annotated[Optional[Path], typer.Option("--rules", help="Rules file (TOML); default: the shipped "
+RulesOpt = Annotated[Path | None, typer.Option("--rules", help="Rules file (TOML); default: the shipped "
                                                                   "crm/triggers_default.toml.")]
 StateOpt = Annotated[str, typer.Option("--state-uri", help="Where fired events live: SQLite by default, or a "
                                                            "PostgreSQL SQLAlchemy URI.")]
-WebhookOpt = Annotated[Optional[str], typer.Option(
+WebhookOpt = Annotated[str | None, typer.Option(
     "--webhook-url", help="POST signed JSON batches here (secret from WINBACK_WEBHOOK_SECRET).")]
-OutDirOpt = Annotated[Optional[Path], typer.Option("--out-dir", help="Write Parquet and CSV files per rule and day here.")]
+OutDirOpt = Annotated[Path | None, typer.Option("--out-dir", help="Write Parquet and CSV files per rule and day here.")]
 DEFAULT_STATE = "sqlite:///out/triggers.db"
 
 
@@ -854,13 +857,13 @@ def triggers_run(
     [budget] max_sends_per_day are sent, the highest expected net value first; each rule is
     ranked by its uplift model (`winback triggers learn`) or, until one beats the baselines, by
     value at risk."""
-    from features.build import parse_cutoff
-    from crm.rules import TriggerRules
     from crm.delivery import secret_from_env
-    from crm.outbox import Outbox
-    from training.registry import load_scorer
     from crm.job import model_features, run_triggers
     from crm.learn import rankings_for
+    from crm.outbox import Outbox
+    from crm.rules import TriggerRules
+    from features.build import parse_cutoff
+    from training.registry import load_scorer
     from training.uplift_registry import registered_model
 
     secret = secret_from_env() if webhook_url else None
@@ -898,7 +901,7 @@ def triggers_replay(
 @triggers_app.command("report")
 @user_errors
 def triggers_report(
-    out: Annotated[Optional[Path], typer.Option(help="Also write the table (.csv or .xlsx).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the table (.csv or .xlsx).")] = None,
     by_day: Annotated[bool, typer.Option(help="One row per rule, day and window.")] = False,
     state_uri: StateOpt = DEFAULT_STATE, rules: RulesOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
@@ -909,10 +912,10 @@ def triggers_report(
     difference with a 95 % interval, and the messages sent; the budget used and skipped; per
     rule the uplift, the Qini and AUUC of the recorded ranking, churn risk and value at risk,
     and the recorded ranking's Qini curve."""
-    from crm.rules import TriggerRules
     from crm.exports import write_table
-    from crm.outbox import Outbox
     from crm.lift import budget_report, lift_report, uplift_report
+    from crm.outbox import Outbox
+    from crm.rules import TriggerRules
 
     log = open_log(transactions, dataset, customer_id_col=customer_id_col, timestamp_col=timestamp_col,
                    amount_col=amount_col, order_id_col=None, quantity_col=None, category_col=None,
@@ -960,7 +963,7 @@ def triggers_report(
 @triggers_app.command("learn")
 @user_errors
 def triggers_learn(
-    as_of: Annotated[Optional[str], typer.Option(help="Learn from outcomes seen by this day (default: the log's last day).")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Learn from outcomes seen by this day (default: the log's last day).")] = None,
     rules: RulesOpt = None, state_uri: StateOpt = DEFAULT_STATE, tracking_uri: TrackingOpt = None,
     model_uri: ModelUriOpt = None,
     learner: Annotated[str, typer.Option(help="Meta-learner: x_learner (default) or t_learner.")] = "x_learner",
@@ -975,10 +978,10 @@ def triggers_learn(
     and register it as `winback-uplift` (alias: the rule) only if it beats both."""
     import functools as _functools
 
-    from features import build_features
-    from crm.rules import TriggerRules
-    from crm.outbox import Outbox
     from crm.learn import learn
+    from crm.outbox import Outbox
+    from crm.rules import TriggerRules
+    from features import build_features
     from training.registry import load_scorer
     from training.uplift_registry import register_uplift
 
@@ -986,7 +989,7 @@ def triggers_learn(
     log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
     day = as_of or log.report.last_timestamp.date().isoformat()
 
-    @_functools.lru_cache(maxsize=None)
+    @_functools.cache
     def features_for_day(when):
         return build_features(log, when.date().isoformat(), reference=scorer.reference_)
 
@@ -1026,15 +1029,15 @@ def daily(
     The feature state kept in OUT_DIR/state carries the previous run's features forward with
     only the transaction files it has not read yet (add each day's export as a new file); a
     changed or backfilled history, or other feature settings, rebuild it, and the run says why."""
-    from features.job import write_features
-    from crm.rules import TriggerRules
-    from crm.exports import write_table
     from crm.delivery import secret_from_env
-    from crm.outbox import Outbox
-    from training.monitor_cli import monitor_job, print_report
-    from training.registry import load_scorer
+    from crm.exports import write_table
     from crm.job import exclusive, run_triggers
     from crm.learn import rankings_for
+    from crm.outbox import Outbox
+    from crm.rules import TriggerRules
+    from features.job import write_features
+    from training.monitor_cli import monitor_job, print_report
+    from training.registry import load_scorer
     from training.uplift_registry import registered_model
 
     started = time.perf_counter()

@@ -17,9 +17,10 @@ times both.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -56,7 +57,7 @@ def score_spark(scorer: WinbackScorer, features: "DataFrame", as_of: dt.date | s
 
     day = parse_cutoff(as_of)
     date_columns = [f.name for f in features.schema.fields if f.dataType.typeName() == "date"]
-    sample = features.limit(2).toPandas()
+    sample: pd.DataFrame = features.limit(2).toPandas()
     for col in date_columns:
         sample[col] = pd.to_datetime(sample[col]).astype("datetime64[us]")
     schema = features.sparkSession.createDataFrame(scorer.score(sample, day, reasons=False)).schema

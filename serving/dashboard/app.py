@@ -19,8 +19,9 @@ import secrets
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
@@ -33,17 +34,28 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from crm.fonts import FONT
+from crm.formatting import DEFAULT_CURRENCY, format_date, format_money, format_number, format_percent
 from crm.reports import PLOT_SCRIPT, report_sections
-from serving.config import DASHBOARD_ROLES
+from serving.config import DASHBOARD_ROLES, ServiceSettings
 from serving.dashboard import charts
 from serving.dashboard.customer import customer_events, customer_view
-from crm.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
-                                          format_percent)
 from serving.dashboard.i18n import LANG_COOKIE, pick_language, translator
-from serving.dashboard.listing import (PER_PAGE, SORTABLE, FilterError, ListIndexes, ListQuery, export_frame,
-                                       list_rows, snapshot_column)
-from serving.security import Session, Sessions, SignInThrottle
+from serving.dashboard.listing import (
+    PER_PAGE,
+    SORTABLE,
+    FilterError,
+    ListIndexes,
+    ListQuery,
+    export_frame,
+    list_rows,
+    snapshot_column,
+)
+from serving.security import KeyRing, Session, Sessions, SignInThrottle
 from serving.state import running_service
+
+if TYPE_CHECKING:
+    from crm.outbox import Outbox
+    from serving.champion import Champion
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "winback_session"
@@ -62,15 +74,19 @@ class Formatter:
         self.lang, self.currency = lang, currency
 
     def num(self, x, digits: int = 0) -> str:
+        """A number in the reader's locale."""
         return format_number(x, self.lang, digits)
 
     def money(self, x, digits: int = 2) -> str:
+        """An amount with the currency sign."""
         return format_money(x, self.lang, self.currency, digits)
 
     def pct(self, x, digits: int = 1) -> str:
+        """A fraction as a percentage."""
         return format_percent(x, self.lang, digits)
 
     def date(self, d) -> str:
+        """A date in the reader's locale."""
         return format_date(d, self.lang)
 
     def needed(self, x) -> str:
@@ -78,16 +94,24 @@ class Formatter:
         return format_money(math.ceil(round(x, 4)), self.lang, self.currency, 0)
 
 
+class LiveService(Protocol):
+    """What the pages read of the running scoring service."""
+
+    settings: ServiceSettings
+    champion: Champion
+    keys: KeyRing
+
+
 class Dashboard:
     """The pages, reading the live service through ``service()`` (None while it starts)."""
 
-    def __init__(self, service: Callable[[], object | None]) -> None:
+    def __init__(self, service: Callable[[], LiveService | None]) -> None:
         self.service = service
         self.indexes = ListIndexes()
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self._sessions: tuple[object, Sessions] | None = None
-        self._outbox = None
+        self._outbox: Outbox | None = None
         self._campaigns_lock = threading.Lock()
         self._cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # per snapshot
         self._lock = threading.Lock()
@@ -103,8 +127,16 @@ class Dashboard:
 
     # ------------------------------------------------------------------ plumbing
 
+    def live(self) -> LiveService:
+        """The running service (the gate answers 503 before it has started, so pages have one)."""
+        service = self.service()
+        if service is None:
+            raise RuntimeError("the scoring service has not started")
+        return service
+
     def sessions(self) -> Sessions:
-        settings = self.service().settings.dashboard
+        """The session signer for the current dashboard settings (remade when they change)."""
+        settings = self.live().settings.dashboard
         if self._sessions is None or self._sessions[0] is not settings:
             self._sessions = (settings, Sessions(settings.session_secret, settings.session_hours * 3600))
         return self._sessions[1]
@@ -118,7 +150,8 @@ class Dashboard:
         return slot[key]
 
     def context(self, request: Request, page: str, **extra) -> dict:
-        service = self.service()
+        """What every template reads: language, words, formatter, snapshot, session and ``extra``."""
+        service = self.live()
         lang = request.state.lang
         currency = service.settings.dashboard.currency or DEFAULT_CURRENCY[lang]
         state = service.champion.current
@@ -131,12 +164,14 @@ class Dashboard:
                 **extra}
 
     def render(self, request: Request, template: str, page: str, status: int = 200, **extra) -> HTMLResponse:
+        """A page from its template, with the security headers."""
         html = self.templates.get_template(template).render(self.context(request, page, **extra))
         return HTMLResponse(html, status_code=status)
 
     # ------------------------------------------------------------------ sign-in
 
     def signin_page(self, request: Request, error: str | None = None, status: int = 200) -> HTMLResponse:
+        """The sign-in form with a fresh pre-session CSRF token, and ``error`` when there is one."""
         if request.query_params.get("lang") in DEFAULT_CURRENCY:              # the sign-in page's own switch
             request.state.lang = request.query_params["lang"]
         token = request.cookies.get(PRESESSION_COOKIE) or secrets.token_urlsafe(16)
@@ -146,6 +181,7 @@ class Dashboard:
         return response
 
     async def signin(self, request: Request) -> Response:
+        """Check the form's token and key (throttled per address) and start a session."""
         form = await _form(request)
         if form.get("lang") in DEFAULT_CURRENCY:            # errors in the language the form was shown in
             request.state.lang = form["lang"]
@@ -155,10 +191,10 @@ class Dashboard:
             return self.signin_page(request, "bad_form", 403)
         address = request.client.host if request.client else ""
         if wait := self.throttle.retry_after(address):
-            response = self.signin_page(request, "too_many", 429)
-            response.headers["Retry-After"] = str(wait)
-            return response
-        roles = self.service().keys.roles_of(form.get("key", "").strip())
+            refused = self.signin_page(request, "too_many", 429)
+            refused.headers["Retry-After"] = str(wait)
+            return refused
+        roles = self.live().keys.roles_of(form.get("key", "").strip())
         if not roles & DASHBOARD_ROLES:
             self.throttle.failed(address)
             return self.signin_page(request, "bad_key", 401)
@@ -172,6 +208,7 @@ class Dashboard:
         return response
 
     async def signout(self, request: Request) -> Response:
+        """End the session and go back to sign-in."""
         form = await _form(request)
         if not self.sessions().check_csrf(request.state.session.sid, form.get("csrf")):
             return PlainTextResponse("invalid form token", status_code=403)
@@ -180,10 +217,11 @@ class Dashboard:
         return response
 
     async def switch_language(self, request: Request) -> Response:
+        """Remember the chosen language and go back to the page it was chosen on."""
         form = await _form(request)
         if not self.sessions().check_csrf(request.state.session.sid, form.get("csrf")):
             return PlainTextResponse("invalid form token", status_code=403)
-        lang = form.get("lang") if form.get("lang") in DEFAULT_CURRENCY else "en"
+        lang = str(form.get("lang")) if form.get("lang") in DEFAULT_CURRENCY else "en"
         base = request.scope.get("root_path", "")
         back = form.get("next", "")
         if not (back.startswith(base + "/") and not back.startswith("//")):   # only back into the dashboard
@@ -195,7 +233,8 @@ class Dashboard:
     # ------------------------------------------------------------------ pages
 
     def overview(self, request: Request) -> HTMLResponse:
-        state = self.service().champion.current
+        """The Overview page: the base by segment and tier, churn risk and value at risk."""
+        state = self.live().champion.current
         lang = request.state.lang
         t, fmt = translator(lang), self.context(request, "overview")["fmt"]
         stats = self.cached(state, "overview", lambda: _overview_stats(self.indexes.of(state)))
@@ -212,7 +251,8 @@ class Dashboard:
         return self.render(request, "overview.html", "overview", stats=stats, plots=plots)
 
     def winback_list(self, request: Request) -> HTMLResponse:
-        state = self.service().champion.current
+        """The Win-back list page: filtered, sorted and paged on the server."""
+        state = self.live().champion.current
         try:
             query = ListQuery.from_params(_multi(request))
         except FilterError as exc:
@@ -227,13 +267,14 @@ class Dashboard:
                            categories=sorted(index.categories.labels), sortable=SORTABLE, per_page=PER_PAGE,
                            link=lambda **changes: "?" + urlencode(query.params(**changes), doseq=True),
                            export=lambda kind: f"list/export.{kind}?" + urlencode(query.params(), doseq=True),
-                           export_limit=self.service().settings.limits.max_limit)
+                           export_limit=self.live().settings.limits.max_limit)
 
     def export(self, request: Request) -> Response:
+        """The list as filtered, as CSV or Excel, in the reader's language."""
         from crm.exports import LIST_SHEET, write_table
 
         kind = request.path_params["kind"]
-        service = self.service()
+        service = self.live()
         state = service.champion.current
         lang = request.state.lang
         try:
@@ -253,7 +294,8 @@ class Dashboard:
         return Response(data, media_type=media, headers={"content-disposition": f'attachment; filename="{name}"'})
 
     def customer(self, request: Request) -> HTMLResponse:
-        service = self.service()
+        """The Customer page: the record ``/score`` answers with, curves and trigger events."""
+        service = self.live()
         state = service.champion.current
         cid = request.path_params.get("customer_id") or request.query_params.get("id", "").strip()
         if not cid:
@@ -276,9 +318,10 @@ class Dashboard:
     def _customer_plots(self, request: Request, view) -> list[str]:
         lang = request.state.lang
         t = translator(lang)
-        as_of = self.service().champion.current.as_of.date()
+        as_of = self.live().champion.current.as_of.date()
         rec = view.record
-        day = lambda iso: None if iso is None else (np.datetime64(iso) - np.datetime64(as_of)).astype(int).item()
+        one_day = np.timedelta64(1, "D")
+        day = lambda iso: None if iso is None else int((np.datetime64(iso) - np.datetime64(as_of)) // one_day)
         return [
             charts.timeline([(t("first_purchase"), view.history.get("first_purchase_date")),
                              (t("last_purchase"), view.history.get("last_purchase_date")),
@@ -291,7 +334,8 @@ class Dashboard:
         ]
 
     def reports_page(self, request: Request) -> HTMLResponse:
-        service = self.service()
+        """The Reports page: the sections ``winback report`` writes, when the service has the log."""
+        service = self.live()
         state = service.champion.current
         lang = request.state.lang
         sections, note = None, None
@@ -311,7 +355,7 @@ class Dashboard:
         from crm.rules import TriggerRules
         from serving.dashboard.campaigns import Signed, campaign_figures, campaign_plots
 
-        service = self.service()
+        service = self.live()
         state = service.champion.current
         lang = request.state.lang
         if not service.settings.triggers_state:
@@ -343,14 +387,15 @@ class Dashboard:
 
         with self._lock:
             if self._outbox is None:
-                self._outbox = Outbox(self.service().settings.triggers_state)
+                self._outbox = Outbox(self.live().settings.triggers_state)
         return self._outbox
 
     def model_page(self, request: Request) -> HTMLResponse:
+        """The Model page: the served version, its metrics, health and the run's plots."""
         from serving.dashboard.health import health_view, selection_view
         from training.monitor import health_summary
 
-        service = self.service()
+        service = self.live()
         state = service.champion.current
         plots = self._plots(state)
         t = translator(request.state.lang)
@@ -371,18 +416,19 @@ class Dashboard:
 
             try:
                 download_artifacts(run_id=run_id, artifact_path="plots", dst_path=str(target),
-                                   tracking_uri=self.service().settings.tracking_uri)
+                                   tracking_uri=self.live().settings.tracking_uri)
             except Exception:                                    # none logged, or the store is down
                 return {}
         files = {p.name for p in target.rglob("*.png")}
         return {key: name for key, name in PLOT_NAMES.items() if name in files}
 
     def plot_file(self, request: Request) -> Response:
-        state = self.service().champion.current
+        """One of the served run's plots, fetched from MLflow once."""
+        state = self.live().champion.current
         name = request.path_params["name"]
         if name not in self._plots(state).values():
             return PlainTextResponse("no such plot", status_code=404)
-        path = next((self.plots_dir / state.model.run_id).rglob(name))
+        path = next((self.plots_dir / str(state.model.run_id)).rglob(name))
         return FileResponse(path, media_type="image/png")
 
 
@@ -463,6 +509,7 @@ class Gate:
         self.dashboard = dashboard
 
     async def __call__(self, scope, receive, send):
+        """Answer 503 while the service starts, ask for a session, then pass to the pages."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         if self.dashboard.service() is None:
@@ -500,7 +547,7 @@ def _with_headers(send, path: str):
     return wrapped
 
 
-def create_app(service: Callable[[], object | None] = running_service) -> Gate:
+def create_app(service: Callable[[], LiveService | None] = running_service) -> Gate:
     """The dashboard app reading ``service()``: the running scoring service by default."""
     import plotly
 

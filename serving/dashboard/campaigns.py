@@ -49,12 +49,15 @@ class Signed:
         return text if text == "–" or text.startswith("-") or not x > 0 else "+" + text
 
     def pct(self, x, digits: int = 2) -> str:
+        """A signed percentage."""
         return self._sign(x, format_percent(x, self.lang, digits))
 
     def money(self, x, digits: int = 2) -> str:
+        """A signed amount with the currency sign."""
         return self._sign(x, format_money(x, self.lang, self.currency, digits))
 
     def num(self, x, digits: int = 4) -> str:
+        """A signed number."""
         return self._sign(x, format_number(x, self.lang, digits))
 
 

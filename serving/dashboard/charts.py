@@ -10,6 +10,7 @@ scripts.
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 
 import plotly.graph_objects as go
@@ -22,6 +23,7 @@ ACCENT, SOFT, WARN = "#1f6feb", "rgba(31,111,235,0.15)", "#d1495b"
 
 
 def figure_div(figure: go.Figure, key: str, height: int = 320) -> str:
+    """A Plotly figure as a ``div.wb-plot`` carrying it as JSON (drawn by the page's script)."""
     figure.update_layout(font={"family": FONT_FAMILY}, margin={"l": 50, "r": 20, "t": 40, "b": 45},
                          template="plotly_white", height=height)
     return (f'<div class="wb-plot" id="wb-plot-{html.escape(key)}" '
@@ -29,6 +31,7 @@ def figure_div(figure: go.Figure, key: str, height: int = 320) -> str:
 
 
 def bar(labels: list[str], values: list[float], title: str, key: str, value_text: list[str]) -> str:
+    """A bar chart with each bar's value written on it."""
     figure = go.Figure(go.Bar(x=labels, y=values, text=value_text, textposition="auto",
                               marker_color=ACCENT, hoverinfo="x+text"))
     figure.update_layout(title=title)
@@ -36,6 +39,7 @@ def bar(labels: list[str], values: list[float], title: str, key: str, value_text
 
 
 def histogram(counts: list[int], edges: list[float], title: str, key: str, x_title: str) -> str:
+    """A histogram of precomputed counts between ``edges``."""
     centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     figure = go.Figure(go.Bar(x=centers, y=counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])],
                               marker_color=ACCENT))
@@ -57,13 +61,14 @@ def purchase_curve(days: list[int], cdf: list[float], low: int | None, high: int
 
 
 def line(days: list[int], values: list[float], title: str, key: str, x_title: str) -> str:
+    """A curve over days from the as-of date."""
     figure = go.Figure(go.Scatter(x=days, y=values, mode="lines", line={"color": WARN},
                                   hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
     figure.update_layout(title=title, xaxis={"title": x_title}, yaxis={"tickformat": ".0%", "range": [0, 1]})
     return figure_div(figure, key)
 
 
-def timeline(events: list[tuple[str, object]], lang: str, title: str, key: str) -> str:
+def timeline(events: list[tuple[str, dt.date | str | None]], lang: str, title: str, key: str) -> str:
     """Dated events (first and last purchase, as-of day, expected next purchase, win-back day),
     one row each: the labels sit on the y axis (sized to fit) and the dates on the points'
     hover and the x axis, so nothing overlaps or is cut at the chart's edges."""

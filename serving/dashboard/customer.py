@@ -28,6 +28,8 @@ HISTORY = ("first_purchase_date", "last_purchase_date", "orders", "purchase_days
 
 @dataclass
 class CustomerView:
+    """One customer as the page shows them: the ``/score`` record, reasons, history and curves."""
+
     customer_id: str
     record: dict
     reasons_en: list[str]

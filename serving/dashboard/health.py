@@ -18,7 +18,7 @@ def health_view(summary: dict | None, t) -> dict | None:
         return None
     series = summary.get("series", {})
     return {"as_of": summary["as_of"], "status": summary.get("status") or "healthy",
-            "status_text": t(STATUS_KEYS.get(summary.get("status"), "health_healthy")),
+            "status_text": t(STATUS_KEYS.get(summary.get("status") or "healthy", "health_healthy")),
             "reason": summary.get("reason") or "",
             "facts": [(key, summary.get(key)) for key in ("estimated_churn_auc", "backtest_churn_auc", "auc_floor",
                                                            "max_psi", "drifted_columns", "unseen_share")],

@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -221,6 +221,7 @@ class ListIndexes:
         self._lock = threading.Lock()
 
     def of(self, state: ScoredSnapshot) -> ListIndex:
+        """The index of ``state``'s list, built once per snapshot."""
         with self._lock:
             index = self._indexes.get(state)
             if index is None:
