@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     kinds = {
         "default order": [f"page={p}" for p in range(1, args.pages + 1)],
         "filtered": [f"{filtered}&page={p}" for p in range(1, args.pages + 1)],
-        "sorted by churn, ascending": [f"sort=churn_probability&order=asc&page={p * 7}" for p in range(1, args.pages + 1)],
+        "sorted by churn, ascending": [f"sort=churn_probability&order=asc&page={p * 7}"
+                                       for p in range(1, args.pages + 1)],
     }
     first, _ = asyncio.run(time_pages(state, ["page=1"]))
     print(f"first list page after a new snapshot (builds the index, explains 50): {first * 1000:.0f} ms")

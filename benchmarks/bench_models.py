@@ -58,10 +58,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import parse_args as parse_sized_args, peak_rss, print_load  # noqa: E402
+from measure import parse_args as parse_sized_args  # noqa: E402
+from measure import peak_rss, print_load
 
-from models.clv.data import distinct_rows
-from models.clv.fitting import fit_lifetimes
 from models.clv import (  # noqa: E402
     BetaGeoModel,
     ClassicalModel,
@@ -70,6 +69,8 @@ from models.clv import (  # noqa: E402
     ParetoNBDModel,
     PurchaseModel,
 )
+from models.clv.data import distinct_rows
+from models.clv.fitting import fit_lifetimes
 
 TRUE_PURCHASE = {"r": 0.243, "alpha": 4.414 * 7, "a": 0.793, "b": 2.426}
 TRUE_SPEND = {"p": 6.25, "q": 3.74, "gamma": 15.44}
@@ -111,7 +112,7 @@ def timed(function: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def fit_every_row_with_lifetimes(cls: type[ClassicalModel], summary: pd.DataFrame) -> dict[str, float]:
-    """lifetimes on every customer row, no weights, same options as our fit."""
+    """Lifetimes on every customer row, no weights, same options as our fit."""
     if cls is GammaGammaModel:
         repeat = summary[summary["frequency"] > 0]
         fitted = fit_lifetimes(
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in keys:
         if key == "gg":
             continue
-        seconds, _ = timed(lambda: score_everything(fitted[key], spend, summary))
+        seconds, _ = timed(lambda model=fitted[key]: score_everything(model, spend, summary))
         lines.append([LABELS[key], f"{seconds:.2f}", f"{args.customers / seconds:,.0f}"])
     print_table(["model", "seconds", "customers/s"], lines)
     print(f"\npeak resident memory: {peak_rss() / 2**30:.1f} GiB")

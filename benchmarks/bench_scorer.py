@@ -3,7 +3,8 @@
     python benchmarks/bench_scorer.py [--customers 1000000] [--seed 42] [--fit-customers N]
     python benchmarks/bench_scorer.py --tiny     # 2,000 rows, fitted on 3,000 CDNOW customers (tests)
 
-Fits a scorer on the real CDNOW log (``--fit-customers``: only its first N customers; 6 origins of 90-day labels before 1997-12-31), then builds
+Fits a scorer on the real CDNOW log (``--fit-customers``: only its first N customers; 6 origins of
+90-day labels before 1997-12-31), then builds
 a feature table of N customers by resampling CDNOW's 1997-12-31 feature rows with new ids
 (seeded), and times, in one run:
 
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     train = pd.concat([labelled_features(log, o, horizon, reference) for o in origins])
     scorer = WinbackScorer(horizon_days=horizon).fit(train, labelled_features(log, calibration, horizon, reference),
                                                      reference)
-    print(f"fitted on {raw['customer_id'].nunique():,} CDNOW customers in {time.perf_counter() - started:.1f} s (next purchase: {scorer.next_purchase_method_})")
+    print(f"fitted on {raw['customer_id'].nunique():,} CDNOW customers in {time.perf_counter() - started:.1f} s "
+          f"(next purchase: {scorer.next_purchase_method_})")
 
     base = build_features(log, cutoff, reference=scorer.reference_)
     rng = np.random.default_rng(args.seed)

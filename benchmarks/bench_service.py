@@ -9,12 +9,12 @@ Usage
         [--warmup 50] [--cdnow-customers N]
     .venv/bin/python benchmarks/bench_service.py --tiny   # both real servers, a few requests (tests)
 
-This process is the client (a lean asyncio HTTP/1.1 client, :class:`Connection`, loopback only); the services run as child
-processes on 127.0.0.1. A scorer is fitted on CDNOW with small models into a temporary MLflow
+This process is the client (a lean asyncio HTTP/1.1 client, :class:`Connection`, loopback only);
+the services run as child processes on 127.0.0.1. A scorer is fitted on CDNOW with small models into a temporary MLflow
 store (registered, alias ``champion``), and the CDNOW log (all 23,570 customers, or the first
-``--cdnow-customers``) is the snapshot. The baseline is a plain ``@bentoml.service`` whose one typed endpoint takes a list of
-feature rows and returns the churn booster's predictions (the same LightGBM model text the
-scorer uses), the usual "wrap a model in BentoML" service.
+``--cdnow-customers``) is the snapshot. The baseline is a plain ``@bentoml.service`` whose one
+typed endpoint takes a list of feature rows and returns the churn booster's predictions (the same
+LightGBM model text the scorer uses), the usual "wrap a model in BentoML" service.
 
 Measured, each phase bounded by ``--requests`` and ``--seconds``, after a warm-up:
 
@@ -183,9 +183,9 @@ class Connection:
     """One keep-alive HTTP/1.1 connection posting JSON and reading whole answers.
 
     A lean client on purpose: with an httpx client the bare echo and Winback both ran at
-    665 requests/s, the same rate: the client, on the same 2 cores, was the limit. This one writes pre-built header bytes and reads the
-    status, ``Content-Length`` (or chunks) and body; the floor table prints its CPU per
-    request beside the server's. Every service is loaded by the same client.
+    665 requests/s, the same rate: the client, on the same 2 cores, was the limit. This one writes
+    pre-built header bytes and reads the status, ``Content-Length`` (or chunks) and body; the floor
+    table prints its CPU per request beside the server's. Every service is loaded by the same client.
     """
 
     def __init__(self, url: str, headers: dict | None = None) -> None:
@@ -389,7 +389,7 @@ def report_floor(results: list[tuple], floor: dict[str, dict], batch: int) -> No
 
 
 def _ratio(a: float, b: float) -> float:
-    """a / b; NaN when b is 0 (a tiny run can use less CPU than the clock's 10 ms tick)."""
+    """A / b; NaN when b is 0 (a tiny run can use less CPU than the clock's 10 ms tick)."""
     return a / b if b else float("nan")
 
 

@@ -41,7 +41,7 @@ KEY = "soak-key"
 
 
 def request_kinds(ids: list[str]) -> dict[str, tuple[str, str, object, int]]:
-    """kind -> (method, path, body or raw text, the status it must get)."""
+    """Kind -> (method, path, body or raw text, the status it must get)."""
     history = {"as_of": "1997-09-30", "customers": [{"customer_id": "soak-1", "transactions": [
         {"timestamp": "1997-01-03", "amount": 29.9}, {"timestamp": "1997-03-14T18:20:00+08:00", "amount": 12.5}]}]}
     return {
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv, tiny={"clients": 4, "seconds": 4.0, "cdnow_customers": 2000})
 
     from bench_service import fit_store
+
     from serving.run import running, service_env
 
     print_load("at start")

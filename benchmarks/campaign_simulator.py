@@ -56,13 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import synthetic  # noqa: E402  (benchmarks/ is not a package)
 
+from crm.learn import LearnResult, learn_rule, rankings_for, training_frame  # noqa: E402
+from crm.rules import TriggerRules, UpliftRanking, evaluate  # noqa: E402
 from features import build_features  # noqa: E402
 from features.settings import ColumnMap  # noqa: E402
 from features.transactions import TransactionLog  # noqa: E402
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel  # noqa: E402
 from models.policy.winback import WinbackPolicy  # noqa: E402
-from crm.rules import TriggerRules, UpliftRanking, evaluate  # noqa: E402
-from crm.learn import LearnResult, learn_rule, rankings_for, training_frame  # noqa: E402
 
 COLUMNS = ColumnMap(customer_id="customer_id", timestamp="timestamp", amount="amount", order_id="order_id")
 

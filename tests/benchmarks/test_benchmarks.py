@@ -81,7 +81,7 @@ def test_bench_service():
 
 
 def test_bench_service_wrk():
-    """wrk (installed from Debian when missing) loads the bare echo and the real service for two
+    """Wrk (installed from Debian when missing) loads the bare echo and the real service for two
     seconds each; every row and the issue's two ratios are printed, with no error."""
     out = run_benchmark("bench_service_wrk.py", timeout=400)
     for label in ("| 1 | bare echo |", "| 1 | winback |"):

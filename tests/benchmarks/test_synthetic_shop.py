@@ -47,7 +47,8 @@ def test_it_is_seeded_small_and_fast(shop):
     assert list(events.columns) == ["customer_id", "timestamp", "event_type"]
     assert customers["customer_id"].is_unique and len(customers) == 3000
     assert set(events["event_type"]) == {"visit", "email_open"}
-    assert tx["timestamp"].max() < pd.Timestamp("2026-01-01") and events["timestamp"].min() >= pd.Timestamp("2024-01-01")
+    assert tx["timestamp"].max() < pd.Timestamp("2026-01-01")
+    assert events["timestamp"].min() >= pd.Timestamp("2024-01-01")
     tx2, no_customers, no_events = synthetic.synthetic_shop(customers=3000, seed=0, attributes=False, events=False)
     assert no_customers is None and no_events is None and len(tx2) > 0
 

@@ -9,13 +9,12 @@ import stat
 import openpyxl
 import pandas as pd
 import pytest
+from training_support import quick_config
 from typer.testing import CliRunner
 
 from crm.exports import LIST_SHEET, write_table
 from training.cli import app
 from training.pipeline import train
-
-from training_support import quick_config
 
 OPENPYXL_DEFAULT_WIDTH = 13
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from crm.learn import UPLIFT_MODEL, learn, matured_counts, rankings_for, training_frame
+from crm.lift import event_outcomes
+from crm.rules import TriggerRules, holdout_group, idempotency_key
 from features import build_features
 from features.settings import ColumnMap
 from features.transactions import TransactionLog
-from crm.rules import TriggerRules, holdout_group, idempotency_key
-from crm.lift import event_outcomes
-from crm.learn import UPLIFT_MODEL, learn, matured_counts, rankings_for, training_frame
 from training.uplift_registry import register_uplift, registered_model
 
 DAYS = [pd.Timestamp("2025-03-01"), pd.Timestamp("2025-03-11"), pd.Timestamp("2025-03-21"),

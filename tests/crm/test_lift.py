@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from crm.lift import lift_report, newcombe_interval
 from features import TransactionLog, build_labels
 from features.cdnow import CDNOW_COLUMNS
-from crm.lift import lift_report, newcombe_interval
 
 DAYS = ("1997-10-01", "1997-11-01", "1997-12-01")
 WINDOWS = (30, 60, 90)
@@ -204,8 +204,8 @@ def test_skipped_budget_events_are_left_out_of_the_lift_and_counted_in_the_budge
 def test_uplift_report_on_cdnow_is_an_aa_test_and_its_curve_ends_at_the_uplift(cdnow):
     import json
 
-    from crm.rules import TriggerRules
     from crm.lift import uplift_report
+    from crm.rules import TriggerRules
 
     rules = TriggerRules.from_toml()
     events = aa_events(cdnow, ["winback_due"])

@@ -192,7 +192,7 @@ def test_files_per_rule_and_day_hold_send_events_and_rewrite_identically(outbox,
                                       day / "winback.csv", day / "winback.parquet"])
     first = {p: p.read_bytes() for p in written}
     assert first[day / "winback.csv"].startswith("\ufeff".encode("utf-8"))
-    assert "客戶 1".encode("utf-8") in first[day / "winback.csv"]
+    assert "客戶 1".encode() in first[day / "winback.csv"]
     sent = pd.read_parquet(day / "winback.parquet")
     assert list(sent.columns) == list(EVENT_COLUMNS)
     assert len(sent) == 15 and set(sent["group"]) == {"send"}

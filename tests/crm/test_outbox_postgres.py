@@ -13,8 +13,8 @@ import signal
 import time
 
 import pytest
+import test_outbox as sqlite_tests  # the SQLite tests' events and child process
 
-import test_outbox as sqlite_tests                  # the SQLite tests' events and child process
 from crm.outbox import Outbox
 
 N = 20_000

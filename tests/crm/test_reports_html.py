@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features import ColumnMap, TransactionLog, build_features, reports
 from crm import reports as html_reports
 from crm.formatting import format_date, format_money, format_month, format_number, format_percent
 from crm.reports import write_report
+from features import ColumnMap, TransactionLog, build_features, reports
 
 AS_OF = "1998-06-30"
 CHROMIUM = "/usr/bin/chromium"
@@ -208,6 +208,7 @@ def test_the_write_is_atomic(small_log, tmp_path):
 
 def test_the_tiers_follow_the_model(small_log, tmp_path):
     from training_support import quick_config
+
     from training.pipeline import train
     from training.registry import load_scorer
 

@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crm.rules import (DEFAULT_RULES_PATH, EVENT_COLUMNS, RULE_KEYS, TriggerRules, UpliftRanking, evaluate,
-                             holdout_group, idempotency_key)
+from crm.rules import (
+    DEFAULT_RULES_PATH,
+    EVENT_COLUMNS,
+    RULE_KEYS,
+    TriggerRules,
+    UpliftRanking,
+    evaluate,
+    holdout_group,
+    idempotency_key,
+)
 
 AS_OF = "2025-06-30"
 DAY = pd.Timestamp(AS_OF)

@@ -9,9 +9,17 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from models.health import (DriftCalculator, auc_floor, auc_standard_error, estimated_auc,
-                           estimated_churn_metrics, main_features, psi, psi_threshold,
-                           realized_churn_metrics)
+from models.health import (
+    DriftCalculator,
+    auc_floor,
+    auc_standard_error,
+    estimated_auc,
+    estimated_churn_metrics,
+    main_features,
+    psi,
+    psi_threshold,
+    realized_churn_metrics,
+)
 
 
 def _brute_force_auc(p, s):

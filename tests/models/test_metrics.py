@@ -11,11 +11,18 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sksurv.metrics import concordance_index_censored, integrated_brier_score
 from sksurv.util import Surv
 
-from models.metrics import (bootstrap_auc_difference, bootstrap_brier_difference,
-                            bootstrap_cindex_difference, brier_at_days, concordance_index,
-                            expected_calibration_error, integrated_brier, interval_coverage,
-                            paired_bootstrap_difference, verdict)
-
+from models.metrics import (
+    bootstrap_auc_difference,
+    bootstrap_brier_difference,
+    bootstrap_cindex_difference,
+    brier_at_days,
+    concordance_index,
+    expected_calibration_error,
+    integrated_brier,
+    interval_coverage,
+    paired_bootstrap_difference,
+    verdict,
+)
 
 # --------------------------------------------------------------------------- concordance
 

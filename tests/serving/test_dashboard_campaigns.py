@@ -20,13 +20,12 @@ import re
 
 import pandas as pd
 import pytest
+from serving_support import AS_OF, KEYS
+from test_dashboard import ARGS, CHROMIUM, _browser_or_skip, _charts_drawn
 from typer.testing import CliRunner
 
 from crm.formatting import format_number
 from serving.run import running, service_env
-
-from serving_support import AS_OF, KEYS
-from test_dashboard import ARGS, CHROMIUM, _browser_or_skip, _charts_drawn
 
 
 def _screenshot(page, lang: str) -> None:
@@ -42,10 +41,10 @@ VIEWER = "viewer-key-for-campaigns"
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, store, scorer, serving_slice):
     """The slice's log as a file, an outbox of three days of real trigger runs, the service on both."""
-    from features import TransactionLog
     from crm.job import model_features, run_triggers
     from crm.outbox import Outbox
     from crm.rules import TriggerRules
+    from features import TransactionLog
 
     tmp = tmp_path_factory.mktemp("campaigns")
     path = tmp / "transactions.csv"

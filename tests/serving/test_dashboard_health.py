@@ -8,10 +8,10 @@ import re
 import time
 from types import SimpleNamespace
 
-import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from serving_support import AS_OF
 from starlette.requests import Request
 
 from features import TransactionLog
@@ -20,8 +20,6 @@ from serving.dashboard.app import Dashboard
 from serving.dashboard.i18n import STRINGS
 from serving.state import ModelInfo
 from training import monitor as M
-
-from serving_support import AS_OF
 
 SELECTION = {"churn": {"served": "lightgbm", "metric": "auc", "reason": "lightgbm beats the best formula",
                        "figures": {"lightgbm": 0.8123, "pareto_nbd_p_alive": 0.7911}},

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crm.formatting import DEFAULT_CURRENCY, format_date, format_money, format_number, format_percent
 from serving.config import ApiKey, ConfigError, ServiceSettings, read_keys_file
-from crm.formatting import (DEFAULT_CURRENCY, format_date, format_money, format_number,
-                                          format_percent)
 from serving.dashboard.listing import FilterError, ListIndex, ListQuery
 from serving.security import KeyRing, Sessions, SignInThrottle
 
@@ -130,7 +129,8 @@ def test_list_sorts_with_missing_values_last_and_filters_win_back_dates(snapshot
                                                                      "next_purchase_date"]).to_numpy()
         present = dates[~np.isnat(dates)]
         assert np.isnat(dates[len(present):]).all() and len(present) > 0
-        assert (np.diff(present.astype("int64")) <= 0).all() if descending else (np.diff(present.astype("int64")) >= 0).all()
+        steps = np.diff(present.astype("int64"))
+        assert (steps <= 0).all() if descending else (steps >= 0).all()
     window = ListQuery(winback_from=dt.date(1997, 10, 1), winback_to=dt.date(1997, 11, 30))
     total, _ = index.select(window)
     inside = scores["winback_date"].between("1997-10-01", "1997-11-30")
@@ -180,9 +180,9 @@ def test_customer_events_are_read_by_customer_and_old_outboxes_get_the_index(tmp
     import json
     import sqlite3
 
+    from crm.outbox import Outbox
     from crm.rules import EVENT_COLUMNS, idempotency_key
     from serving.dashboard.customer import customer_events
-    from crm.outbox import Outbox
 
     db = tmp_path / "state.db"
     with sqlite3.connect(db) as old:                 # an outbox made before the customer index

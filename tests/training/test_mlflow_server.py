@@ -16,15 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 from mlflow import MlflowClient
+from mlflow_server_support import running_mlflow_server
+from training_support import quick_config
 from typer.testing import CliRunner
 
-from mlflow_server_support import running_mlflow_server
 from serving.run import free_port, stop, wait_ready
 from training.cli import app
 from training.pipeline import train
 from training.registry import CHAMPION, MODEL_NAME, experiment_id, fail_abandoned_runs
-
-from training_support import quick_config
 
 KEY = "key-for-the-http-registry"
 

@@ -16,8 +16,16 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from training.cli import app
-from training.registry import (CHAMPION, GATE_TAG, MODEL_NAME, PENDING, create_sqlite_store, experiment_id,
-                               fail_abandoned_runs, promote, use_tracking)
+from training.registry import (
+    CHAMPION,
+    GATE_TAG,
+    MODEL_NAME,
+    PENDING,
+    experiment_id,
+    fail_abandoned_runs,
+    promote,
+    use_tracking,
+)
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -4,18 +4,16 @@ a real local webhook receiver; re-running a day sends nothing twice, and daily r
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pandas as pd
 import pytest
+from training_support import quick_config
 from typer.testing import CliRunner
 
 from training.cli import app
 from training.pipeline import train
 from training.trigger_smoke import receiver
-
-from training_support import quick_config
 
 AS_OF = "1998-06-30"
 
@@ -56,7 +54,8 @@ def test_a_day_is_recorded_and_delivered_exactly_once(champion, tmp_path, monkey
     # issue #21: at most the day's budget is sent, each event says what it is worth and who ranked it
     sends = int(re.search(r"budget: ([\d,]+) of 1,000 sends", first.output).group(1).replace(",", ""))
     assert 0 < sends <= 1000 and sent == sends
-    assert "ranking winback_due: prior uplift 0, ranked by value at risk: 0 of 500 sent" in " ".join(first.output.split())
+    flat_run = " ".join(first.output.split())
+    assert "ranking winback_due: prior uplift 0, ranked by value at risk: 0 of 500 sent" in flat_run
     fields = [json.loads(f) for f in shipped["fields"]]
     assert all(f["ranking"] == "value_at_risk" and f["expected_uplift"] == 0.0 and f["value_basis"] == "clv_12m"
                and f["net_value"] == 0.0 and f["window_days"] == 30 for f in fields)

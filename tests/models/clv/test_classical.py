@@ -15,7 +15,6 @@ import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter, ModifiedBetaGeoFitter, ParetoNBDFitter
 from sklearn.exceptions import NotFittedError
 
-from models.clv.base import PurchaseModel
 from models.clv import (
     BetaGeoModel,
     GammaGammaModel,
@@ -23,6 +22,7 @@ from models.clv import (
     ParetoNBDModel,
     load_model,
 )
+from models.clv.base import PurchaseModel
 from models.clv.gamma_gamma import DAYS_PER_MONTH
 
 WEEK = 7.0
@@ -419,5 +419,6 @@ def test_gamma_gamma_warm_started_fit_reaches_the_cold_fits_maximum():
     assert warm == pytest.approx(cold, rel=1e-6)
     assert warm == pytest.approx({"p": 6.0, "q": 3.7, "v": 15.4}, rel=0.05)
     fitter = GammaGammaFitter().fit(x, m, q_constraint=True)
-    objective = lambda p: GammaGammaFitter._negative_log_likelihood(np.log([p["p"], p["q"], p["v"]]), x, m, weights, 0.0)
+    objective = lambda p: GammaGammaFitter._negative_log_likelihood(
+        np.log([p["p"], p["q"], p["v"]]), x, m, weights, 0.0)
     assert objective(warm) <= objective(dict(fitter.params_)) + 1e-14

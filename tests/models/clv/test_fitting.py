@@ -14,13 +14,13 @@ from scipy.optimize import approx_fprime
 
 import models.clv.fitting as fitting
 import models.ml.next_purchase as next_purchase
-from models.clv.data import Histories, distinct_rows, history_arrays
 from models.clv.beta_geo import BetaGeoModel, beta_geo_log_likelihood
+from models.clv.data import Histories, distinct_rows, history_arrays
+from models.clv.modified_beta_geo import ModifiedBetaGeoModel
+from models.clv.pareto_nbd import ParetoNBDModel
 from models.ml.churn import ChurnModel
 from models.ml.forest import Forest, feature_matrix, sample_positions
-from models.clv.modified_beta_geo import ModifiedBetaGeoModel
 from models.ml.next_purchase import HazardNextPurchaseModel, design_matrix
-from models.clv.pareto_nbd import ParetoNBDModel
 
 WEEK = 7.0
 

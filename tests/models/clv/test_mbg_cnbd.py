@@ -19,11 +19,16 @@ from scipy.special import betainc
 from sklearn.exceptions import NotFittedError
 
 from features import build_features
-from models.clv.data import Histories
-from models.clv.beta_geo import beta_geo_log_likelihood
 from models.clv import MODEL_CLASSES, load_model
-from models.clv.mbg_cnbd import (MBGCNBDModel, expected_purchases_in_phase, phase_weights,
-                             regular_log_likelihood, simulate_mbgcnbd)
+from models.clv.beta_geo import beta_geo_log_likelihood
+from models.clv.data import Histories
+from models.clv.mbg_cnbd import (
+    MBGCNBDModel,
+    expected_purchases_in_phase,
+    phase_weights,
+    regular_log_likelihood,
+    simulate_mbgcnbd,
+)
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel
 
 WEEK = 7.0

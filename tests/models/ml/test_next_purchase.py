@@ -10,11 +10,19 @@ import pandas as pd
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from models.ml.next_purchase import (DEFAULT_GRID_DAYS, HAZARD_GRID_DAYS, ClassicalNextPurchase,
-                                  HazardNextPurchaseModel, conditional_quantile_days, grid_for_horizon,
-                                  interpolate_cdf, quantile_days, restricted_mean_days,
-                                  summarize_distribution)
 from models.clv.published import MODELS, PUBLISHED, cdnow_sample_summary
+from models.ml.next_purchase import (
+    DEFAULT_GRID_DAYS,
+    HAZARD_GRID_DAYS,
+    ClassicalNextPurchase,
+    HazardNextPurchaseModel,
+    conditional_quantile_days,
+    grid_for_horizon,
+    interpolate_cdf,
+    quantile_days,
+    restricted_mean_days,
+    summarize_distribution,
+)
 
 GRID = (7, 30, 60, 90)
 RATES = np.array([0.002, 0.01, 0.05, 0.3])          # constant daily hazards, one customer each

@@ -14,9 +14,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from models.ml.churn import ChurnModel
+from models.ml.selection import ChurnStack, ScoreCalibrator, choose_churn, classical_churn_scores, signed_score
 from models.scorer import WinbackScorer
-from models.ml.selection import (ChurnStack, ScoreCalibrator, choose_churn, classical_churn_scores,
-                              signed_score)
 
 HORIZON = 60          # as in conftest.fitted_scorer
 AS_OF = "1998-01-31"
