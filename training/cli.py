@@ -7,145 +7,61 @@ one-paragraph message on stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import functools
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from training.monitor_cli import register as register_monitor
+from training.options import (
+    AmountCol,
+    CategoryCol,
+    ChannelCol,
+    CustomerCol,
+    CustomersIdCol,
+    CustomersOpt,
+    DatasetOpt,
+    DateFormat,
+    DuplicatesOpt,
+    EncodingOpt,
+    EngineOpt,
+    EventsIdCol,
+    EventsOpt,
+    EventsTimestampCol,
+    EventsTypeCol,
+    MemoryLimitOpt,
+    ModelUriOpt,
+    OrderCol,
+    QuantityCol,
+    RefundsOpt,
+    SparkMasterOpt,
+    SparkStagingOpt,
+    ThreadsOpt,
+    TimestampCol,
+    TimezoneOpt,
+    TrackingOpt,
+    TransactionsOpt,
+    ZerosOpt,
+    choice,
+    console,
+    errors,
+    log_options,
+    open_log,
+    steps,
+    user_errors,
+)
 
 app = typer.Typer(
     help="Churn, next-purchase and win-back scores from a transaction log.\n\n"
          "Start with `winback features --dataset cdnow --cutoff 1997-09-30 --out features.parquet`.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-# Piped or captured output (CI logs, files) gets room for the tables instead of 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 @app.callback()
 def _group() -> None:
     """Churn, next-purchase and win-back scores from a transaction log."""
-
-errors = Console(stderr=True)
-
-# Where the transactions come from: shared by every command that reads a log.
-TransactionsOpt = Annotated[list[Path] | None, typer.Option(
-    "--transactions", "-t", help="CSV or Parquet file(s) or glob(s) of transactions.")]
-DatasetOpt = Annotated[str | None, typer.Option(
-    help="A bundled dataset instead of files: 'cdnow' (lifetimes' CDNOW log).")]
-CustomerCol = Annotated[str, typer.Option("--customer-id-col", help="Column with the customer id.")]
-TimestampCol = Annotated[str, typer.Option("--timestamp-col", help="Column with the purchase date or time.")]
-AmountCol = Annotated[str, typer.Option(
-    "--amount-col", help="Column with the order amount; 'none' when the log has no amounts (each purchase counts 1).")]
-OrderCol = Annotated[str | None, typer.Option("--order-id-col", help="Column with the order id (optional).")]
-QuantityCol = Annotated[str | None, typer.Option("--quantity-col", help="Column with the quantity (optional).")]
-CategoryCol = Annotated[str | None, typer.Option(
-    "--category-col", help="Column with the product category (optional; enables replenishment features).")]
-ChannelCol = Annotated[str | None, typer.Option("--channel-col", help="Column with the sales channel (optional).")]
-DateFormat = Annotated[str | None, typer.Option(
-    help="strptime format of text dates, e.g. %Y%m%d; default ISO 8601.")]
-TimezoneOpt = Annotated[str | None, typer.Option(
-    "--timezone", help="Shop time zone: aware timestamps are converted to it, naive ones taken as in "
-                       "it. Default UTC, or the model's zone when a model is used.")]
-DuplicatesOpt = Annotated[str, typer.Option(
-    help="Exact duplicate rows: auto (drop if an order id is mapped), drop or keep.")]
-RefundsOpt = Annotated[str, typer.Option(help="Negative amounts: exclude (not purchases) or error.")]
-ZerosOpt = Annotated[str, typer.Option("--zero-amounts", help="Zero amounts: keep (purchases without spend) or exclude.")]
-EncodingOpt = Annotated[str, typer.Option(
-    "--encoding", help="Text encoding of CSV files, e.g. big5, cp950, latin-1; default utf-8.")]
-CustomersOpt = Annotated[Path | None, typer.Option(
-    "--customers", help="CSV or Parquet file of customer attributes (gender, channel, region, birth year, ...): "
-                        "one row per customer, or per customer and valid_from day; they become features.")]
-CustomersIdCol = Annotated[str, typer.Option("--customers-id-col", help="Column of --customers with the customer id.")]
-EventsOpt = Annotated[Path | None, typer.Option(
-    "--events", help="CSV or Parquet engagement log (visits, email opens, carts, ...): counts and days since the "
-                     "last event per type, as of the cutoff, become features.")]
-EventsIdCol = Annotated[str, typer.Option("--events-id-col", help="Column of --events with the customer id.")]
-EventsTimestampCol = Annotated[str, typer.Option("--events-timestamp-col", help="Column of --events with the event time.")]
-EventsTypeCol = Annotated[str, typer.Option("--events-type-col", help="Column of --events with the event type.")]
-
-
-ThreadsOpt = Annotated[int | None, typer.Option(
-    help="Threads for DuckDB and LightGBM (default: one per core).")]
-MemoryLimitOpt = Annotated[str | None, typer.Option(
-    help="DuckDB memory limit, e.g. 3GB; beyond it DuckDB spills to disk (default: 80% of RAM).")]
-EngineOpt = Annotated[str, typer.Option(
-    help="Where features are computed: duckdb (this machine, default) or spark (the same definitions "
-         "on Apache Spark; needs Java 17).")]
-SparkMasterOpt = Annotated[str | None, typer.Option(
-    help="Spark master for --engine spark, e.g. spark://host:7077, yarn or k8s://https://host:443; default "
-         "local[*], or Spark Connect when SPARK_REMOTE is set. Executor memory, cores and the like come from "
-         "$SPARK_CONF_DIR/spark-defaults.conf.")]
-SparkStagingOpt = Annotated[Path | None, typer.Option(
-    help="Where the validated log is staged as Parquet for --engine spark; on a cluster, a path every "
-         "executor can read. Default: the temp directory.")]
-
-
-TrackingOpt = Annotated[str | None, typer.Option(
-    help="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")]
-ModelUriOpt = Annotated[str | None, typer.Option(help="Model to use; default models:/winback@champion.")]
-
-
-def user_errors(command: Callable) -> Callable:
-    """Turn a user's mistake into a message and exit status 2 instead of a traceback."""
-    from rich.markup import escape
-
-    from features.transactions import TransactionDataError
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (TransactionDataError, ValueError, OSError) as exc:
-            message = str(exc) if not isinstance(exc, OSError) or not exc.filename else (
-                f"{exc.filename}: {exc.strerror or exc}")
-            errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-    return wrapper
-
-
-def open_log(transactions: list[Path] | None, dataset: str | None, *, customer_id_col: str,
-             timestamp_col: str, amount_col: str, order_id_col: str | None,
-             quantity_col: str | None, category_col: str | None, channel_col: str | None,
-             date_format: str | None, timezone: str | None, duplicates: str, refunds: str,
-             zero_amounts: str, encoding: str = "utf-8", threads: int | None = None,
-             memory_limit: str | None = None):
-    """Open and validate the log the flags describe (time zone default UTC), in a DuckDB with
-    ``threads`` and ``memory_limit`` (its defaults when None)."""
-    from features import ColumnMap, IngestPolicy, cdnow_log, read_transactions
-
-    _choice("--duplicates", duplicates, ("auto", "drop", "keep"))
-    _choice("--refunds", refunds, ("exclude", "error"))
-    _choice("--zero-amounts", zero_amounts, ("keep", "exclude"))
-    policy = IngestPolicy(duplicates=duplicates, refunds=refunds, zero_amounts=zero_amounts,
-                          timezone=timezone or "UTC", date_format=date_format)
-    if bool(transactions) == bool(dataset):
-        raise ValueError("give either --transactions PATH or --dataset cdnow (exactly one)")
-    if dataset:
-        _choice("--dataset", dataset, ("cdnow",))
-        return cdnow_log(policy, threads=threads, memory_limit=memory_limit)
-    columns = ColumnMap(customer_id=customer_id_col, timestamp=timestamp_col,
-                        amount=None if amount_col.lower() == "none" else amount_col,
-                        order_id=order_id_col, quantity=quantity_col, category=category_col,
-                        channel=channel_col)
-    return read_transactions([str(p) for p in transactions], columns, policy, encoding=encoding,
-                             threads=threads, memory_limit=memory_limit)
-
-
-#: The flags every log-reading command shares, as :func:`open_log` takes them.
-LOG_OPTIONS = ("customer_id_col", "timestamp_col", "amount_col", "order_id_col", "quantity_col",
-               "category_col", "channel_col", "date_format", "timezone", "duplicates", "refunds",
-               "zero_amounts", "encoding", "threads", "memory_limit")
-
-
-def log_options(flags: dict) -> dict:
-    """A command's log-reading flags (from its ``locals()``), for :func:`open_log`."""
-    return {name: flags[name] for name in LOG_OPTIONS if name in flags}
-
 
 def open_side(flags: dict, timezone: str, screen: bool = False):
     """The customers file and events log a command's flags (its ``locals()``) name, read in the
@@ -174,7 +90,8 @@ def _check_side(reference, side, engine: str = "duckdb") -> None:
         return
     ignored = [(flag, what) for flag, what, needed, given in (
         ("--customers", "customer attributes", reference.attributes, side and side.customers),
-        ("--events", "engagement events", reference.event_types, side and side.events)) if given is not None and not needed]
+        ("--events", "engagement events", reference.event_types, side and side.events))
+        if given is not None and not needed]
     for flag, what in ignored:
         errors.print(f"[yellow]note:[/] the model does not read {what}; {flag} is ignored", highlight=False,
                      soft_wrap=True)
@@ -202,18 +119,6 @@ def spark_log_for(log, master: str | None, staging: Path | None):
     from features.spark import spark_log, spark_session
 
     return spark_log(log, spark_session(master), staging)
-
-
-def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{flag} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _steps():
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=console, transient=True, disable=not console.is_terminal)
 
 
 @app.command()
@@ -252,9 +157,10 @@ def features(
     from features.build import parse_cutoff
     from features.job import write_features
     from features.output import check_output_path
+    from features.settings import Freq
 
-    _choice("--freq", freq, ("D", "W"))
-    _choice("--engine", engine, ("duckdb", "spark"))
+    choice("--freq", freq, ("D", "W"))
+    choice("--engine", engine, ("duckdb", "spark"))
     _no_spark_side(engine, locals())
     check_output_path(out)                          # before the whole job, not after it
     if cutoff is not None:
@@ -269,7 +175,7 @@ def features(
         scorer, version = load_scorer(model_uri, tracking_uri)
         reference = scorer.reference_
         timezone = timezone or reference.timezone
-    with _steps() as progress:
+    with steps() as progress:
         progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
         side = open_side(locals(), log.policy.timezone, screen=reference is None)
@@ -277,19 +183,21 @@ def features(
         if cutoff is None:
             cutoff = log.report.last_timestamp.date().isoformat()
         progress.add_task(f"building features as of {cutoff} ({engine})")
+        unit = None if reference else cast(Freq, freq)               # D or W, checked above
         if engine == "spark":
             from features.spark_job import write_features_spark
 
             summary = write_features_spark(spark_log_for(log, spark_master, spark_staging), cutoff, out,
-                                           None if reference else freq, reference=reference)
+                                           unit, reference=reference)
         else:
-            summary = write_features(log, cutoff, out, None if reference else freq, reference=reference, side=side)
+            summary = write_features(log, cutoff, out, unit, reference=reference, side=side)
     _print_ingest(log.report)
     if reference is not None:
         console.print(f"features defined by model {model_uri} (version {version}), "
                       f"feature reference {summary.reference_id}")
     table = Table(title=f"{summary.customers:,} customers as of {cutoff} → {summary.out}")
-    table.add_column("segment"), table.add_column("customers", justify="right")
+    table.add_column("segment")
+    table.add_column("customers", justify="right")
     for name, n in summary.segments.items():
         table.add_row(name, f"{n:,}")
     console.print(table)
@@ -315,17 +223,20 @@ FeaturesOpt = Annotated[Path | None, typer.Option(
 @app.command()
 @user_errors
 def train(
-    cutoff: Annotated[str, typer.Option(help="Evaluation cutoff YYYY-MM-DD: the model is judged on (cutoff, cutoff + horizon].")],
+    cutoff: Annotated[str, typer.Option(
+        help="Evaluation cutoff YYYY-MM-DD: the model is judged on (cutoff, cutoff + horizon].")],
     horizon_days: Annotated[int, typer.Option(help="Churn horizon H: churn = no purchase within H days.")] = 90,
     origins: Annotated[int, typer.Option(help="Training origins, stepping back from cutoff − H (the latest "
                                               "validates the churn model's tree count).")] = 4,
     origin_step_days: Annotated[int, typer.Option(help="Days between training origins.")] = 15,
-    next_purchase: Annotated[str, typer.Option(help="auto (keep the better out of time), hazard or classical.")] = "auto",
+    next_purchase: Annotated[str, typer.Option(
+        help="auto (keep the better out of time), hazard or classical.")] = "auto",
     purchase_model: Annotated[str, typer.Option(
         help="Classical model behind P(alive) and expected purchases: mbgnbd, pareto_nbd or bgnbd "
              "(bgnbd gives every one-time buyer P(alive) = 1).")] = "mbgnbd",
     seed: Annotated[int, typer.Option(help="Random seed for the learned models.")] = 0,
-    gate_metrics: Annotated[str, typer.Option(help="Metrics a new model must not lose on to become champion.")] = "churn_auc,next_purchase_cindex",
+    gate_metrics: Annotated[str, typer.Option(
+        help="Metrics a new model must not lose on to become champion.")] = "churn_auc,next_purchase_cindex",
     tracking_uri: TrackingOpt = None,
     engine: EngineOpt = "duckdb", spark_master: SparkMasterOpt = None, spark_staging: SparkStagingOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
@@ -350,9 +261,9 @@ def train(
     from training.pipeline import train as run_training
     from training.registry import Gate
 
-    _choice("--next-purchase", next_purchase, ("auto", "hazard", "classical"))
-    _choice("--purchase-model", purchase_model, ("mbgnbd", "pareto_nbd", "bgnbd"))
-    _choice("--engine", engine, ("duckdb", "spark"))
+    choice("--next-purchase", next_purchase, ("auto", "hazard", "classical"))
+    choice("--purchase-model", purchase_model, ("mbgnbd", "pareto_nbd", "bgnbd"))
+    choice("--engine", engine, ("duckdb", "spark"))
     _no_spark_side(engine, locals())
     started = time.perf_counter()
     config = TrainConfig(cutoff=cutoff, horizon_days=horizon_days, origins=origins,
@@ -360,7 +271,7 @@ def train(
                          purchase_model=purchase_model,
                          random_state=seed, gate=Gate(tuple(m.strip() for m in gate_metrics.split(","))),
                          threads=threads or 0, memory_limit=memory_limit)
-    with _steps() as progress:
+    with steps() as progress:
         task = progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
         side = open_side(locals(), log.policy.timezone, screen=True)
@@ -554,7 +465,7 @@ def score(
     from crm.exports import write_table
     from training.registry import load_scorer
 
-    _choice("--engine", engine, ("duckdb", "spark"))
+    choice("--engine", engine, ("duckdb", "spark"))
     if engine == "spark" and (reasons or features_path is not None):
         raise ValueError("--engine spark scores a log (--transactions / --dataset) without reasons: "
                          "drop --features and --reasons")
@@ -563,7 +474,7 @@ def score(
     reasons = 100 if reasons is None else reasons
     mapping = log_options(locals())
     started = time.perf_counter()
-    with _steps() as progress:
+    with steps() as progress:
         progress.add_task("loading the model and the data")
         scorer, version = load_scorer(model_uri, tracking_uri)
         if threads is not None:
@@ -597,7 +508,8 @@ def rank(
     out: Annotated[Path, typer.Option(help="The list: .csv (UTF-8 with BOM, opens in Excel) or .xlsx "
                                            "(formatted, ids kept as text with their leading zeros).")],
     top: Annotated[int, typer.Option(help="How many customers.")] = 100,
-    segment: Annotated[list[str] | None, typer.Option(help="Only these RFM segments (repeatable; English or zh-TW).")] = None,
+    segment: Annotated[list[str] | None, typer.Option(
+        help="Only these RFM segments (repeatable; English or zh-TW).")] = None,
     tier: Annotated[list[str] | None, typer.Option(help="Only these tiers (repeatable).")] = None,
     min_value: Annotated[float, typer.Option(help="Only customers with at least this value at risk.")] = 0.0,
     lang: Annotated[str, typer.Option(help="Language of segments, tiers, reasons and headers: en or zh-TW.")] = "en",
@@ -621,7 +533,7 @@ def rank(
     from features import build_features
     from training.registry import load_scorer
 
-    _choice("--lang", lang, ("en", "zh-TW"))
+    choice("--lang", lang, ("en", "zh-TW"))
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise ValueError(f"--out must end in .csv or .xlsx, got {out.name!r}")
     _no_side_with_features(features_path, locals())
@@ -682,7 +594,7 @@ def report(
     from features.build import parse_cutoff
     from features.output import check_output_path
 
-    _choice("--lang", lang, ("en", "zh-TW"))
+    choice("--lang", lang, ("en", "zh-TW"))
     check_output_path(out, (".html", ".htm"))
     if as_of is not None:
         parse_cutoff(as_of)
@@ -693,7 +605,7 @@ def report(
 
         reference = load_scorer(model_uri, tracking_uri)[0].reference_
         timezone = timezone or reference.timezone
-    with _steps() as progress:
+    with steps() as progress:
         progress.add_task("reading and validating transactions")
         log = open_log(transactions, dataset, **log_options(locals()))
         as_of = as_of or log.report.last_timestamp.date().isoformat()
@@ -725,7 +637,7 @@ def classical(
     label = f"this log as of {cutoff} (weeks)"
     summaries = {"papers' sample (weeks 1-39)": cdnow_sample_summary(),
                  label: build_features(log, cutoff, freq="W")}
-    with _steps() as progress:
+    with steps() as progress:
         progress.add_task("fitting four models on two summaries")
         table = fit_side_by_side(summaries)
     view = Table(title="Classical models: published vs fitted (α, β, γ in weeks)")
@@ -776,7 +688,7 @@ def serve(
         if snapshot is not None:
             raise ValueError("give --snapshot or a log (--transactions / --dataset), not both")
         if dataset:
-            _choice("--dataset", dataset, ("cdnow",))
+            choice("--dataset", dataset, ("cdnow",))
         if as_of:
             from features.build import parse_cutoff
 
@@ -784,7 +696,7 @@ def serve(
         for flag, value, allowed in (("--duplicates", duplicates, ("auto", "drop", "keep")),
                                      ("--refunds", refunds, ("exclude", "error")),
                                      ("--zero-amounts", zero_amounts, ("keep", "exclude"))):
-            _choice(flag, value, allowed)
+            choice(flag, value, allowed)
         columns = {"customer_id": customer_id_col, "timestamp": timestamp_col,
                    "amount": None if amount_col.lower() == "none" else amount_col,
                    "order_id": order_id_col, "quantity": quantity_col, "category": category_col,
@@ -872,7 +784,7 @@ def triggers_run(
     trigger_rules, outbox = TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri))
     uplift = rankings_for(trigger_rules, outbox.events(), parse_cutoff(as_of),
                           lambda rule: registered_model(rule, tracking_uri))
-    with _steps() as progress:
+    with steps() as progress:
         task = progress.add_task("triggers")
         run = run_triggers(scorer, model_features(scorer, log, as_of), as_of, trigger_rules, outbox, out_dir,
                            webhook_url, secret, step=lambda t: progress.update(task, description=t),
@@ -929,7 +841,8 @@ def triggers_report(
         view.add_column(col)
     for r in report.to_dict("records"):
         view.add_row(*[str(r[k]) for k in keys], str(r["observed"]), f"{r['messages_sent']:,}", f"{r['n_holdout']:,}",
-                     f"{r['purchase_rate_diff']:+.4f} [{r['purchase_rate_diff_low']:+.4f}, {r['purchase_rate_diff_high']:+.4f}]",
+                     f"{r['purchase_rate_diff']:+.4f} [{r['purchase_rate_diff_low']:+.4f}, "
+                     f"{r['purchase_rate_diff_high']:+.4f}]",
                      f"{r['revenue_per_customer_diff']:+.2f} [{r['revenue_per_customer_diff_low']:+.2f}, "
                      f"{r['revenue_per_customer_diff_high']:+.2f}]")
     console.print(view)
@@ -963,7 +876,8 @@ def triggers_report(
 @triggers_app.command("learn")
 @user_errors
 def triggers_learn(
-    as_of: Annotated[str | None, typer.Option(help="Learn from outcomes seen by this day (default: the log's last day).")] = None,
+    as_of: Annotated[str | None, typer.Option(
+        help="Learn from outcomes seen by this day (default: the log's last day).")] = None,
     rules: RulesOpt = None, state_uri: StateOpt = DEFAULT_STATE, tracking_uri: TrackingOpt = None,
     model_uri: ModelUriOpt = None,
     learner: Annotated[str, typer.Option(help="Meta-learner: x_learner (default) or t_learner.")] = "x_learner",
@@ -1002,14 +916,16 @@ def triggers_learn(
         if len(r.comparison):
             for row in r.comparison.to_dict("records"):
                 console.print(f"    {row['ranking']}: Qini {row['qini']:+.4f} [{row['qini_low']:+.4f}, "
-                              f"{row['qini_high']:+.4f}], AUUC {row['auuc']:+.4f} [{row['auuc_low']:+.4f}, {row['auuc_high']:+.4f}]")
+                              f"{row['qini_high']:+.4f}], AUUC {row['auuc']:+.4f} [{row['auuc_low']:+.4f}, "
+                              f"{row['auuc_high']:+.4f}]")
 
 
 @app.command()
 @user_errors
 def daily(
     as_of: Annotated[str, typer.Option(help="The day to run, YYYY-MM-DD.")],
-    out_dir: Annotated[Path, typer.Option("--out-dir", help="Snapshot, scores and trigger files go here.")] = Path("out/daily"),
+    out_dir: Annotated[Path, typer.Option(
+        "--out-dir", help="Snapshot, scores and trigger files go here.")] = Path("out/daily"),
     rules: RulesOpt = None, state_uri: StateOpt = DEFAULT_STATE, webhook_url: WebhookOpt = None,
     tracking_uri: TrackingOpt = None, model_uri: ModelUriOpt = None,
     transactions: TransactionsOpt = None, dataset: DatasetOpt = None,
@@ -1020,8 +936,9 @@ def daily(
     customers: CustomersOpt = None, customers_id_col: CustomersIdCol = "customer_id", events: EventsOpt = None,
     events_id_col: EventsIdCol = "customer_id", events_timestamp_col: EventsTimestampCol = "timestamp",
     events_type_col: EventsTypeCol = "event_type",
-    full_rebuild: Annotated[bool, typer.Option("--full-rebuild", help="Rebuild the kept feature state from every "
-                                               "file instead of reading only the files new since the last run.")] = False,
+    full_rebuild: Annotated[bool, typer.Option(
+        "--full-rebuild", help="Rebuild the kept feature state from every file instead of reading only the "
+                               "files new since the last run.")] = False,
 ) -> None:
     """The whole day for cron or an orchestrator: the feature snapshot (with the champion's
     reference), every customer's scores, then the triggers. A lock keeps two runs apart.
@@ -1045,7 +962,7 @@ def daily(
     with exclusive(out_dir / "daily.lock"):
         scorer, version = load_scorer(model_uri, tracking_uri)
         log = open_log(transactions, dataset, **log_options({**locals(), "timezone": scorer.reference_.timezone}))
-        with _steps() as progress:
+        with steps() as progress:
             task = progress.add_task(f"features as of {as_of}")
             side = open_side(locals(), scorer.reference_.timezone)
             _check_side(scorer.reference_, side)
@@ -1058,8 +975,8 @@ def daily(
                 snapshot = carried.summary
                 progress.console.print(carried.describe())
             else:
-                snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet", reference=scorer.reference_,
-                                          side=side)
+                snapshot = write_features(log, as_of, out_dir / f"features_{as_of}.parquet",
+                                          reference=scorer.reference_, side=side)
             progress.update(task, description="scores")
             from features.job import read_feature_table
 
@@ -1069,7 +986,8 @@ def daily(
             health = monitor_job(as_of, [], True, None, tracking_uri, model_uri, log=log, scorer=scorer,
                                  version=version)
             trigger_rules, outbox = TriggerRules.from_toml(rules), Outbox(_state_uri(state_uri))
-            uplift = rankings_for(trigger_rules, outbox.events(), day, lambda rule: registered_model(rule, tracking_uri))
+            uplift = rankings_for(trigger_rules, outbox.events(), day,
+                                  lambda rule: registered_model(rule, tracking_uri))
             run = run_triggers(scorer, table, as_of, trigger_rules, outbox, out_dir / "triggers", webhook_url, secret,
                                step=lambda t: progress.update(task, description=t), log=log, uplift=uplift)
     _print_trigger_run(run)
@@ -1088,7 +1006,7 @@ def _print_ingest(report) -> None:
         errors.print(f"note: {hint}")
 
 
-from training.monitor_cli import register as _register_monitor; _register_monitor(app)  # noqa: E402,E702
+register_monitor(app)
 
 
 def main() -> None:

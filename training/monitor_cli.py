@@ -2,8 +2,8 @@
 
 Exit status 0 when healthy (or only a warning about the feed), 3 when retraining is advised,
 2 on a user's mistake; the reason in one line. :func:`register` adds the command to the
-``winback`` app (``training/cli.py`` calls it on its last lines, also when run as
-``python -m training.cli``, so this module imports ``training.cli`` only inside it).
+``winback`` app (``training/cli.py`` calls it); the flags it shares with the other commands come
+from :mod:`training.options`.
 """
 
 
@@ -20,7 +20,7 @@ def print_report(report, out=None, most: int = 15) -> None:
     the churn probability), the estimated and realized performance beside the backtest's, and
     the advice in one line."""
     if out is None:
-        from training.cli import console as out
+        from training.options import console as out
     d = report.drift.copy()
     d["order"] = ~(d["drifted"] | d["missing_flag"] | d["range_flag"])
     d["main"] = d["column"].isin(report.main_features)
@@ -64,7 +64,7 @@ def print_report(report, out=None, most: int = 15) -> None:
 
 def register(app) -> None:
     """Add ``winback monitor`` to ``app`` (the ``winback`` Typer app)."""
-    from training.cli import (
+    from training.options import (
         AmountCol,
         CategoryCol,
         ChannelCol,
@@ -120,8 +120,8 @@ def monitor_job(as_of: str, snapshots: list[str], store: bool, webhook_url: str 
     from mlflow import MlflowClient
 
     from crm.delivery import secret_from_env
-    from training.cli import console, open_log
     from training.monitor import post_advice, run_monitor
+    from training.options import console, open_log
     from training.registry import MODEL_NAME, load_scorer, use_tracking
 
     secret = secret_from_env() if webhook_url else ""
