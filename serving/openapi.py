@@ -332,8 +332,9 @@ def served_document(service_def: Any, running: Any) -> bytes:
 class OpenAPIDocument:
     """ASGI middleware: answer ``GET /docs.json`` with :func:`served_document` (503 while starting)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, service) -> None:
         self.app = app
+        self.service = service                  # the service class the document describes
 
     async def __call__(self, scope, receive, send):
         """Answer ``GET /docs.json``; pass everything else on."""
@@ -345,9 +346,7 @@ class OpenAPIDocument:
         if running is None:
             status, body = 503, json.dumps({"error": "the service is starting; retry shortly"}).encode()
         else:
-            from serving.service import WinbackService
-
-            status, body = 200, served_document(WinbackService, running)
+            status, body = 200, served_document(self.service, running)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

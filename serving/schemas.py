@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -369,3 +370,13 @@ class InfoResponse(BaseModel):
                                                            "served model; absent until it has run.")
     selection: dict | None = Field(None, description="Which candidate model is served for churn and for "
                                                         "the next purchase, with their cross-validated figures.")
+
+
+def error_answer(status: int, field: str, message: str) -> Any:
+    """An error answer (:class:`serving.schemas.ErrorResponse`). Typed ``Any``, as ``serving.service._json``:
+    an ``@bentoml.api`` method declares the model it answers (BentoML's output spec) and returns
+    the answer already serialised, which BentoML passes through."""
+    body = {"error": f"{field}: {message}", "field": field}
+    from starlette.responses import Response
+
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")

@@ -43,12 +43,14 @@ from serving.schemas import (
     Label,
     ScoreResponse,
     WinbackResponse,
+    error_answer,
     integral,
 )
 from serving.security import MODEL_VERSION_HEADER, Guard, KeyRing, install_log_filter
 from serving.state import running_service
 
 logger = logging.getLogger("winback.serving")
+NOT_A_CURSOR = "not a cursor of this list: send the next_cursor of the previous page"
 
 def _guard_context():
     service = running_service()
@@ -140,7 +142,7 @@ class WinbackService:
         snapshot gets ``status: unknown_customer``."""
         limit = self.settings.limits.max_ids
         if len(customer_ids) > limit:                   # the document's maxItems: a 400 like any schema error
-            return _error(400, "customer_ids", f"at most {limit:,} ids per request "
+            return error_answer(400, "customer_ids", f"at most {limit:,} ids per request "
                                                f"(WINBACK_MAX_IDS), got {len(customer_ids):,}")
         state = self.champion.current                                   # one model for the whole answer
         positions = state.positions(customer_ids)
@@ -179,11 +181,11 @@ class WinbackService:
             scores = await asyncio.to_thread(score_history, state.scorer, as_of, customers,
                                              self.settings.limits, reasons)
         except HistoryError as exc:
-            return _error(exc.status, exc.field, exc.message)
+            return error_answer(exc.status, exc.field, exc.message)
         except Exception as exc:                                 # a bug: say where, not with what
             logger.error("/score_history failed: %s\n%s", type(exc).__name__,
                          "".join(traceback.format_tb(exc.__traceback__)))
-            return _error(500, "customers", "the histories could not be scored; the server log says where")
+            return error_answer(500, "customers", "the histories could not be scored; the server log says where")
         return _json({"model_name": state.model.name, "model_version": state.model.version,
                       "as_of": as_of.isoformat(), "customers": scores})
 
@@ -210,14 +212,14 @@ class WinbackService:
 
         if limit > self.settings.limits.max_limit:
             most = self.settings.limits.max_limit
-            return _error(400, "limit", f"at most {most:,} (WINBACK_MAX_LIMIT), got {limit:,}")
+            return error_answer(400, "limit", f"at most {most:,} (WINBACK_MAX_LIMIT), got {limit:,}")
         state = self.champion.current
         tiers_known = _tier_labels(state.scorer)
         for name, asked, allowed in (("segments", segments, {*SEGMENT_ZH_TW, *SEGMENT_ZH_TW.values()}),
                                      ("tiers", tiers, tiers_known)):
             for i, value in enumerate(asked):
                 if value not in allowed:
-                    return _error(400, f"{name}[{i}]", f"unknown value {value!r}; one of "
+                    return error_answer(400, f"{name}[{i}]", f"unknown value {value!r}; one of "
                                                        f"{', '.join(sorted(allowed))}")
         scope = scope_of(sorted(set(segments)), sorted(set(tiers)), min_value)
         offset = 0
@@ -225,9 +227,9 @@ class WinbackService:
             try:
                 position = read_cursor(cursor, "winback", state.tag, scope)
             except StaleCursor as exc:
-                return _error(409, "cursor", str(exc))
+                return error_answer(409, "cursor", str(exc))
             if not isinstance(position, int) or position < 0:
-                return _error(409, "cursor", "not a cursor of this list: send the next_cursor of the previous page")
+                return error_answer(409, "cursor", NOT_A_CURSOR)
             offset = position
         total, rows = state.winback_page(offset, limit, segments, tiers, min_value)
         ids = [state.customer_id(p) for p in rows]
@@ -265,19 +267,19 @@ class WinbackService:
             return query
         date, cursor, limit_text = query.get("date"), query.get("cursor"), query.get("limit")
         if date is None:
-            return _error(400, "date", "required: the day, like 1998-06-30")
+            return error_answer(400, "date", "required: the day, like 1998-06-30")
         if not re.fullmatch(DAY_PATTERN, date):
-            return _error(400, "date", "must be a day written YYYY-MM-DD, from 1970-01-01 to 2099-12-31")
+            return error_answer(400, "date", "must be a day written YYYY-MM-DD, from 1970-01-01 to 2099-12-31")
         if cursor is not None and not re.fullmatch(CURSOR_PATTERN, cursor):
-            return _error(400, "cursor", "not a cursor: send the next_cursor of the previous page as it was")
+            return error_answer(400, "cursor", "not a cursor: send the next_cursor of the previous page as it was")
         most = self.settings.limits.max_limit
         limit = min(1000, most)
         if limit_text is not None:
             if not re.fullmatch(r"[0-9]{1,9}(?:\.0*)?", limit_text) or not 1 <= int(float(limit_text)) <= most:
-                return _error(400, "limit", f"must be a whole number from 1 to {most:,} (WINBACK_MAX_LIMIT)")
+                return error_answer(400, "limit", f"must be a whole number from 1 to {most:,} (WINBACK_MAX_LIMIT)")
             limit = int(float(limit_text))
         if not self.settings.triggers_state:
-            return _error(404, "date", "no trigger state configured (WINBACK_TRIGGERS_STATE)")
+            return error_answer(404, "date", "no trigger state configured (WINBACK_TRIGGERS_STATE)")
         state = self.champion.current
         scope = scope_of(date)
         last: tuple[str, int, str] | None = None
@@ -285,9 +287,9 @@ class WinbackService:
             try:
                 after = read_cursor(cursor, "triggers", state.tag, scope)
             except StaleCursor as exc:
-                return _error(409, "cursor", str(exc))
+                return error_answer(409, "cursor", str(exc))
             if not isinstance(after, list) or len(after) != 3 or not isinstance(after[1], int):
-                return _error(409, "cursor", "not a cursor of this list: send the next_cursor of the previous page")
+                return error_answer(409, "cursor", NOT_A_CURSOR)
             last = (str(after[0]), after[1], str(after[2]))
         if getattr(self, "_outbox", None) is None:              # one engine for the worker's lifetime
             self._outbox = Outbox(self.settings.triggers_state)
@@ -349,7 +351,7 @@ class WinbackService:
 
 
 WinbackService.add_asgi_middleware(Guard, context=_guard_context)  # type: ignore[attr-defined]
-WinbackService.add_asgi_middleware(OpenAPIDocument)  # type: ignore[attr-defined]
+WinbackService.add_asgi_middleware(OpenAPIDocument, service=WinbackService)  # type: ignore[attr-defined]
 
 
 def _json(payload: dict) -> Any:
@@ -363,14 +365,6 @@ def _json(payload: dict) -> Any:
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
-def _error(status: int, field: str, message: str) -> Any:
-    """An error answer (:class:`serving.schemas.ErrorResponse`). Typed ``Any``, as :func:`_json`:
-    an ``@bentoml.api`` method declares the model it answers (BentoML's output spec) and returns
-    the answer already serialised, which BentoML passes through."""
-    body = {"error": f"{field}: {message}", "field": field}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _query(request: Request, known: tuple[str, ...]) -> dict[str, str] | Response:
     """The query parameters ``known`` (each at most once), or a 400 naming the one given twice."""
     values: dict[str, str] = {}
@@ -378,7 +372,7 @@ def _query(request: Request, known: tuple[str, ...]) -> dict[str, str] | Respons
         if name not in known:
             continue                                   # others are ignored, as a proxy may add some
         if name in values:
-            return _error(400, name, "given more than once")
+            return error_answer(400, name, "given more than once")
         values[name] = value
     return values
 

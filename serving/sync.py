@@ -296,31 +296,31 @@ async def sync_answer(files: SyncFiles, state: "ScoredSnapshot", request: "Reque
     """The answer to ``GET /scores`` (see the module and the OpenAPI document)."""
     from starlette.responses import Response, StreamingResponse
 
-    from serving.service import _error
+    from serving.schemas import error_answer
 
     since_values = request.query_params.getlist("since")
     if len(since_values) > 1:
-        return _error(400, "since", "given more than once")
+        return error_answer(400, "since", "given more than once")
     since = None
     if since_values:
         match = _TAG.match(since_values[0])
         if match is None:
-            return _error(400, "since", "must be an ETag of an earlier answer, like \"3-1a2b3c4d5e6f7a8b\"")
+            return error_answer(400, "since", "must be an ETag of an earlier answer, like \"3-1a2b3c4d5e6f7a8b\"")
         since = match.group(1)
     wanted = _wanted_format(request.headers.get("accept"))
     if wanted is None:
-        return _error(406, "Accept", f"send Accept: {NDJSON} (the default) or {PARQUET}")
+        return error_answer(406, "Accept", f"send Accept: {NDJSON} (the default) or {PARQUET}")
     etag = f'"{state.tag}"'
     headers = {"ETag": etag, "X-Model-Version": state.model.version}
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and len(if_none_match) > 1024:
-        return _error(400, "If-None-Match", "at most 1,024 characters: the ETag of an earlier answer")
+        return error_answer(400, "If-None-Match", "at most 1,024 characters: the ETag of an earlier answer")
     if if_none_match and ({"*", state.tag} & set(_tags(if_none_match))):
         return Response(status_code=304, headers=headers)
     try:
         await files.ready(state)
     except Exception:
-        return _error(500, "body", "the sync files could not be written; the server log says why")
+        return error_answer(500, "body", "the sync files could not be written; the server log says why")
     mode, positions, removed = "full", None, list[str]()
     if since is not None:
         if since == state.tag:
