@@ -238,6 +238,15 @@ def interval_coverage(days: ArrayLike, event: ArrayLike, low_days: ArrayLike,
 BOOTSTRAP_CHUNK_CELLS = 1 << 22
 
 
+#: Above this many customers a paired bootstrap resamples a fixed random subsample of this size
+#: and scales its interval to the whole set (see :func:`scaled_bootstrap`): the bootstraps cost
+#: resamples × customers, which at 300,000 customers took 207 s (AUC, 1,000 resamples) and 261 s
+#: (C-index, 200) on a busy 2-core machine; the served model's selection
+#: (:mod:`models.ml.selection`) took 276 s for its C-index interval on 500,000 validation
+#: customers. CDNOW (23,570 customers) is below it.
+BOOTSTRAP_CUSTOMERS = 50_000
+
+
 def bootstrap_indices(n: int, n_boot: int, seed: int = 0, chunk: int = 100) -> Iterator[NDArray[np.int64]]:
     """Bootstrap resamples of ``range(n)`` (with replacement), up to ``chunk`` rows at a time,
     and fewer when ``n`` is large (at most :data:`BOOTSTRAP_CHUNK_CELLS` draws per chunk).
@@ -360,6 +369,28 @@ def bootstrap_cindex_difference(time: ArrayLike, event: ArrayLike, predicted_a: 
     point = diff(np.arange(len(t)))
     draws = [diff(i) for rows in bootstrap_indices(len(t), n_boot, seed) for i in rows]
     return _interval(point, np.asarray(draws, dtype=float), confidence)
+
+
+def scaled_bootstrap(bootstrap: Callable[..., tuple[float, float, float]], arrays: Sequence[ArrayLike],
+                     point: float, n_boot: int, seed: int,
+                     max_customers: int | None = BOOTSTRAP_CUSTOMERS) -> tuple[float, float, float]:
+    """``bootstrap(*arrays, n_boot, seed)``, the paired bootstrap of a difference, for any size.
+
+    Up to ``max_customers`` (None: always) it is exactly that. Beyond, the bootstrap runs on a
+    random subsample of m = ``max_customers`` customers (seeded) and its interval is scaled to
+    the n customers around the full data's difference ``point``: ``point + (end − point_m) ·
+    √(m/n)``. The differences of AUC, Brier score and C-index are root-n statistics, so the
+    spread of the resampled differences at size m is √(n/m) times that at size n (the
+    m-out-of-n bootstrap; Bickel, Götze & van Zwet 1997). The interval keeps its meaning and
+    its cost no longer grows with the customer base.
+    """
+    n = len(arrays[0])
+    if max_customers is None or n <= max_customers:
+        return bootstrap(*arrays, n_boot, seed)
+    rows = np.sort(np.random.default_rng(seed).choice(n, max_customers, replace=False))
+    sub_point, low, high = bootstrap(*(np.asarray(a)[rows] for a in arrays), n_boot, seed)
+    scale = float(np.sqrt(max_customers / n))
+    return float(point), float(point + (low - sub_point) * scale), float(point + (high - sub_point) * scale)
 
 
 def verdict(low: float, high: float, higher_is_better: bool = True) -> str:

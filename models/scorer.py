@@ -427,10 +427,11 @@ class WinbackScorer:
             if (frame["origin"] >= first_calibration).any():
                 raise ValueError("the calibration origin must come after every training origin")
             with _step(report, f"classical models, origin {origin.date()}", len(frame)):
-                fitted = self._fit_classical(frame)
-                outputs = self._classical_outputs(frame, fitted)
-            sampler.add(_joined(frame, outputs), customer_hash(frame["customer_id"]))
-            del frame, outputs
+                fitted = self._fit_classical(frame)                  # on every row of the origin
+                rows = frame.take(sampler.select(customer_hash(frame["customer_id"]), origin))
+                del frame
+                sampler.keep(self._with_classical(rows, fitted))      # outputs for the kept rows only
+            del rows
         return sampler.result(), fitted
 
     def _classical_outputs(self, frame: pd.DataFrame, fitted: dict) -> dict[str, np.ndarray]:

@@ -21,22 +21,21 @@ model could do this; it is the strictest fair comparison for the scorer's Brier 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-from numpy.typing import ArrayLike
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from models.clv.base import PurchaseModel
 from models.clv.beta_geo import BetaGeoModel
-from models.metrics import (bootstrap_auc_difference, bootstrap_brier_difference,
+from models.metrics import (BOOTSTRAP_CUSTOMERS, bootstrap_auc_difference, bootstrap_brier_difference,
                             bootstrap_cindex_difference, brier_at_days, concordance_index,
-                            expected_calibration_error, integrated_brier, interval_coverage, verdict)
+                            expected_calibration_error, integrated_brier, interval_coverage, scaled_bootstrap,
+                            verdict)
 from models.clv.mbg_cnbd import MBGCNBDModel
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel
 from models.clv.pareto_nbd import ParetoNBDModel
@@ -45,11 +44,11 @@ from models.clv.pareto_nbd import ParetoNBDModel
 BRIER_DAYS = (7, 30, 90)
 #: The next-purchase baseline: Pareto/NBD expected purchases in this many days, as a ranking.
 RANKING_BASELINE_DAYS = 30
-#: Above this many customers a paired bootstrap resamples a fixed random subsample of this size
-#: and scales its interval to the whole set (see :func:`scaled_bootstrap`): the bootstraps cost
-#: resamples × customers, which at 300,000 customers took 207 s (AUC, 1,000 resamples) and 261 s
-#: (C-index, 200) on a busy 2-core machine. CDNOW (23,570 customers) is below it.
-BOOTSTRAP_CUSTOMERS = 50_000
+#: The feature columns :func:`evaluate` reads (the classical baselines' inputs, the recency and
+#: due-date baselines, tenure for the plots): a caller may drop the rest once the scorer has
+#: scored them.
+EVALUATION_FEATURES = ("customer_id", "frequency", "recency", "T", "monetary_value", "litt",
+                       "overdue_ratio", "days_since_last_purchase", "tenure_days")
 
 
 @dataclass(frozen=True)
@@ -193,28 +192,6 @@ def _value_metrics(joined: pd.DataFrame, horizon_days: int) -> tuple[dict[str, f
         basis = f"clv_12m × {horizon_days}/365 (no expected_purchases_horizon in scored)"
     return {"value_gini": normalized_gini(actual, clv),
             "value_decile_mape": decile_mape(actual, predicted)}, basis
-
-
-def scaled_bootstrap(bootstrap: Callable[..., tuple[float, float, float]], arrays: Sequence[ArrayLike],
-                     point: float, n_boot: int, seed: int,
-                     max_customers: int | None = BOOTSTRAP_CUSTOMERS) -> tuple[float, float, float]:
-    """``bootstrap(*arrays, n_boot, seed)``, the paired bootstrap of a difference, for any size.
-
-    Up to ``max_customers`` (None: always) it is exactly that. Beyond, the bootstrap runs on a
-    random subsample of m = ``max_customers`` customers (seeded) and its interval is scaled to
-    the n customers around the full data's difference ``point``: ``point + (end − point_m) ·
-    √(m/n)``. The differences of AUC, Brier score and C-index are root-n statistics, so the
-    spread of the resampled differences at size m is √(n/m) times that at size n (the
-    m-out-of-n bootstrap; Bickel, Götze & van Zwet 1997). The interval keeps its meaning and
-    its cost no longer grows with the customer base.
-    """
-    n = len(arrays[0])
-    if max_customers is None or n <= max_customers:
-        return bootstrap(*arrays, n_boot, seed)
-    rows = np.sort(np.random.default_rng(seed).choice(n, max_customers, replace=False))
-    sub_point, low, high = bootstrap(*(np.asarray(a)[rows] for a in arrays), n_boot, seed)
-    scale = float(np.sqrt(max_customers / n))
-    return float(point), float(point + (low - sub_point) * scale), float(point + (high - sub_point) * scale)
 
 
 def _comparison(metric: str, baseline: str, model_value: float, baseline_value: float,

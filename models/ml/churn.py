@@ -110,7 +110,8 @@ class ChurnModel(CompiledTrees, BaseEstimator):
         (``churned``), e.g. one already binned for cross-validating the number of trees.
         """
         data = X if isinstance(X, lgb.Dataset) else self.dataset(X, churned)
-        self.booster_ = self.fit_trees(self._subsample(data), X_calibration, churned_calibration)
+        # the booster lets go of its binned training rows: prediction never reads them
+        self.booster_ = self.fit_trees(self._subsample(data), X_calibration, churned_calibration).free_dataset()
         self.feature_names_ = list(data.feature_name)
         raw = self._raw(X_calibration)
         self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip",

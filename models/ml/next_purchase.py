@@ -191,7 +191,8 @@ class HazardNextPurchaseModel(CompiledTrees, BaseEstimator):
         data = lgb.Dataset(periods, y, feature_name=self.feature_names_ + ["_interval", "_interval_days"],
                            params={**self._lightgbm_params(),
                                    "data_random_seed": lightgbm_data_seed(self.random_state)})
-        self.booster_ = lgb.train(self._lightgbm_params(), data, num_boost_round=self.n_estimators)
+        # the booster lets go of its binned person-period rows: prediction never reads them
+        self.booster_ = lgb.train(self._lightgbm_params(), data, num_boost_round=self.n_estimators).free_dataset()
         return self
 
     def _customers(self, n: int) -> NDArray[np.int64]:

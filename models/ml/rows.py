@@ -84,16 +84,27 @@ class RowSampler:
         self._rng = np.random.default_rng(seed)
         self._smallest = {pool: np.empty(0) for pool in POOLS}    # each pool's smallest keys so far
         self._pieces: list[tuple[pd.DataFrame, NDArray, NDArray, NDArray]] = []
+        self._pending: tuple[NDArray, NDArray, NDArray] | None = None
         self._dates: list[pd.Timestamp] = []
         self._seen = 0
 
     def add(self, frame: pd.DataFrame, hashes: NDArray[np.uint64]) -> None:
-        """One origin's rows (all of them, in order) and their customers' hashes."""
+        """One origin's rows (all of them, in order) and their customers' hashes:
+        :meth:`select` and :meth:`keep` in one."""
+        self.keep(frame.take(self.select(hashes, frame["origin"].iloc[0] if len(frame) else pd.NaT)))
+
+    def select(self, hashes: NDArray[np.uint64], origin: pd.Timestamp) -> NDArray[np.int64]:
+        """Draw the next origin's keys (one per row, ``hashes`` its customers' hashes in row
+        order) and return the positions of its rows some sample may still take: only those
+        rows need to be kept, or computed further (the scorer adds the classical models'
+        outputs to them alone). Hand them to :meth:`keep` next."""
         index = len(self._dates)
         if index >= self.origins:
             raise ValueError(f"more origins added than the {self.origins} announced")
-        self._dates.append(pd.Timestamp(frame["origin"].iloc[0]) if len(frame) else pd.NaT)
-        keys = self._rng.random(len(frame))
+        if self._pending is not None:
+            raise ValueError("keep the rows of the origin selected before selecting the next")
+        self._dates.append(pd.Timestamp(origin))
+        keys = self._rng.random(len(hashes))
         members = self._membership(index, hashes)
         for pool, member in members.items():
             limit = self._limit(pool)
@@ -101,10 +112,17 @@ class RowSampler:
                 continue
             pooled = np.concatenate([self._smallest[pool], keys[member]])
             self._smallest[pool] = np.partition(pooled, limit - 1)[:limit] if len(pooled) > limit else pooled
-        self._seen += len(frame)
+        self._seen += len(hashes)
         kept = self._kept(keys, members)
-        self._pieces.append((frame.take(np.flatnonzero(kept)), keys[kept], hashes[kept],
-                             np.full(int(kept.sum()), index, dtype=np.int16)))
+        self._pending = (keys[kept], hashes[kept], np.full(int(kept.sum()), index, dtype=np.int16))
+        return np.flatnonzero(kept)
+
+    def keep(self, rows: pd.DataFrame) -> None:
+        """The rows :meth:`select` returned the positions of, in that order (any columns)."""
+        if self._pending is None or len(rows) != len(self._pending[0]):
+            raise ValueError("keep takes the rows at the positions select returned, once")
+        self._pieces.append((rows, *self._pending))
+        self._pending = None
         self._prune()
 
     def result(self) -> TrainingRows:

@@ -14,7 +14,10 @@ latest training origin and the other half, never on the evaluation window):
 
 The best learned candidate is served only when its paired-bootstrap 95 % interval over the best
 classical candidate lies above zero in that validation (it *beats* it); otherwise the best
-classical candidate is served. :class:`Selection` records every candidate's figure and why.
+classical candidate is served. Above :data:`models.metrics.BOOTSTRAP_CUSTOMERS` validation
+customers the interval comes from an m-out-of-n bootstrap (:func:`models.metrics.scaled_bootstrap`),
+as the evaluation's do: its cost no longer grows with the shop. :class:`Selection` records every
+candidate's figure and why.
 
 Calibration costs no ranking: the isotonic map is a step function, and customers on one step
 are ordered by the raw score through a nudge of about a millionth (:func:`ordered_probability`).
@@ -31,7 +34,7 @@ from numpy.typing import NDArray
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from models.metrics import bootstrap_auc_difference, bootstrap_cindex_difference
+from models.metrics import bootstrap_auc_difference, bootstrap_cindex_difference, scaled_bootstrap
 
 #: The learned churn candidates (the LightGBM model; a stack of its margin and the formulas).
 LEARNED_CHURN = ("lightgbm", "stack")
@@ -224,7 +227,8 @@ def choose_churn(churned: NDArray, candidates: dict[str, NDArray], seed: int, va
     y = np.asarray(churned, dtype=bool)
     figures = {name: float(roc_auc_score(y, s)) for name, s in candidates.items()}
     return choose("churn", "AUC", figures, LEARNED_CHURN,
-                  lambda a, b: bootstrap_auc_difference(y, candidates[a], candidates[b], N_BOOT, seed), validation)
+                  lambda a, b: scaled_bootstrap(bootstrap_auc_difference, (y, candidates[a], candidates[b]),
+                                                figures[a] - figures[b], N_BOOT, seed), validation)
 
 
 def choose_next_purchase(days: NDArray, event: NDArray, expected_days: dict[str, NDArray], seed: int,
@@ -234,6 +238,7 @@ def choose_next_purchase(days: NDArray, event: NDArray, expected_days: dict[str,
 
     figures = {name: float(concordance_index(days, event, d)) for name, d in expected_days.items()}
     return choose("next_purchase", "C-index", figures, LEARNED_NEXT_PURCHASE,
-                  lambda a, b: bootstrap_cindex_difference(days, event, expected_days[a], expected_days[b],
-                                                           max(100, N_BOOT // 5), seed),
+                  lambda a, b: scaled_bootstrap(bootstrap_cindex_difference,
+                                                (days, event, expected_days[a], expected_days[b]),
+                                                figures[a] - figures[b], max(100, N_BOOT // 5), seed),
                   {**validation, **({"integrated_brier": extra} if extra else {})})

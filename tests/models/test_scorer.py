@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -152,14 +154,30 @@ def test_unfitted_scorer_and_bad_inputs_say_so(fitted_scorer):
         fitted_scorer.score(pd.DataFrame({"customer_id": ["a"], "frequency": [1]}), AS_OF)
 
 
-def test_the_training_columns_alone_fit_the_same_scorer(fitted_scorer, cdnow_slice, scores):
-    """Training fetches only TRAINING_COLUMNS; a scorer fit on them scores exactly as one fit on
-    the whole labelled tables (conftest.fitted_scorer), so nothing the fit reads is left out."""
+def test_the_training_columns_alone_streamed_by_origin_fit_the_same_scorer(fitted_scorer, cdnow_slice, scores):
+    """Training fetches only TRAINING_COLUMNS, one origin at a time; a scorer fit so scores
+    exactly as one fit on the whole labelled tables stacked (conftest.fitted_scorer), so
+    nothing the fit reads is left out, and no origin's table outlives its turn."""
     reference = fitted_scorer.reference_
-    narrow = [labelled_features(cdnow_slice, c, HORIZON, reference, columns=TRAINING_COLUMNS)
-              for c in ("1997-05-31", "1997-06-30", "1997-09-30")]
-    assert list(narrow[0].columns) == ["customer_id", "origin", *TRAINING_COLUMNS]
+    calibration = labelled_features(cdnow_slice, "1997-09-30", HORIZON, reference, columns=TRAINING_COLUMNS)
+    assert list(calibration.columns) == ["customer_id", "origin", *TRAINING_COLUMNS]
+    tables: list[weakref.ref] = []
+    alive_when_next_read = []
+
+    def origin(day: str):
+        def load() -> pd.DataFrame:
+            gc.collect()
+            alive_when_next_read.extend(ref() is not None for ref in tables)
+            table = labelled_features(cdnow_slice, day, HORIZON, reference, columns=TRAINING_COLUMNS)
+            tables.append(weakref.ref(table))
+            return table
+        return load
+
     scorer = WinbackScorer(horizon_days=HORIZON, churn=ChurnModel(n_estimators=80, learning_rate=0.08),
-                           hazard_estimators=40).fit(pd.concat(narrow[:2]), narrow[2], reference)
+                           hazard_estimators=40).fit([origin("1997-05-31"), origin("1997-06-30")], calibration,
+                                                     reference)
+    assert len(tables) == 2 and alive_when_next_read == [False]     # the first origin was freed
+    gc.collect()
+    assert tables[1]() is None
     again = scorer.score(cdnow_slice, AS_OF, reasons=50)
     pd.testing.assert_frame_equal(again, scores)
