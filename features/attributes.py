@@ -27,19 +27,31 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.reference import ATTRIBUTE_PREFIX, AttributeSpec, FeatureReference, feature_token
 from features.settings import IngestPolicy
-from features.transactions import (PLAUSIBLE_DATES, RawInput, TransactionDataError, checked_count, ident,
-                                   materialize, open_raw, open_raw_frame, rescanned_row, sql_escape,
-                                   timestamp_expr)
+from features.transactions import (
+    PLAUSIBLE_DATES,
+    RawInput,
+    TransactionDataError,
+    checked_count,
+    ident,
+    materialize,
+    one_row,
+    open_raw,
+    open_raw_frame,
+    rescanned_row,
+    sql_escape,
+    timestamp_expr,
+)
 
 #: A text column with as many distinct values as customers, over at least this many customers,
 #: is an id (an email, a member number), not an attribute.
@@ -110,7 +122,8 @@ class CustomerAttributes:
                               screen=screen)
 
     @property
-    def con(self):
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection holding the ``attributes`` table (the raw input's own)."""
         return self.raw.con
 
 
@@ -297,9 +310,9 @@ def _open(raw: RawInput, id_col: str, valid_from_col: str | None, dates: tuple[d
     if counts[0] == 0:
         raise TransactionDataError(f"no customers in {raw.source}: it has a header but no rows",
                                    source=raw.source, row=0)
-    for (cond, column, expected, raw_value), n_bad in zip(checks, counts[1:]):
+    for (cond, column, expected, shown_col), n_bad in zip(checks, counts[1:]):
         if n_bad:
-            raise raw.first_bad(typed_view, cond, column, expected, raw_value, n_bad)
+            raise raw.first_bad(typed_view, cond, column, expected, shown_col, n_bad)
     _refuse_duplicates(raw, typed_view, id_col, valid_from)
     keep = ", ".join(["customer_id", "valid_from"] + [ident(f) for f in features]
                      + [ident("_raw_" + f) for f, name in features.items() if kinds[name] == "numeric"])
@@ -307,9 +320,9 @@ def _open(raw: RawInput, id_col: str, valid_from_col: str | None, dates: tuple[d
     specs = []
     for feature, name in features.items():
         if kinds[name] == "categorical":
-            n_customers, n_values = raw.con.execute(
-                f"SELECT count(DISTINCT customer_id) FILTER (WHERE {ident(feature)} IS NOT NULL), "
-                f"count(DISTINCT {ident(feature)}) FROM attributes").fetchone()
+            n_customers, n_values = one_row(
+                raw.con, f"SELECT count(DISTINCT customer_id) FILTER (WHERE {ident(feature)} IS NOT NULL), "
+                f"count(DISTINCT {ident(feature)}) FROM attributes")
             if screen and n_values >= n_customers >= ID_LIKE_MIN_CUSTOMERS:
                 raise TransactionDataError(
                     f"{raw.source}: column {name!r} looks like an id, not an attribute: {n_values:,} distinct "
@@ -383,24 +396,24 @@ def _refuse_duplicates(raw: RawInput, typed_view, id_col: str, valid_from: str |
     expected = (f"one row per customer and {valid_from!r}" if valid_from else
                 "one row per customer (give a 'valid_from' column for attributes that change)")
     if raw.row_numbers == "rescan":             # CSV rows are numbered by rescanning a file
-        who, when = raw.con.execute(f"SELECT customer_id, {'valid_from' if valid_from else 'NULL'} FROM typed "
-                                    f"GROUP BY ALL HAVING count(*) > 1 ORDER BY 1, 2 LIMIT 1").fetchone()
+        who, when = one_row(raw.con, f"SELECT customer_id, {'valid_from' if valid_from else 'NULL'} FROM typed "
+                                     f"GROUP BY ALL HAVING count(*) > 1 ORDER BY 1, 2 LIMIT 1")
         cond = f"customer_id = '{sql_escape(who)}'" + (
             f" AND valid_from IS NOT DISTINCT FROM {'NULL' if when is None else repr(str(when))}::TIMESTAMP"
             if valid_from else "")
         file, row, seen = raw.source, None, 0
         for spec in raw.specs.values():
-            n = raw.con.execute(f"SELECT count(*) FROM typed WHERE _file = '{sql_escape(spec.file)}' "
-                                f"AND {cond}").fetchone()[0]
+            n = one_row(raw.con, f"SELECT count(*) FROM typed WHERE _file = '{sql_escape(spec.file)}' "
+                                 f"AND {cond}")[0]
             if seen + n >= 2:
                 file, row = spec.file, rescanned_row(spec, raw.policy, typed_view, cond, nth=2 - seen)
                 break
             seen += n
         where = f"{file}: row {row} (line {row + 1})" if row else file
     else:
-        file, row, who = raw.con.execute(
-            f"SELECT _file, _row, customer_id FROM (SELECT *, row_number() OVER (PARTITION BY {key} "
-            f"ORDER BY _file, _row) AS _k FROM typed) WHERE _k = 2 ORDER BY _file, _row LIMIT 1").fetchone()
+        file, row, who = one_row(
+            raw.con, f"SELECT _file, _row, customer_id FROM (SELECT *, row_number() OVER (PARTITION BY {key} "
+            f"ORDER BY _file, _row) AS _k FROM typed) WHERE _k = 2 ORDER BY _file, _row LIMIT 1")
         where = f"{file}: row {row}"
     more = f"; {dupes - 1} more customer(s) repeat too" if dupes > 1 else ""
     raise TransactionDataError(f"{where}, column {id_col!r}: expected {expected}, found customer {who!r} "

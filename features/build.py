@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Protocol, TypeAlias
 
 import pandas as pd
 
@@ -21,13 +22,36 @@ from features import cycle, replenishment, rfm, summary, tiers, windows
 from features.attributes import CustomerAttributes, categorize
 from features.events import EngagementLog
 from features.reference import FeatureReference
+from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
 from features.side import SideData, fit_side, with_side
 from features.sql import day_totals_sql, decimal
-from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
-from features.transactions import (DAYS_TABLE, MULTI_CATS_TABLE, MULTI_DAYS_TABLE, PLAUSIBLE_DATES,
-                                   TransactionLog, in_any_order)
+from features.transactions import (
+    DAYS_TABLE,
+    MULTI_CATS_TABLE,
+    MULTI_DAYS_TABLE,
+    PLAUSIBLE_DATES,
+    SqlCursor,
+    TransactionLog,
+    in_any_order,
+    one_row,
+)
 
-TransactionsLike = TransactionLog | pd.DataFrame
+TransactionsLike: TypeAlias = TransactionLog | pd.DataFrame
+
+
+class StagedLog(Protocol):
+    """What :func:`fit_reference` reads of a log with staged tables: a :class:`TransactionLog`,
+    or a :class:`features.spark.SparkLog` running the same SQL on Spark."""
+
+    @property
+    def con(self) -> SqlCursor:
+        """The connection the staged tables are on."""
+        ...
+
+    @property
+    def policy(self) -> IngestPolicy:
+        """The policy the log was read with (its time zone is the shop's)."""
+        ...
 
 
 def as_log(transactions: TransactionsLike, timezone: str = "UTC") -> TransactionLog:
@@ -216,12 +240,12 @@ def finalize_sql(cutoff: str, settings: FeatureSettings, partials: str, keep: tu
         FROM {partials})"""
 
 
-def fit_reference(log: TransactionLog, cutoff: str, freq: Freq = "D",
+def fit_reference(log: StagedLog, cutoff: str, freq: Freq = "D",
                   settings: FeatureSettings = FeatureSettings()) -> FeatureReference:
     """The feature contract fixed on the population in the staged tables (``customers`` and
     ``cat_days``): RFM edges and category intervals, with the settings, ``freq`` and the log's
     time zone. ``cutoff`` is the one the tables were staged for."""
-    row = log.con.execute(rfm.edges_sql("customers")).fetchone()
+    row = one_row(log.con, rfm.edges_sql("customers"))
     edges = {name: [float(x) for x in (value or [0.0] * len(rfm.QUANTILES))]
              for name, value in zip(rfm.SCORED, row)}
     intervals = dict(log.con.execute(replenishment.category_intervals_sql()).fetchall())

@@ -20,16 +20,27 @@ know is not counted. Without an events log a reference with event types gives mi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
+import duckdb
 import pandas as pd
 
 from features.reference import event_columns, feature_token
 from features.settings import FeatureSettings, IngestPolicy
-from features.transactions import (PLAUSIBLE_DATES, RawInput, TransactionDataError, checked_count, ident,
-                                   materialize, open_raw, open_raw_frame, sql_escape, timestamp_expr)
+from features.transactions import (
+    PLAUSIBLE_DATES,
+    RawInput,
+    TransactionDataError,
+    checked_count,
+    ident,
+    materialize,
+    open_raw,
+    open_raw_frame,
+    sql_escape,
+    timestamp_expr,
+)
 
 #: More event types than this is an error: each type adds a column per window.
 MAX_EVENT_TYPES = 50
@@ -61,7 +72,8 @@ class EngagementLog:
                      allow_empty)
 
     @property
-    def con(self):
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The connection holding the :data:`EVENT_DAYS` table (the raw input's own)."""
         return self.raw.con
 
 

@@ -90,6 +90,7 @@ from features.transactions import (
     drops_duplicates,
     expand_paths,
     in_any_order,
+    one_row,
     read_transactions,
     sql_escape,
 )
@@ -153,9 +154,9 @@ def daily_features(transactions: str | Path | Sequence[str | Path], as_of: dt.da
     try:
         if reason is None:
             state, reason = _open_state(state_dir, memory_limit, threads)
-        if reason is None:
+        if state is not None:       # _open_state gives a state, or the reason there is none
             reason = state.cannot_continue(depends, stamps, day)
-        if reason is None:
+        if state is not None and reason is None:
             new = [f for f in files if os.path.realpath(f) not in state.files]
             if new:
                 new_log = read_transactions(new, columns, policy, encoding=encoding, memory_limit=memory_limit,
@@ -168,6 +169,7 @@ def daily_features(transactions: str | Path | Sequence[str | Path], as_of: dt.da
     finally:
         if state is not None:
             state.close()
+    assert reason is not None, "every way here says why the state is rebuilt"
     log = read_transactions(files, columns, policy, encoding=encoding, memory_limit=memory_limit,
                             threads=threads, dates=dates)
     summary = rebuild(log, stamps, day, out, reference, state_dir, depends, side, memory_limit, threads)
@@ -178,7 +180,7 @@ def daily_features(transactions: str | Path | Sequence[str | Path], as_of: dt.da
 # what the state depends on, and the files it has read
 
 
-def _stamp(path: str) -> dict:
+def _stamp(path: str | Path) -> dict:
     info = os.stat(path)
     return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
 
@@ -536,8 +538,8 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
             {', '.join(f'fav_{c}' for c in _FAVOURITE)}
         FROM delta AS d"""
     con.execute(f"CREATE OR REPLACE TEMP TABLE newcomers AS {newcomers}")
-    first_new, last_known = con.execute(
-        "SELECT (SELECT min(customer_id) FROM newcomers), (SELECT max(customer_id) FROM cust)").fetchone()
+    first_new, last_known = one_row(
+        con, "SELECT (SELECT min(customer_id) FROM newcomers), (SELECT max(customer_id) FROM cust)")
     if first_new is not None and last_known is not None and first_new <= last_known:
         con.execute("CREATE OR REPLACE TABLE cust AS SELECT * FROM (SELECT * FROM cust UNION ALL BY NAME "
                     "SELECT * FROM newcomers) ORDER BY customer_id")
@@ -550,8 +552,8 @@ def _carry(con: duckdb.DuckDBPyConnection, before: dt.date, day: dt.date, refere
 def _in_customer_order(con: duckdb.DuckDBPyConnection) -> None:
     """Make sure ``cust`` is stored in customer order (the day's table is read from it without
     a sort); a state whose order was lost is rewritten sorted."""
-    unordered = con.execute("SELECT count(*) FROM (SELECT customer_id, lag(customer_id) OVER () AS before FROM cust) "
-                            "WHERE before >= customer_id").fetchone()[0]
+    unordered = one_row(con, "SELECT count(*) FROM (SELECT customer_id, lag(customer_id) OVER () AS before FROM cust) "
+                             "WHERE before >= customer_id")[0]
     if unordered:
         con.execute("CREATE OR REPLACE TABLE cust AS SELECT * FROM cust ORDER BY customer_id")
 
@@ -564,7 +566,7 @@ def _finish(con: duckdb.DuckDBPyConnection, day: dt.date, out: Path, reference: 
             side: SideData | None, last_ts: str | None, first_ts: str | None, source: str) -> FeatureJobSummary:
     """Write the feature table as of ``day`` from the state on ``con`` (with the feature job's
     checks: some customer by then, a day within a year of the log's last)."""
-    if not con.execute("SELECT count(*) FROM cust").fetchone()[0]:
+    if not one_row(con, "SELECT count(*) FROM cust")[0]:
         starts = f"; the log starts on {pd.Timestamp(first_ts):%Y-%m-%d}" if first_ts else ""
         raise ValueError(f"no purchases on or before the cutoff {day} in {source}{starts}, "
                          "so there is no customer to write; choose a later --cutoff")

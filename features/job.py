@@ -16,9 +16,9 @@ from features.attributes import categorize
 from features.build import parse_cutoff, prepare
 from features.output import atomic_path, check_output_path
 from features.reference import FeatureReference
-from features.side import SideData
 from features.settings import FeatureSettings, Freq
-from features.transactions import TransactionLog, sql_escape
+from features.side import SideData
+from features.transactions import TransactionLog, one_row, sql_escape
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def write_features(log: TransactionLog, cutoff: dt.date | str, out: str | Path, 
     out = check_output_path(out)
     day = parse_cutoff(cutoff).date().isoformat()
     log, query, used = prepare(log, cutoff, freq, settings, reference, side)
-    if not log.con.execute("SELECT count(*) FROM daily").fetchone()[0]:
+    if not one_row(log.con, "SELECT count(*) FROM daily")[0]:
         raise no_customers(log, day)
     check_cutoff_within(log, day)
     return copy_table(log.con, query, out, day, used)

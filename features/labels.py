@@ -18,9 +18,9 @@ import pyarrow as pa
 from features.attributes import categorize, categorize_arrow
 from features.build import TransactionsLike, as_log, cutoff_literal, parse_cutoff, prepare
 from features.reference import FeatureReference
+from features.settings import FeatureSettings
 from features.side import SideData
 from features.sql import money_sum
-from features.settings import FeatureSettings
 from features.transactions import TransactionLog
 
 

@@ -6,8 +6,8 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 #: Temporary outputs are named ``.<target>.winback-<pid>-<random>.tmp`` beside the target, so a
 #: run killed before it could clean up (kill -9, power loss) is recognised and cleaned by the next.
@@ -15,6 +15,7 @@ TEMP_MARK = "winback-"
 
 
 def temp_prefix(target: Path) -> str:
+    """The name prefix of this process's temporary outputs for ``target`` (see :data:`TEMP_MARK`)."""
     return f".{target.name}.{TEMP_MARK}{os.getpid()}-"
 
 
@@ -24,7 +25,8 @@ def check_output_path(target: str | Path, suffixes: tuple[str, ...] = (".parquet
     if target.suffix.lower() not in suffixes:
         raise ValueError(f"--out must end in {' or '.join(suffixes)}, got {target.name!r}")
     if target.is_dir():
-        raise ValueError(f"--out {target} is a directory; name the file to write, e.g. {target / ('features' + suffixes[0])}")
+        example = target / ("features" + suffixes[0])
+        raise ValueError(f"--out {target} is a directory; name the file to write, e.g. {example}")
     parent = next((p for p in target.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise ValueError(f"--out {target}: {parent} is a file, not a directory")

@@ -53,11 +53,13 @@ class AttributeSpec:
     categories: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready values (the categories as a list)."""
         return {"name": self.name, "feature": self.feature, "kind": self.kind,
                 "categories": list(self.categories)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "AttributeSpec":
+        """The spec :meth:`to_dict` wrote (no categories: none known)."""
         return cls(data["name"], data["feature"], data["kind"], tuple(data.get("categories", ())))
 
 
@@ -76,6 +78,8 @@ class FeatureReference:
     event_types: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready values; side data only when there is some, so a reference without it
+        keeps the fingerprint it had before side data existed."""
         data = {"rfm_edges": {k: [float(x) for x in v] for k, v in sorted(self.rfm_edges.items())},
                 "category_interval_days": {k: float(v) for k, v in sorted(self.category_interval_days.items())},
                 "settings": self.settings.to_dict(), "timezone": self.timezone, "freq": self.freq}
@@ -102,6 +106,7 @@ class FeatureReference:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureReference":
+        """The reference :meth:`to_dict` wrote; keys an older reference lacks take their defaults."""
         settings = FeatureSettings.from_dict(data["settings"]) if "settings" in data else FeatureSettings()
         return cls(rfm_edges={k: [float(x) for x in v] for k, v in data["rfm_edges"].items()},
                    category_interval_days={k: float(v) for k, v in data.get("category_interval_days", {}).items()},

@@ -80,9 +80,10 @@ def favourites_sql(per_category: str = PER_CATEGORY_SQL) -> str:
     ranks = """
         SELECT category, dense_rank() OVER (ORDER BY category DESC) AS name_rank
         FROM (SELECT DISTINCT category FROM per_category)"""
+    picked = ", ".join(f"arg_max({c}, key) AS {c}" for c in ("category", "last_day", "own_median", "n_gaps"))
     return f"""
         WITH per_category AS ({per_category})
-        SELECT customer_id, {', '.join(f'arg_max({c}, key) AS {c}' for c in ('category', 'last_day', 'own_median', 'n_gaps'))}
+        SELECT customer_id, {picked}
         FROM (SELECT c.*, c.n_days * 4294967296 + r.name_rank AS key
               FROM per_category AS c JOIN ({ranks}) AS r USING (category))
         GROUP BY customer_id"""

@@ -118,6 +118,7 @@ class FeatureSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FeatureSettings":
+        """The settings :meth:`to_dict` wrote (as a reference's JSON keeps them)."""
         tiers = data["tiers"]
         return cls(
             windows_days=tuple(int(d) for d in data["windows_days"]), trend_days=int(data["trend_days"]),

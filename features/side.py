@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TypedDict
 
 import duckdb
 
@@ -24,6 +25,15 @@ from features.events import EngagementLog, event_features_sql, event_types, read
 from features.reference import FeatureReference
 from features.settings import IngestPolicy
 from features.transactions import ident
+
+
+class _Opened(TypedDict):
+    """How both side inputs are read (as the log is)."""
+
+    policy: IngestPolicy
+    encoding: str
+    memory_limit: str | None
+    threads: int | None
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ def open_side(customers: str | Path | Sequence[str | Path] | None = None,
     :func:`features.attributes.read_customers` (False where a model's reference is used)."""
     if customers is None and events is None:
         return None
-    opened = {"policy": policy, "encoding": encoding, "memory_limit": memory_limit, "threads": threads}
+    opened: _Opened = {"policy": policy, "encoding": encoding, "memory_limit": memory_limit, "threads": threads}
     attrs = read_customers(customers, customers_id_col, screen=screen, **opened) if customers is not None else None
     log = (read_events(events, events_id_col, events_timestamp_col, events_type_col, **opened)
            if events is not None else None)

@@ -24,19 +24,27 @@ import sys
 import tempfile
 import uuid
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import sqlglot
 from sqlglot import exp
 
-from features.build import (customers_statement, cutoff_literal, features_sql, fit_reference, parse_cutoff,
-                            resolve, stage_statements)
+from features.build import (
+    customers_statement,
+    cutoff_literal,
+    features_sql,
+    fit_reference,
+    parse_cutoff,
+    resolve,
+    stage_statements,
+)
 from features.labels import check_horizon, labels_sql
-from features.reference import FeatureReference
 from features.output import pid_alive
+from features.reference import FeatureReference
 from features.settings import ColumnMap, FeatureSettings, Freq, IngestPolicy
 from features.transactions import PLAUSIBLE_DATES, TransactionLog, read_transactions, sql_escape
 
@@ -182,7 +190,7 @@ def to_pandas(frame: "DataFrame") -> "pd.DataFrame":
     """A Spark result as pandas with DuckDB's ``.df()`` dtypes (dates as ``datetime64[us]``)."""
     import pandas as pd
 
-    table = frame.toPandas()
+    table: pd.DataFrame = frame.toPandas()
     for field in frame.schema.fields:
         if field.dataType.typeName() == "date":
             table[field.name] = pd.to_datetime(table[field.name]).astype("datetime64[us]")
@@ -205,18 +213,22 @@ class SparkLog:
 
     @property
     def has_category(self) -> bool:
+        """Whether the checked log maps a category column."""
         return self.log.has_category
 
     @property
     def has_order_id(self) -> bool:
+        """Whether the checked log maps an order id column."""
         return self.log.has_order_id
 
     @property
     def policy(self) -> IngestPolicy:
+        """The ingest policy the log was checked with (its time zone is the shop's)."""
         return self.log.policy
 
     @property
     def source(self) -> str:
+        """The files (or frame) the log was read from, as messages name them."""
         return self.log.source
 
     def use(self) -> "SparkLog":
@@ -233,16 +245,17 @@ class SparkLog:
 
 class _SparkCursor:
     def __init__(self, spark: "SparkSession") -> None:
-        self.spark, self._rows = spark, []
+        self.spark = spark
+        self._rows: list[tuple[Any, ...]] = []
 
     def execute(self, duckdb_sql: str) -> "_SparkCursor":
         self._rows = [tuple(row) for row in self.spark.sql(to_spark_sql(duckdb_sql)).collect()]
         return self
 
-    def fetchone(self):
+    def fetchone(self) -> tuple[Any, ...] | None:
         return self._rows[0] if self._rows else None
 
-    def fetchall(self) -> list[tuple]:
+    def fetchall(self) -> list[tuple[Any, ...]]:
         return self._rows
 
 

@@ -28,7 +28,8 @@ def day_totals_sql(source: str, orders: str, where: str = "true", keep: str | No
     Counts are INTEGER (a 100M-row log keeps ~95M such rows; sums of them are HUGEINT anyway).
     """
     kept = f" FILTER (WHERE {keep})" if keep else ""
+    more = ", " + extra if extra else ""
     return f"""
         SELECT customer_id, CAST(ts AS DATE) AS day, {money_sum('amount', keep)} AS spend,
-            CAST({orders} AS INTEGER) AS orders, CAST(count(*){kept} AS INTEGER) AS rows_kept{', ' + extra if extra else ''}
+            CAST({orders} AS INTEGER) AS orders, CAST(count(*){kept} AS INTEGER) AS rows_kept{more}
         FROM {source} WHERE {where} GROUP BY customer_id, CAST(ts AS DATE)"""

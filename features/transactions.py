@@ -19,20 +19,20 @@ zero amounts.
 
 from __future__ import annotations
 
-import dataclasses
-
 import codecs
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import glob
 import os
 import re
 import tempfile
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import duckdb
 import pandas as pd
@@ -56,6 +56,31 @@ PLAUSIBLE_DATES = (dt.date(1970, 1, 1), dt.date(2100, 1, 1))
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-16": "utf-16", "iso8859-1": "latin-1"}
 #: Temporary files the reader makes carry this prefix and their process id.
 TEMP_PREFIX = "winback-transcoded-"
+
+
+class SqlCursor(Protocol):
+    """What the feature code asks of a connection: a DuckDB connection, or the Spark stand-in
+    of :mod:`features.spark` that runs the same SQL."""
+
+    def execute(self, query: str, /) -> SqlCursor:
+        """Run one SQL statement; the result is read with the fetch methods."""
+        ...
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        """The next row of the result, or None after the last."""
+        ...
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """The remaining rows of the result."""
+        ...
+
+
+def one_row(con: SqlCursor, sql: str) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate, or a row already counted);
+    ``fetchone()`` is typed as possibly None, which such a query never is."""
+    row = con.execute(sql).fetchone()
+    assert row is not None, f"no row from: {sql}"
+    return row
 
 
 class TransactionDataError(ValueError):
@@ -100,10 +125,12 @@ class TransactionLog:
 
     @property
     def has_category(self) -> bool:
+        """Whether a category column is mapped (replenishment features need one)."""
         return self.columns.category is not None
 
     @property
     def has_order_id(self) -> bool:
+        """Whether an order id column is mapped (orders are then counted by id, not by row)."""
         return self.columns.order_id is not None
 
     @classmethod
@@ -270,7 +297,8 @@ def _transcode(file: str, codec: str, encoding: str) -> str:
     try:    # line by line in bytes: exact line numbers (b"\n" is never part of a multibyte
             # character in the ASCII-compatible encodings this path serves)
         with open(file, "rb") as src, os.fdopen(fd, "w", encoding="utf-8", newline="") as dst:
-            for line, raw in enumerate(src, start=1):
+            for raw in src:
+                line += 1       # the line being decoded, for the error below
                 dst.write(decoder.decode(raw))
             dst.write(decoder.decode(b"", final=True))
     except UnicodeDecodeError as exc:
@@ -323,7 +351,7 @@ def _csv_error(message: str, specs: dict[str, _CsvSpec], source: str) -> Transac
         problem = ("the text is not valid in the file's encoding; give it with --encoding, "
                    "e.g. --encoding big5, cp950 or latin-1")
     else:
-        first = next((l for l in message.splitlines() if l.strip() and "CSV Error" not in l), message)
+        first = next((ln for ln in message.splitlines() if ln.strip() and "CSV Error" not in ln), message)
         problem = f"cannot be read as CSV ({first.strip()})"
     where = f"{file}: line {line.group(1)}" if line else f"{file}"
     return TransactionDataError(f"{where}: {problem}.", source=file,
@@ -341,7 +369,7 @@ def _connect(policy: IngestPolicy, memory_limit: str | None,
     con = duckdb.connect()
     try:
         con.execute(f"SET TimeZone = '{sql_escape(policy.timezone)}'")
-    except duckdb.Error as exc:
+    except duckdb.Error:
         raise TransactionDataError(f"unknown time zone {policy.timezone!r} (--timezone); give an IANA "
                                    "name such as UTC, Asia/Taipei or Europe/Berlin") from None
     if memory_limit:
@@ -364,8 +392,8 @@ def _expand(paths: str | Path | Sequence[str | Path]) -> list[str]:
             raise TransactionDataError(f"{text}: no file matches this pattern", source=text)
         for f in matched:
             if os.path.isdir(f):
-                raise TransactionDataError(f"{f}: is a directory; give its files, e.g. '{os.path.join(f, '*.parquet')}'",
-                                           source=f)
+                example = os.path.join(f, "*.parquet")
+                raise TransactionDataError(f"{f}: is a directory; give its files, e.g. '{example}'", source=f)
             if not os.path.isfile(f):
                 raise TransactionDataError(f"{f}: no such file", source=f)
         files.extend(matched)
@@ -500,10 +528,8 @@ def _validate(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: Ingest
     checks = [c for c in _checks(dates) if c[0] in ("customer_id", "timestamp", "amount")
               or getattr(columns, c[0]) is not None]
     counts = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond, _, _ in checks)
-    stats = con.execute(
-        f"SELECT count(*), {counts}, count(*) FILTER (WHERE amount < 0), "
-        "count(*) FILTER (WHERE amount = 0), min(ts), max(ts) FROM typed"
-    ).fetchone()
+    stats = one_row(con, f"SELECT count(*), {counts}, count(*) FILTER (WHERE amount < 0), "
+                         "count(*) FILTER (WHERE amount = 0), min(ts), max(ts) FROM typed")
     n_rows, bad = stats[0], stats[1:1 + len(checks)]
     refunds, zeros, first_ts, last_ts = stats[1 + len(checks):]
     if n_rows == 0:
@@ -527,9 +553,8 @@ def _raise_first_bad(con: duckdb.DuckDBPyConnection, columns: ColumnMap, field: 
                      expected: str, raw_col: str | None, n_bad: int, policy: IngestPolicy,
                      row_numbers: str, specs: dict[str, "_CsvSpec"]) -> None:
     value_expr = raw_col or "NULL"
-    file, row, value = con.execute(
-        f"SELECT _file, _row, {value_expr} FROM typed WHERE {cond} ORDER BY _file, _row LIMIT 1"
-    ).fetchone()
+    file, row, value = one_row(    # called only when some row has the problem
+        con, f"SELECT _file, _row, {value_expr} FROM typed WHERE {cond} ORDER BY _file, _row LIMIT 1")
     if row is None and row_numbers == "rescan":
         row = _csv_row_number(specs[file], columns, policy, cond)
     column = getattr(columns, field)
@@ -610,11 +635,11 @@ def _stage_days(con: duckdb.DuckDBPyConnection, columns: ColumnMap, policy: Inge
             "multi_rows", f"{orders} FILTER (WHERE {keep})", keep=keep))
         con.execute(f"CREATE OR REPLACE TEMP TABLE {MULTI_CATS_TABLE} AS SELECT DISTINCT customer_id, "
                     f"CAST(ts AS DATE) AS day, category FROM multi_rows WHERE {keep} AND category IS NOT NULL")
-    single_kept, multi_n = con.execute(
-        f"SELECT coalesce(sum(rows_kept) FILTER (WHERE n = 1), 0), coalesce(sum(n) FILTER (WHERE n > 1), 0) "
-        f"FROM {DAYS_TABLE}").fetchone()
-    multi_distinct, multi_kept = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {keep}) FROM multi_rows").fetchone()
+    single_kept, multi_n = one_row(
+        con, f"SELECT coalesce(sum(rows_kept) FILTER (WHERE n = 1), 0), coalesce(sum(n) FILTER (WHERE n > 1), 0) "
+        f"FROM {DAYS_TABLE}")
+    multi_distinct, multi_kept = one_row(
+        con, f"SELECT count(*), count(*) FILTER (WHERE {keep}) FROM multi_rows")
     con.execute("DROP TABLE multi_rows")
     if not _drops_duplicates(columns, policy):
         return 0, used
@@ -627,7 +652,7 @@ def in_any_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     ``preserve_insertion_order`` off, then as it was): the staged tables are only grouped,
     filtered and joined later, and keeping the order of a large table costs memory. A query
     with ORDER BY keeps its order either way."""
-    before = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
+    before = one_row(con, "SELECT current_setting('preserve_insertion_order')")[0]
     con.execute("SET preserve_insertion_order = false")
     try:
         yield
@@ -719,8 +744,8 @@ class RawInput:
         """The error for the first row of the view ``typed`` (made by ``typed_view(raw types)``)
         where ``cond`` holds: file, row (and CSV line), column, what was expected and found."""
         value = raw_value or "NULL"
-        file, row, found = self.con.execute(
-            f"SELECT _file, _row, {value} FROM typed WHERE {cond} ORDER BY _file, _row LIMIT 1").fetchone()
+        file, row, found = one_row(     # called only when some row has the problem
+            self.con, f"SELECT _file, _row, {value} FROM typed WHERE {cond} ORDER BY _file, _row LIMIT 1")
         if row is None and self.row_numbers == "rescan":
             row = rescanned_row(self.specs[file], self.policy, typed_view, cond)
         where = f"{file}: row {row}" + (f" (line {row + 1})" if self.row_numbers == "rescan" and row else "")
@@ -730,6 +755,7 @@ class RawInput:
                                     source=file, row=row, column=column)
 
     def close(self) -> None:
+        """Remove the transcoded copies of the input, if any were made."""
         _unlink(self.copies)
 
 
@@ -797,7 +823,7 @@ def materialize(raw: RawInput, table: str, select: str) -> None:
 def checked_count(raw: RawInput, select: str) -> tuple:
     """``select`` over a raw input's views, with CSV parse errors named as in :func:`materialize`."""
     try:
-        return raw.con.execute(select).fetchone()
+        return one_row(raw.con, select)
     except duckdb.InvalidInputException as exc:
         raise _csv_error(str(exc), raw.specs, raw.source) from None
 

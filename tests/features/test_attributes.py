@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from features import (CustomerAttributes, FeatureReference, SideData, TransactionDataError, attributes_as_of,
-                      build_features, labelled_features, prepare, read_customers)
+from features import (
+    CustomerAttributes,
+    FeatureReference,
+    SideData,
+    TransactionDataError,
+    attributes_as_of,
+    build_features,
+    labelled_features,
+    prepare,
+    read_customers,
+)
 from features.job import feature_table_metadata, read_feature_table, write_features
 from features.labels import labelled_features_arrow
 from features.transactions import TransactionLog

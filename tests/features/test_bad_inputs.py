@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
@@ -66,11 +66,13 @@ CASES: dict[str, Bad] = {
     "amount 1e15": Bad(csv(GOOD + "C,2024-01-03,1e15\n"), says=("log.csv", "row 3 (line 4)", "'amount'", "at most")),
     "amount 1e300": Bad(csv("A,2024-01-01,1e300\n"), says=("log.csv", "row 1 (line 2)", "'amount'", "at most")),
     "amount -1e13": Bad(csv("A,2024-01-01,-1e13\n"), says=("log.csv", "row 1", "'amount'", "at most")),
-    "amount below 1/10000": Bad(csv(GOOD + "C,2024-01-03,0.00001\n"), says=("log.csv", "row 3", "'amount'", "1/10,000")),
+    "amount below 1/10000": Bad(csv(GOOD + "C,2024-01-03,0.00001\n"),
+                                says=("log.csv", "row 3", "'amount'", "1/10,000")),
     "amount NaN": Bad(csv("A,2024-01-01,NaN\n"), says=("log.csv", "row 1 (line 2)", "'amount'", "'NaN'")),
     "amount inf": Bad(csv("A,2024-01-01,inf\n"), says=("log.csv", "row 1", "'amount'")),
     "amount -Infinity": Bad(csv(GOOD + "C,2024-01-03,-Infinity\n"), says=("log.csv", "row 3", "'amount'")),
-    "amount with thousands separator": Bad(csv('A,2024-01-01,"1,234.50"\n'), says=("log.csv", "row 1", "'amount'", "1,234.50")),
+    "amount with thousands separator": Bad(csv('A,2024-01-01,"1,234.50"\n'),
+                                           says=("log.csv", "row 1", "'amount'", "1,234.50")),
     "amount with currency sign": Bad(csv("A,2024-01-01,$12\n"), says=("log.csv", "row 1", "'amount'", "$12")),
     "amount with decimal comma": Bad(csv('A,2024-01-01,"12,50"\n'), says=("log.csv", "row 1", "'amount'")),
     "amount empty": Bad(csv(GOOD + "C,2024-01-03,\n"), says=("log.csv", "row 3", "'amount'", "empty")),
@@ -94,13 +96,15 @@ CASES: dict[str, Bad] = {
     "date words": Bad(csv("A,yesterday,5\n"), says=("log.csv", "row 1", "'timestamp'")),
     "date not in --date-format": Bad(csv("A,2024-01-01,5\n"), flags=("--date-format", "%Y%m%d"),
                                      says=("log.csv", "row 1", "'timestamp'")),
-    "parquet naive 2150": Bad(parquet({"customer_id": ["A", "B"], "timestamp": pd.to_datetime(["2024-01-01", "2150-01-01"]),
+    "parquet naive 2150": Bad(parquet({"customer_id": ["A", "B"],
+                                       "timestamp": pd.to_datetime(["2024-01-01", "2150-01-01"]),
                                        "amount": [1.0, 2.0]}), says=("log.parquet", "row 2", "'timestamp'")),
     "parquet zone-aware 1900": Bad(parquet({"customer_id": ["A"], "timestamp": pd.to_datetime(["1900-01-01"], utc=True),
                                             "amount": [1.0]}), says=("log.parquet", "row 1", "'timestamp'")),
     "parquet timestamp as text": Bad(parquet({"customer_id": ["A"], "timestamp": ["soon"], "amount": [1.0]}),
                                      says=("log.parquet", "row 1", "'timestamp'")),
-    "unknown time zone": Bad(csv(GOOD), flags=("--timezone", "Mars/Olympus_Mons"), says=("time zone", "Mars/Olympus_Mons")),
+    "unknown time zone": Bad(csv(GOOD), flags=("--timezone", "Mars/Olympus_Mons"),
+                             says=("time zone", "Mars/Olympus_Mons")),
     # ids
     "customer id empty": Bad(csv(GOOD + ",2024-01-03,5\n"), says=("log.csv", "row 3", "'customer_id'", "empty")),
     "customer id blank": Bad(csv("   ,2024-01-03,5\n"), says=("log.csv", "row 1", "'customer_id'")),
@@ -110,10 +114,13 @@ CASES: dict[str, Bad] = {
                              flags=("--order-id-col", "order"), says=("log.csv", "row 1", "'order'", "NUL")),
     "category with NUL": Bad({"log.csv": b"customer_id,timestamp,amount,cat\nA,2024-01-01,5,t\x00ea\n"},
                              flags=("--category-col", "cat"), says=("log.csv", "row 1", "'cat'", "NUL")),
-    "parquet customer id null": Bad(parquet({"customer_id": ["A", None], "timestamp": pd.to_datetime(["2024-01-01"] * 2),
+    "parquet customer id null": Bad(parquet({"customer_id": ["A", None],
+                                             "timestamp": pd.to_datetime(["2024-01-01"] * 2),
                                              "amount": [1.0, 2.0]}), says=("log.parquet", "row 2", "'customer_id'")),
-    "parquet customer id with NUL": Bad(parquet({"customer_id": ["A\x00B"], "timestamp": pd.to_datetime(["2024-01-01"]),
-                                                 "amount": [1.0]}), says=("log.parquet", "row 1", "'customer_id'", "NUL")),
+    "parquet customer id with NUL": Bad(parquet({"customer_id": ["A\x00B"],
+                                                 "timestamp": pd.to_datetime(["2024-01-01"]),
+                                                 "amount": [1.0]}),
+                                        says=("log.parquet", "row 1", "'customer_id'", "NUL")),
     # quoting, delimiters, shape
     "unbalanced quote mid file": Bad(csv('A,2024-01-01,10\n"B,2024-01-02,5\nC,2024-01-03,7\n'),
                                      says=("log.csv", "line 3", "quote")),
@@ -143,12 +150,15 @@ CASES: dict[str, Bad] = {
     # encodings
     "latin-1 read as utf-8": Bad({"log.csv": (HEADER + "Jos\u00e9,2024-01-01,10\n").encode("latin-1")},
                                  says=("log.csv", "line 2", "--encoding")),
-    "big5 read as utf-8": Bad({"log.csv": (HEADER + "A,2024-01-01,10\n\u738b\u5c0f\u660e,2024-01-02,5\n").encode("big5")},
+    "big5 read as utf-8": Bad({"log.csv": (HEADER + "A,2024-01-01,10\n"
+                                           "\u738b\u5c0f\u660e,2024-01-02,5\n").encode("big5")},
                               says=("log.csv", "line 3", "--encoding")),
     "big5 header read as utf-8": Bad({"log.csv": ("\u9867\u5ba2,timestamp,amount\nA,2024-01-01,10\n").encode("big5")},
                                      says=("log.csv", "line 1", "--encoding")),
-    "utf-16 read as utf-8": Bad({"log.csv": (HEADER + GOOD).encode("utf-16")}, says=("log.csv", "line 1", "--encoding")),
-    "bad byte in a big5 file": Bad({"log.csv": (HEADER + "A,2024-01-01,10\n").encode("big5") + b"\xff\xfe,2024-01-02,5\n"},
+    "utf-16 read as utf-8": Bad({"log.csv": (HEADER + GOOD).encode("utf-16")},
+                                says=("log.csv", "line 1", "--encoding")),
+    "bad byte in a big5 file": Bad({"log.csv": (HEADER + "A,2024-01-01,10\n").encode("big5")
+                                               + b"\xff\xfe,2024-01-02,5\n"},
                                    flags=("--encoding", "big5"), says=("log.csv", "line 3", "--encoding")),
     "unknown encoding": Bad(csv(GOOD), flags=("--encoding", "klingon"), says=("klingon", "encoding")),
     # paths
@@ -159,7 +169,8 @@ CASES: dict[str, Bad] = {
     "no such file": Bad({}, inputs=("nowhere.csv",), says=("nowhere.csv", "no such file")),
     "glob matching nothing": Bad({}, inputs=("*.csv",), says=("*.csv", "no file matches")),
     "unknown extension": Bad({"log.json": b"{}"}, says=("log.json", "extension")),
-    "mixed csv and parquet": Bad({**csv(GOOD), **parquet({"customer_id": ["A"], "timestamp": pd.to_datetime(["2024-01-01"]),
+    "mixed csv and parquet": Bad({**csv(GOOD), **parquet({"customer_id": ["A"],
+                                                          "timestamp": pd.to_datetime(["2024-01-01"]),
                                                           "amount": [1.0]})}, says=("mixing",)),
     "text named .parquet": Bad({"log.parquet": HEADER.encode() + GOOD.encode()}, says=("log.parquet", "Parquet")),
     # cutoffs and outputs
@@ -170,8 +181,10 @@ CASES: dict[str, Bad] = {
     "cutoff with a time": Bad(csv(GOOD), flags=("--cutoff", "2024-03-01 12:00"), says=("YYYY-MM-DD",)),
     "cutoff before all data": Bad(csv(GOOD), flags=("--cutoff", "2023-12-31"),
                                   says=("no purchases on or before", "2023-12-31", "log.csv", "2024-01-01")),
-    "--out is a directory": Bad(csv(GOOD), flags=("--out", "{out}/a_directory.parquet"), says=("a_directory.parquet", "directory")),
-    "--out with an unknown suffix": Bad(csv(GOOD), flags=("--out", "{out}/features.xlsx"), says=("features.xlsx", ".parquet")),
+    "--out is a directory": Bad(csv(GOOD), flags=("--out", "{out}/a_directory.parquet"),
+                                says=("a_directory.parquet", "directory")),
+    "--out with an unknown suffix": Bad(csv(GOOD), flags=("--out", "{out}/features.xlsx"),
+                                        says=("features.xlsx", ".parquet")),
 }
 
 

@@ -10,8 +10,15 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from features import (EngagementLog, FeatureSettings, SideData, TransactionDataError, build_features, prepare,
-                      read_events)
+from features import (
+    EngagementLog,
+    FeatureSettings,
+    SideData,
+    TransactionDataError,
+    build_features,
+    prepare,
+    read_events,
+)
 from features.events import MAX_EVENT_TYPES, events_as_of
 from training.cli import app
 
@@ -121,7 +128,8 @@ def test_too_many_event_types_are_refused():
 
 def test_types_naming_the_same_column_are_refused():
     with pytest.raises(TransactionDataError, match="name the same columns"):
-        build_features(TX, CUTOFF, events=events([("A", "2024-03-01", "email open"), ("A", "2024-03-02", "email_open")]))
+        build_features(TX, CUTOFF,
+                       events=events([("A", "2024-03-01", "email open"), ("A", "2024-03-02", "email_open")]))
 
 
 # ------------------------------------------------------------------- bad files via the CLI

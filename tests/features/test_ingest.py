@@ -37,7 +37,8 @@ def test_bad_values_name_file_row_and_column(tmp_path, body, column, row, found)
 
 def test_missing_column_is_named_with_the_columns_there(tmp_path):
     path = write_csv(tmp_path / "log.csv", GOOD)
-    with pytest.raises(TransactionDataError, match=r"column 'price' \(the amount\) is missing; the columns are: customer_id, timestamp, amount"):
+    with pytest.raises(TransactionDataError, match=r"column 'price' \(the amount\) is missing; "
+                                                   r"the columns are: customer_id, timestamp, amount"):
         read_transactions(path, ColumnMap(amount="price"))
 
 

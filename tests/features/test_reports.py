@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from features import ColumnMap, FeatureSettings, TierSettings, TransactionLog, build_features
-from features import reports
+from features import ColumnMap, FeatureSettings, TierSettings, TransactionLog, build_features, reports
 
 AS_OF = "2024-06-15"
 TIERS = TierSettings(thresholds=(("member", 0.0), ("silver", 40.0), ("gold", 60.0)),
@@ -80,7 +79,8 @@ def test_monthly_totals_are_the_logs(log):
 
 def test_cohort_retention_by_hand(log):
     got = reports.cohort_retention(log, AS_OF)
-    cells = {(c.month, k): a for c, k, a in zip(got["cohort_month"], got["months_since_first"], got["active_customers"])}
+    cells = {(c.month, k): a
+             for c, k, a in zip(got["cohort_month"], got["months_since_first"], got["active_customers"])}
     assert cells == {(1, 0): 1, (1, 1): 1, (1, 2): 1, (1, 3): 0, (1, 4): 0, (1, 5): 0,      # A
                      (2, 0): 1, (2, 1): 0, (2, 2): 1, (2, 3): 0, (2, 4): 0,                  # B
                      (3, 0): 1, (3, 1): 0, (3, 2): 0, (3, 3): 1,                             # C

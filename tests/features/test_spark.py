@@ -17,8 +17,15 @@ from features import build_features, read_transactions
 from features.build import prepare
 from features.labels import build_labels, labelled_features
 from features.settings import ColumnMap
-from features.spark import (build_features_spark, build_labels_spark, labelled_features_spark,
-                            read_transactions_spark, spark_log, to_pandas, to_spark_sql)
+from features.spark import (
+    build_features_spark,
+    build_labels_spark,
+    labelled_features_spark,
+    read_transactions_spark,
+    spark_log,
+    to_pandas,
+    to_spark_sql,
+)
 from features.transactions import TransactionDataError
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
