@@ -49,7 +49,10 @@ demo: install
 	$(BIN)/python -m serving.smoke --dataset cdnow --as-of 1998-06-30
 	$(BIN)/python -m training.trigger_smoke --as-of 1998-06-30
 
+# The habits first (ruff: style, imports, numpy docstrings; mypy: types), then every test.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # Every benchmark at its small size, the comparisons printed as one table (out/bench/ keeps each

@@ -85,7 +85,7 @@ def _cindex_from_ranks(t_rank: NDArray[np.int64], event: NDArray[np.bool_],
     key = 2 * t_rank + ~event
     order = np.lexsort((-p_rank, key))
     key, ev, rank = key[order], event[order], p_rank[order]
-    events_before = np.cumsum(ev) - ev
+    events_before: np.ndarray = np.cumsum(ev) - ev
     comparable = int(events_before.sum())
     concordant, tied = _pairs_before(rank, ev)
     same_key_events = _group_sizes(key[ev])
@@ -290,10 +290,10 @@ def paired_bootstrap_difference(metric: Callable[..., float], outcomes: Sequence
     -------
     (difference, low, high)
     """
-    outcomes = [np.asarray(o) for o in outcomes]
+    columns = [np.asarray(o) for o in outcomes]
     a, b = np.asarray(score_a), np.asarray(score_b)
-    point = metric(*outcomes, a) - metric(*outcomes, b)
-    draws = [metric(*(o[i] for o in outcomes), a[i]) - metric(*(o[i] for o in outcomes), b[i])
+    point = metric(*columns, a) - metric(*columns, b)
+    draws = [metric(*(o[i] for o in columns), a[i]) - metric(*(o[i] for o in columns), b[i])
              for rows in bootstrap_indices(len(a), n_boot, seed) for i in rows]
     return _interval(point, np.asarray(draws, dtype=float), confidence)
 
@@ -384,7 +384,7 @@ def scaled_bootstrap(bootstrap: Callable[..., tuple[float, float, float]], array
     m-out-of-n bootstrap; Bickel, Götze & van Zwet 1997). The interval keeps its meaning and
     its cost no longer grows with the customer base.
     """
-    n = len(arrays[0])
+    n = len(np.asarray(arrays[0]))
     if max_customers is None or n <= max_customers:
         return bootstrap(*arrays, n_boot, seed)
     rows = np.sort(np.random.default_rng(seed).choice(n, max_customers, replace=False))

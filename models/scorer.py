@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import lightgbm as lgb
@@ -32,21 +33,35 @@ from features.output import atomic_path
 from features.side import SideData
 from models.clv.base import PurchaseModel
 from models.clv.beta_geo import BetaGeoModel
-from models.ml.churn import ChurnModel
-from models.ml.forest import feature_matrix
-from models.ml.rows import RowLimits, RowSampler, TrainingRows
 from models.clv.gamma_gamma import GammaGammaModel, fit_spend_model
 from models.clv.mbg_cnbd import MBGCNBDModel
-from models.metrics import brier_scores, concordance_index, integrated_brier
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel
-from models.ml.next_purchase import (ClassicalNextPurchase, HazardNextPurchaseModel,
-                                  DEFAULT_GRID_DAYS, grid_for_horizon,
-                                  restricted_mean_days, summarize_distribution)
 from models.clv.pareto_nbd import ParetoNBDModel
-from models.policy.winback import WinbackPolicy
+from models.metrics import brier_scores, concordance_index, integrated_brier
+from models.ml.churn import ChurnModel
+from models.ml.forest import feature_matrix
+from models.ml.next_purchase import (
+    DEFAULT_GRID_DAYS,
+    ClassicalNextPurchase,
+    HazardNextPurchaseModel,
+    grid_for_horizon,
+    restricted_mean_days,
+    summarize_distribution,
+)
+from models.ml.rows import RowLimits, RowSampler, TrainingRows
+from models.ml.selection import (
+    LEARNED_CHURN,
+    ChurnStack,
+    ScoreCalibrator,
+    Selection,
+    choose_churn,
+    choose_next_purchase,
+    classical_churn_scores,
+    signed_score,
+    stack_inputs,
+)
 from models.policy.reasons import top_reasons
-from models.ml.selection import (LEARNED_CHURN, ChurnStack, ScoreCalibrator, Selection, choose_churn,
-                              choose_next_purchase, classical_churn_scores, signed_score, stack_inputs)
+from models.policy.winback import WinbackPolicy
 
 #: 4: the served churn and next-purchase scores are chosen among candidates (:mod:`models.ml.selection`),
 #: with the record of that choice. (3: the feature reference holds settings, time zone and freq; the
@@ -240,22 +255,25 @@ class WinbackScorer:
         binned = np.union1d(rows["fit"], rows["cv_fit"]) if split is not None else rows["fit"]
         with _step(report, "churn dataset, binned once for every churn fit", len(binned)):
             data = churn.dataset(X_train, churned, columns, rows=binned).construct()
-        self.churn_tuning_ = {}
+        self.churn_tuning_: dict = {}
         if split is not None:
             with _step(report, "churn trees: time-series cross-validation of their number", len(binned)):
-                self.churn_tuning_, margin = self._choose_trees(churn, data.subset(np.searchsorted(binned, split[0])),
+                positions = np.searchsorted(binned, split[0])
+                self.churn_tuning_, margin = self._choose_trees(churn, data.subset(positions),  # type: ignore[arg-type]
                                                                 X_train, columns, split)
         if self.churn_tuning_:
             churn.set_params(n_estimators=self.churn_tuning_["chosen"])
-        served = data if len(rows["fit"]) == len(binned) else data.subset(np.searchsorted(binned, rows["fit"]))
+        served = (data if len(rows["fit"]) == len(binned)
+                  else data.subset(np.searchsorted(binned, rows["fit"])))  # type: ignore[arg-type]  # any int array
         with _step(report, "churn model", len(rows["fit"])):
             self.churn_model_ = churn.fit(served, churned, _columns(X_cal, columns), ~X_cal["purchased"].to_numpy(bool))
         del data, served
         self.selection_ = dict(self.chosen or {})
-        if self.churn_tuning_ and self.churn_score == "auto":
+        if self.churn_tuning_ and split is not None and self.churn_score == "auto":
             with _step(report, "churn: learned model vs calibrated formulas, cross-validated", len(split[1])):
                 self.selection_["churn"] = self._select_churn(X_train, split, margin).to_dict()
-        self.churn_score_ = (self.selection_["churn"]["served"] if self.churn_score == "auto" and "churn" in self.selection_
+        self.churn_score_ = (self.selection_["churn"]["served"]
+                             if self.churn_score == "auto" and "churn" in self.selection_
                              else "lightgbm" if self.churn_score == "auto" else self.churn_score)
         self._fit_churn_output(X_cal)
         with _step(report, "next-purchase models", len(rows["hazard"])):
@@ -371,8 +389,10 @@ class WinbackScorer:
         if self.churn_score_ == "lightgbm":
             return self.churn_model_.predict_proba(X)
         if self.churn_score_ == "stack":
+            assert self.churn_stack_ is not None                 # fit or loaded with the stack served
             return self.churn_stack_.predict_proba(stack_inputs(self._margin(X), X, self._classical_scores()))
         column, sign = self._classical_scores()[self.churn_score_]
+        assert self.churn_calibrator_ is not None            # fit or loaded with a formula served
         return self.churn_calibrator_.predict(signed_score(X, column, sign))
 
     def _find_regularity(self, calibration: pd.DataFrame, report: Progress) -> None:
@@ -385,8 +405,10 @@ class WinbackScorer:
         elif self.regularity or REGULARITY_MODEL in self.extra_classical:
             with _step(report, "regularity: MBG/CNBD-k's k by likelihood, calibration origin", len(calibration)):
                 self.regularity_k_ = int(MBGCNBDModel(time_unit_days=1.0).fit(calibration).k_)
-        regular = self.regularity_k_ is not None and (self.regularity_k_ > 1 or REGULARITY_MODEL in self.extra_classical)
-        self.extra_classical_ = extra + ((REGULARITY_MODEL,) if regular and self.purchase_model != REGULARITY_MODEL else ())
+        regular = self.regularity_k_ is not None and (self.regularity_k_ > 1
+                                                      or REGULARITY_MODEL in self.extra_classical)
+        adds_regularity = regular and self.purchase_model != REGULARITY_MODEL
+        self.extra_classical_ = extra + ((REGULARITY_MODEL,) if adds_regularity else ())
 
     def _classical_estimator(self, name: str) -> PurchaseModel:
         """An unfitted classical model of ``name`` (MBG/CNBD-k with the k found on the calibration origin)."""
@@ -411,9 +433,10 @@ class WinbackScorer:
         in turn); each origin's table is dropped once its classical models are fit and the
         rows the learned fits may read are kept (:class:`~models.ml.rows.RowSampler`).
         """
+        loaders: list[Callable[[], pd.DataFrame]]
         if isinstance(train, pd.DataFrame):
             groups = sorted(train.groupby("origin", sort=True).indices.items())
-            loaders = [lambda rows=rows: train.take(rows) for _, rows in groups]
+            loaders = [partial(train.take, rows) for _, rows in groups]
         else:
             loaders = list(train)
         if not loaders:
@@ -560,10 +583,12 @@ class WinbackScorer:
         expected, brier = {}, {}
         for name in ("hazard", *names):
             served_grid = self._next_purchase_grid(name)
-            model = hazard if name == "hazard" else ClassicalNextPurchase(self._classical_model(name, latest), served_grid)
+            model = (hazard if name == "hazard"
+                     else ClassicalNextPurchase(self._classical_model(name, latest), served_grid))
             cdf = model.predict_cdf(_columns(valid, columns) if name == "hazard" else valid)
             expected[name] = restricted_mean_days(cdf, served_grid)
-            at_grid = cdf if name == "hazard" else ClassicalNextPurchase(self._classical_model(name, latest), grid).predict_cdf(valid)
+            at_grid = (cdf if name == "hazard"
+                       else ClassicalNextPurchase(self._classical_model(name, latest), grid).predict_cdf(valid))
             brier[name] = float(integrated_brier(grid, brier_scores(bought_by, at_grid)))
         return choose_next_purchase(days, event, expected, self.random_state,
                                     {"origin": str(pd.Timestamp(valid["origin"].iloc[0]).date()),
@@ -573,6 +598,7 @@ class WinbackScorer:
         """F(t) on :attr:`grid_days_` of the served next-purchase model, for rows of :meth:`model_input`."""
         self._check_fitted()
         if self.next_purchase_method_ == "hazard":
+            assert self.hazard_model_ is not None                # fit or loaded with the hazard served
             return self.hazard_model_.predict_cdf(X)
         return ClassicalNextPurchase(self._classical_model(self.next_purchase_method_), self.grid_days_).predict_cdf(X)
 
@@ -781,7 +807,7 @@ class WinbackScorer:
 
 
 def customer_hash(ids: pd.Series, chunk: int = 1 << 20) -> np.ndarray:
-    """pandas' 64-bit hash of each id (``hash_pandas_object(ids, index=False)``), a chunk at a
+    """Pandas' 64-bit hash of each id (``hash_pandas_object(ids, index=False)``), a chunk at a
     time, so ids held as Arrow strings become Python objects only ``chunk`` at a time."""
     return np.concatenate([pd.util.hash_array(ids.iloc[i:i + chunk].to_numpy(dtype=object))
                            for i in range(0, len(ids), chunk)] or [np.empty(0, np.uint64)])

@@ -32,13 +32,22 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from models.clv.base import PurchaseModel
 from models.clv.beta_geo import BetaGeoModel
-from models.metrics import (BOOTSTRAP_CUSTOMERS, bootstrap_auc_difference, bootstrap_brier_difference,
-                            bootstrap_cindex_difference, brier_at_days, concordance_index,
-                            expected_calibration_error, integrated_brier, interval_coverage, scaled_bootstrap,
-                            verdict)
 from models.clv.mbg_cnbd import MBGCNBDModel
 from models.clv.modified_beta_geo import ModifiedBetaGeoModel
 from models.clv.pareto_nbd import ParetoNBDModel
+from models.metrics import (
+    BOOTSTRAP_CUSTOMERS,
+    bootstrap_auc_difference,
+    bootstrap_brier_difference,
+    bootstrap_cindex_difference,
+    brier_at_days,
+    concordance_index,
+    expected_calibration_error,
+    integrated_brier,
+    interval_coverage,
+    scaled_bootstrap,
+    verdict,
+)
 
 #: Days at which P(purchase within d) is scored (columns ``p_purchase_<d>d``), where d ≤ H.
 BRIER_DAYS = (7, 30, 90)
@@ -185,7 +194,8 @@ def _value_metrics(joined: pd.DataFrame, horizon_days: int) -> tuple[dict[str, f
     actual = joined["horizon_spend"].to_numpy(float)
     clv = joined["clv_12m"].to_numpy(float)
     if "expected_purchases_horizon" in joined:
-        predicted = joined["expected_order_value"].to_numpy(float) * joined["expected_purchases_horizon"].to_numpy(float)
+        predicted = (joined["expected_order_value"].to_numpy(float)
+                     * joined["expected_purchases_horizon"].to_numpy(float))
         basis = "expected_order_value × expected_purchases_horizon"
     else:
         predicted = clv * horizon_days / 365.0
@@ -287,13 +297,13 @@ def evaluate(scored: pd.DataFrame, features: pd.DataFrame, labels: pd.DataFrame,
     }
     baseline_auc = {name: float(roc_auc_score(churned, s)) for name, s in baselines.items()}
     metrics.update({f"baseline_{name}_churn_auc": auc for name, auc in baseline_auc.items()})
-    best = max(baseline_auc, key=baseline_auc.get)
+    best = max(baseline_auc, key=baseline_auc.__getitem__)
     metrics["churn_auc_over_best_baseline"] = metrics["churn_auc"] - baseline_auc[best]
 
     classical_churn = _classical_churn_probabilities(feats, churned, horizon_days, models, seed)
     baseline_brier = {name: float(brier_score_loss(churned, p)) for name, p in classical_churn.items()}
     metrics.update({f"baseline_{name}_churn_brier": b for name, b in baseline_brier.items()})
-    best_brier = min(baseline_brier, key=baseline_brier.get)
+    best_brier = min(baseline_brier, key=baseline_brier.__getitem__)
     metrics["churn_brier_over_best_baseline"] = metrics["churn_brier"] - baseline_brier[best_brier]
 
     actual_days = joined["days_to_next_purchase"].to_numpy(float)

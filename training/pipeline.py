@@ -30,10 +30,11 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from importlib import metadata
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import mlflow
@@ -53,9 +54,24 @@ from models.pyfunc import log_scorer, scorer_from_pyfunc
 from models.scorer import LEARNED_ONLY_COLUMNS, TRAINING_COLUMNS, Progress, WinbackScorer
 from training import plots
 from training.evaluate import EVALUATION_FEATURES, Evaluation, comparison_table, evaluate
-from training.registry import (BACKTEST_ARTIFACT, CHAMPION, GATE_TAG, MODEL_NAME, PENDING, Gate,
-                               experiment_id, fail_abandoned_runs, gate, incomparable_reason, UNUSABLE,
-                               use_tracking, version_for)
+from training.registry import (
+    BACKTEST_ARTIFACT,
+    CHAMPION,
+    GATE_TAG,
+    MODEL_NAME,
+    PENDING,
+    UNUSABLE,
+    Gate,
+    experiment_id,
+    fail_abandoned_runs,
+    gate,
+    incomparable_reason,
+    use_tracking,
+    version_for,
+)
+
+if TYPE_CHECKING:
+    from features.spark import SparkLog
 
 #: The shortest horizon: the scorer answers P(purchase within 30 days) and is judged on it.
 MIN_HORIZON_DAYS = 30
@@ -88,6 +104,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What one ``winback train`` run decided: the registered version, its alias, the
+    evaluations behind the gate's verdict and which candidates are served."""
+
     run_id: str
     version: str
     alias: str
@@ -132,10 +151,12 @@ def fingerprint(log: TransactionLog) -> dict:
     The hash is the sum (mod 2^64) of the rows' hashes, so it does not depend on row order and,
     unlike an XOR, a row given twice changes it; the row count is part of it too.
     """
-    rows, customers, first, last, spend, digest = log.con.execute(
+    row = log.con.execute(
         "SELECT count(*), count(DISTINCT customer_id), min(ts), max(ts), sum(amount), "
         "coalesce(sum(hash(customer_id, ts, amount)::HUGEINT) % 18446744073709551616, 0) "
         "FROM transactions").fetchone()
+    assert row is not None                                # an aggregate always gives one row
+    rows, customers, first, last, spend, digest = row
     return {"rows": rows, "customers": customers, "first": str(first), "last": str(last),
             "total_amount": round(float(spend or 0), 2), "hash": f"{int(digest):016x}-{rows}",
             "source": log.source}
@@ -170,13 +191,15 @@ def fit_recipe(log: TransactionLog, config: TrainConfig, origins: list[pd.Timest
     chosen = ({"churn_score": chosen_by.churn_score_, "next_purchase": chosen_by.next_purchase_method_,
                "chosen": chosen_by.selection_, "regularity": chosen_by.regularity_k_ or False}
               if chosen_by is not None else {"next_purchase": config.next_purchase})
+    # the backtest's cross-validation chose the tree count: no second choice
+    tree_choice: dict[str, Any] = {"churn_tree_candidates": ()} if churn_trees else {}
     return WinbackScorer(
         horizon_days=config.horizon_days, **chosen,
         purchase_model=config.purchase_model, extra_classical=tuple(config.extra_classical),
         churn=ChurnModel(n_estimators=churn_trees or config.churn_estimators, random_state=config.random_state,
                          num_threads=config.threads),
         hazard_estimators=config.hazard_estimators, random_state=config.random_state,
-        num_threads=config.threads, **({"churn_tree_candidates": ()} if churn_trees else {}),
+        num_threads=config.threads, **tree_choice,
     ).fit(train_origins, calibration, reference, progress=report)
 
 
@@ -234,7 +257,7 @@ def _spark_origin(spark_log: "SparkLog", origin: pd.Timestamp, horizon_days: int
     return pa.Table.from_pandas(to_pandas(frame), preserve_index=False)
 
 
-def _timed(report: Progress, task: str, work: Callable[[], object], rows: int | None = None):
+def _timed(report: Progress, task: str, work: Callable[[], Any], rows: int | None = None) -> Any:
     """``work()``, reported to ``report`` as a step with its rows (default: the result's length)."""
     report(task, None, None)
     start = time.perf_counter()
@@ -306,6 +329,8 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     """
     use_engine_settings(log, config.threads, config.memory_limit)
     cutoff = parse_cutoff(config.cutoff)
+    if log.report.first_timestamp is None or log.report.last_timestamp is None:
+        raise ValueError(f"no dated transactions in {log.source}")   # ingest refuses such a log
     first_day = log.report.first_timestamp.normalize()
     last_day = log.report.last_timestamp.normalize()
     origins, calibration_origin = plan_origins(cutoff, config.horizon_days, config.origins,
@@ -322,8 +347,9 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
     for abandoned in fail_abandoned_runs(client, experiment):
         step(f"run {abandoned[:8]} was killed earlier: marked FAILED")
     with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
+        commit = _git_commit()
         mlflow.set_tags({"winback.host": socket.gethostname(), "winback.pid": str(os.getpid()),
-                         **({"mlflow.source.git.commit": commit} if (commit := _git_commit()) else {})})
+                         **({"mlflow.source.git.commit": commit} if commit else {})})
         mlflow.log_params({**{k: v for k, v in asdict(config).items() if k not in ("gate", "extra_classical")},
                            "extra_classical": ",".join(config.extra_classical) or "none",
                            "gate_metrics": ",".join(config.gate.metrics),
@@ -356,11 +382,12 @@ def train(log: TransactionLog, config: TrainConfig, tracking_uri: str | None = N
         features = _timed(report, f"features, evaluation cutoff {cutoff.date()}",
                           lambda: features_frame(log, cutoff, reference=scorer.reference_, side=side))
         labels = _timed(report, f"labels, {evaluated_on}", lambda: labels_frame(log, cutoff, config.horizon_days))
-        scored = _timed(report, "scoring the evaluation cutoff", lambda: scored_for_evaluation(scorer, features, cutoff))
+        scored = _timed(report, "scoring the evaluation cutoff",
+                        partial(scored_for_evaluation, scorer, features, cutoff))
         # scored: evaluate and the plots read only these of the features (shared, not copied)
         features = pd.DataFrame({c: features[c] for c in EVALUATION_FEATURES if c in features.columns}, copy=False)
         evaluation = _timed(report, "evaluation: metrics, baselines, bootstraps",
-                            lambda: evaluate(scored, features, labels, cutoff, config.horizon_days),
+                            partial(evaluate, scored, features, labels, cutoff, config.horizon_days),
                             rows=len(scored))
         del scored
         champion = version_for(client, CHAMPION)
@@ -442,7 +469,9 @@ def _dataset(seen: dict) -> "mlflow.data.dataset.Dataset":
     """The transaction log as an MLflow dataset: its source, the fingerprint hash as the digest,
     and rows, customers and span as the profile (the data itself is not copied)."""
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    # made at import by a factory, so invisible to a type checker
+    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
 
     class TransactionsDataset(MetaDataset):
         @property

@@ -139,7 +139,7 @@ class ChurnModel(CompiledTrees, BaseEstimator):
     def _subsample(self, data: lgb.Dataset) -> lgb.Dataset:
         """``data``, or a uniform random subset of :attr:`max_rows` of its rows (sharing its bins)."""
         rows = sample_positions(data.construct().num_data(), self.max_rows, self.random_state)
-        return data if rows is None else data.subset(rows)
+        return data if rows is None else data.subset(rows)  # type: ignore[arg-type]  # any int array
 
     def _params(self, names: list[str]) -> dict:
         constraints = [monotone_direction(c) if self.monotone else 0 for c in names]
@@ -200,8 +200,8 @@ class ChurnModel(CompiledTrees, BaseEstimator):
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Each feature's contribution to the raw log-odds (TreeSHAP), one column per feature."""
         self._check_fitted()
-        values = self.booster_.predict(X[self.feature_names_].to_numpy(dtype=np.float64),
-                                       pred_contrib=True, num_threads=self.num_threads)
+        values = np.asarray(self.booster_.predict(X[self.feature_names_].to_numpy(dtype=np.float64),
+                                                  pred_contrib=True, num_threads=self.num_threads))
         return pd.DataFrame(values[:, :-1], columns=self.feature_names_, index=X.index)
 
     def to_dict(self) -> dict:
@@ -213,6 +213,7 @@ class ChurnModel(CompiledTrees, BaseEstimator):
 
     @classmethod
     def from_dict(cls, data: dict) -> "ChurnModel":
+        """The model :meth:`to_dict` wrote, ready to predict."""
         model = cls(**{k: data[k] for k in cls().get_params() if k in data})
         model.feature_names_ = list(data["feature_names"])
         model.booster_ = lgb.Booster(model_str=data["booster"])

@@ -40,7 +40,7 @@ def feature_matrix(X: pd.DataFrame, names: list[str], dtype: type = np.float64,
     asks for ``float32``, half the memory; LightGBM bins the values, so the trees are the same
     up to a value within float32 rounding of a bin edge.
     """
-    out = np.empty((len(X) if rows is None else len(rows), len(names)), dtype=dtype)
+    out: np.ndarray = np.empty((len(X) if rows is None else len(rows), len(names)), dtype=dtype)
     for j, name in enumerate(names):
         column = X[name].to_numpy(dtype=np.float64)
         out[:, j] = column if rows is None else column[rows]
@@ -92,7 +92,7 @@ class Forest:
         if compiled is not None:
             threads = 1 if rows < 10_000 else thread_count(self.num_threads)
             return compiled.predict(np.ascontiguousarray(matrix, dtype=np.float64), n_jobs=threads)
-        return self.booster.predict(matrix, num_threads=self.num_threads)
+        return np.asarray(self.booster.predict(matrix, num_threads=self.num_threads), dtype=np.float64)
 
     def compile(self) -> bool:
         """Compile now (e.g. when a service or batch job loads the model); True if compiled."""
@@ -136,6 +136,9 @@ def _compile(booster: lgb.Booster) -> Any:
 class CompiledTrees:
     """Mixin: ``compile_trees`` for an estimator that predicts its fitted ``booster_`` through
     :func:`forest_for` (the churn model, the hazard model), written once."""
+
+    booster_: lgb.Booster
+    num_threads: int
 
     def compile_trees(self) -> bool:
         """Compile the trees for big batches now rather than on the first one; True if

@@ -223,7 +223,7 @@ class HazardNextPurchaseModel(CompiledTrees, BaseEstimator):
             values = feature_matrix(X.iloc[start:start + step], self.feature_names_)
             design = every_interval(values, grid)
             hazard[start:start + step] = forest.predict(design, batch_rows=n * k).reshape(-1, k)
-        return 1.0 - np.cumprod(1.0 - hazard, axis=1)
+        return np.asarray(1.0 - np.cumprod(1.0 - hazard, axis=1), dtype=np.float64)
 
     def to_dict(self) -> dict:
         """Hyperparameters and the LightGBM model as text."""
@@ -232,6 +232,7 @@ class HazardNextPurchaseModel(CompiledTrees, BaseEstimator):
 
     @classmethod
     def from_dict(cls, data: dict) -> "HazardNextPurchaseModel":
+        """The model :meth:`to_dict` wrote, ready to predict."""
         settings = {k: data[k] for k in cls().get_params() if k in data}
         model = cls(**{**settings, "grid_days": tuple(data["grid_days"])})
         model.feature_names_ = list(data["feature_names"])

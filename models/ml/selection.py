@@ -90,6 +90,7 @@ class ScoreCalibrator:
     """
 
     def fit(self, score: NDArray, churned: NDArray) -> "ScoreCalibrator":
+        """Learn the step map and the score's centre and spread; returns self."""
         score = np.asarray(score, dtype=np.float64)
         self.center_ = float(np.median(score))
         spread = float(np.subtract(*np.percentile(score, [75, 25])))
@@ -99,16 +100,19 @@ class ScoreCalibrator:
         return self
 
     def predict(self, score: NDArray) -> NDArray[np.float64]:
+        """Calibrated probabilities, ordered within each step as ``score`` is."""
         score = np.asarray(score, dtype=np.float64)
         return ordered_probability(self.isotonic_.predict(score),
                                    np.arctan((score - self.center_) / self.scale_) / np.pi)
 
     def to_dict(self) -> dict:
+        """The fitted state as JSON-ready values (the pyfunc model stores it)."""
         return {"center": self.center_, "scale": self.scale_,
                 "x": self.isotonic_.X_thresholds_.tolist(), "y": self.isotonic_.y_thresholds_.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ScoreCalibrator":
+        """The calibrator :meth:`to_dict` wrote."""
         out = cls()
         out.center_, out.scale_ = float(data["center"]), float(data["scale"])
         out.isotonic_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
@@ -142,6 +146,7 @@ class ChurnStack:
         self.C = C
 
     def fit(self, inputs: NDArray, churned: NDArray) -> "ChurnStack":
+        """Fit the logistic regression on standardised ``inputs``; returns self."""
         self.mean_ = inputs.mean(axis=0)
         self.scale_ = np.where(inputs.std(axis=0) > 0, inputs.std(axis=0), 1.0)
         model = LogisticRegression(C=self.C, max_iter=1000).fit((inputs - self.mean_) / self.scale_,
@@ -150,15 +155,18 @@ class ChurnStack:
         return self
 
     def predict_proba(self, inputs: NDArray) -> NDArray[np.float64]:
+        """P(churn) for rows of :func:`stack_inputs`."""
         z = ((inputs - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
         return 1.0 / (1.0 + np.exp(-z))
 
     def to_dict(self) -> dict:
+        """The fitted state as JSON-ready values (the pyfunc model stores it)."""
         return {"C": self.C, "mean": self.mean_.tolist(), "scale": self.scale_.tolist(),
                 "coef": self.coef_.tolist(), "intercept": self.intercept_}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ChurnStack":
+        """The stack :meth:`to_dict` wrote."""
         out = cls(data["C"])
         out.mean_, out.scale_ = np.asarray(data["mean"]), np.asarray(data["scale"])
         out.coef_, out.intercept_ = np.asarray(data["coef"]), float(data["intercept"])
@@ -188,10 +196,12 @@ class Selection:
     validation: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The selection as a plain dict (logged to MLflow, kept in the model)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Selection":
+        """The selection :meth:`to_dict` wrote."""
         return cls(**data)
 
 
@@ -203,8 +213,8 @@ def choose(target: str, metric: str, figures: dict[str, float], learned: tuple[s
     a classical one (point, low, high); it is asked once, for the best of each.
     """
     classical = {k: v for k, v in figures.items() if k not in learned}
-    best_classical = max(classical, key=classical.get)
-    best_learned = max((k for k in figures if k in learned), key=figures.get)
+    best_classical = max(classical, key=classical.__getitem__)
+    best_learned = max((k for k in figures if k in learned), key=figures.__getitem__)
     point, low, high = difference(best_learned, best_classical)
     if low > 0:
         served = best_learned
@@ -232,7 +242,7 @@ def choose_churn(churned: NDArray, candidates: dict[str, NDArray], seed: int, va
 
 
 def choose_next_purchase(days: NDArray, event: NDArray, expected_days: dict[str, NDArray], seed: int,
-                         validation: dict, extra: dict[str, dict[str, float]] | None = None) -> Selection:
+                         validation: dict, extra: dict[str, float] | None = None) -> Selection:
     """:func:`choose` for next-purchase candidates by Harrell's C of their expected days."""
     from models.metrics import concordance_index
 

@@ -17,7 +17,8 @@ def test_smaller_chunks_give_the_same_intervals(monkeypatch):
     for cells in (1 << 22, 7 * n, n):                          # 100, 7 and 1 resamples at a time
         monkeypatch.setattr(metrics, "BOOTSTRAP_CHUNK_CELLS", cells)
         drawn = list(metrics.bootstrap_indices(n, 20, seed=1))
-        runs.append(([len(rows) for rows in drawn], np.concatenate(drawn), metrics.bootstrap_auc_difference(y, a, b, 60, seed=1),
+        runs.append(([len(rows) for rows in drawn], np.concatenate(drawn),
+                     metrics.bootstrap_auc_difference(y, a, b, 60, seed=1),
                      metrics.bootstrap_brier_difference(y, a / 2, b / 2, 60, seed=1),
                      metrics.bootstrap_cindex_difference(days, event, a, b, 20, seed=1)))
     assert [r[0] for r in runs] == [[20], [7, 7, 6], [1] * 20]

@@ -7,11 +7,17 @@ import pandas as pd
 import pytest
 
 from features import build_features, build_labels, labelled_features, prepare
-from models.ml.churn import ChurnModel
 from models.metrics import VERDICTS, bootstrap_auc_difference, integrated_brier
+from models.ml.churn import ChurnModel
 from models.scorer import WinbackScorer
-from training.evaluate import (Evaluation, _next_purchase_metrics, _value_metrics, comparison_table,
-                               evaluate, scaled_bootstrap)
+from training.evaluate import (
+    Evaluation,
+    _next_purchase_metrics,
+    _value_metrics,
+    comparison_table,
+    evaluate,
+    scaled_bootstrap,
+)
 
 CUTOFF = pd.Timestamp("1997-12-31")
 

@@ -6,18 +6,25 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from training_support import CUTOFF, HORIZON, quick_config
 from typer.testing import CliRunner
 
+from features import TransactionLog, labelled_features
+from features.cdnow import CDNOW_COLUMNS as _CDNOW
+from models.scorer import LEARNED_ONLY_COLUMNS, TRAINING_COLUMNS
 from training import pipeline
 from training.cli import app
-from features import TransactionLog, labelled_features
-from models.scorer import LEARNED_ONLY_COLUMNS, TRAINING_COLUMNS
 from training.pipeline import fingerprint, plan_origins, train
-from training.registry import (BACKTEST_ARTIFACT, CHALLENGER, CHAMPION, MODEL_NAME, Gate, gate,
-                               incomparable_reason, version_for)
-
-from training_support import CUTOFF, HORIZON, quick_config
-from features.cdnow import CDNOW_COLUMNS as _CDNOW
+from training.registry import (
+    BACKTEST_ARTIFACT,
+    CHALLENGER,
+    CHAMPION,
+    MODEL_NAME,
+    Gate,
+    gate,
+    incomparable_reason,
+    version_for,
+)
 
 REQUIRED_METRICS = ("churn_auc", "churn_pr_auc", "churn_brier", "churn_ece", "next_purchase_cindex",
                     "next_purchase_mae_days", "next_purchase_coverage80",
@@ -171,7 +178,8 @@ def test_cli_train_models_promote_score_and_rank(small_log, store, tmp_path, cdn
     client = MlflowClient(store)
     target = "1" if str(version_for(client, CHAMPION).version) != "1" else "2"
     promoted = runner.invoke(app, ["promote", target, "--tracking-uri", store])
-    assert promoted.exit_code == 0 and f"version {target} of winback is now champion (replacing version" in promoted.output
+    assert promoted.exit_code == 0
+    assert f"version {target} of winback is now champion (replacing version" in promoted.output
     assert str(version_for(client, CHAMPION).version) == target
     missing = runner.invoke(app, ["promote", "99", "--tracking-uri", store])
     assert missing.exit_code == 2 and "cannot promote version 99" in missing.output
