@@ -18,6 +18,8 @@ variable                       meaning                                          
 ``WINBACK_AS_OF``              the as-of day for a log source                         the log's last day
 ``WINBACK_TRIGGERS_STATE``     where ``winback triggers run`` records events, for      none (404)
                               ``GET /triggers?date=`` (a SQLAlchemy URI)
+``WINBACK_TRIGGERS_RULES``     the rules file ``winback triggers run --rules`` used:   the shipped
+                              the Campaigns page's budget and uplift settings         ``crm/triggers_default.toml``
 ``WINBACK_INGEST``             a log source's column map and input policy as JSON:    CDNOW/canonical names
                               ``{"columns": {...}, "policy": {...}}`` (the time zone
                               is always the model's)
@@ -61,6 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from crm.rules import TriggerRules
     from serving.ratelimit import RateLimit
 
 DEFAULT_MODEL_URI = "models:/winback@champion"
@@ -205,6 +208,8 @@ class ServiceSettings:
     snapshot: Path = DEFAULT_SNAPSHOT
     log_source: LogSource | None = None
     triggers_state: str | None = None
+    #: the trigger rules the Campaigns page reports with (None: the shipped file)
+    triggers_rules: "TriggerRules | None" = None
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     poll_seconds: float = 30.0
     limits: Limits = Limits()
@@ -244,6 +249,7 @@ class ServiceSettings:
             snapshot=Path(env.get("WINBACK_SNAPSHOT") or DEFAULT_SNAPSHOT),
             log_source=LogSource.from_env(env),
             triggers_state=env.get("WINBACK_TRIGGERS_STATE") or None,
+            triggers_rules=_triggers_rules(env),
             api_keys=api_keys,
             poll_seconds=_number(env, "WINBACK_POLL_SECONDS", 30.0),
             limits=limits,
@@ -252,6 +258,22 @@ class ServiceSettings:
             rate_limit=_rate_limit(env),
             sync_dir=Path(env["WINBACK_SYNC_DIR"]) if env.get("WINBACK_SYNC_DIR") else None,
         )
+
+
+def _triggers_rules(env: Mapping[str, str]) -> "TriggerRules | None":
+    """``WINBACK_TRIGGERS_RULES`` read and checked at start: a missing or invalid file stops the
+    service with one line naming it, rather than a Campaigns page with the wrong budget."""
+    from crm.rules import TriggerRules
+
+    path = env.get("WINBACK_TRIGGERS_RULES", "").strip()
+    if not path:
+        return None
+    try:
+        return TriggerRules.from_toml(path)
+    except OSError as exc:
+        raise ConfigError(f"WINBACK_TRIGGERS_RULES: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"WINBACK_TRIGGERS_RULES: {exc}") from None
 
 
 def _rate_limit(env: Mapping[str, str]) -> "RateLimit | None":

@@ -351,7 +351,8 @@ class Dashboard:
 
     def campaigns_page(self, request: Request) -> HTMLResponse:
         """The Campaigns page (issue #21): the figures of ``winback triggers report`` for the
-        outbox (``WINBACK_TRIGGERS_STATE``) and the log the service reads, with the shipped rules."""
+        outbox (``WINBACK_TRIGGERS_STATE``) and the log the service reads, with the rules the
+        trigger job used (``WINBACK_TRIGGERS_RULES``, default the shipped file)."""
         from crm.rules import TriggerRules
         from serving.dashboard.campaigns import Signed, campaign_figures, campaign_plots
 
@@ -370,7 +371,8 @@ class Dashboard:
         box = self.cached(state, "campaigns", dict)          # per snapshot: the events seen, their figures
         with self._campaigns_lock:                         # one computation at a time on the log's connection
             if box.get("seen") != seen:
-                box.update(seen=seen, figures=campaign_figures(events, log, TriggerRules.from_toml()))
+                rules = service.settings.triggers_rules or TriggerRules.from_toml()
+                box.update(seen=seen, figures=campaign_figures(events, log, rules))
             figures = box["figures"]
         currency = service.settings.dashboard.currency or DEFAULT_CURRENCY[lang]
         signed = Signed(lang, currency)

@@ -1,8 +1,9 @@
 """The dashboard's Campaigns page (issue #21) in a real Chromium against a real service: one truth
 with `winback triggers report`.
 
-The outbox is filled by the real trigger job (:func:`crm.job.run_triggers`, the shipped rules and
-their budget of 1,000 sends a day) with the session's scorer on the CDNOW slice on two month
+The outbox is filled by the real trigger job (:func:`crm.job.run_triggers`, the shipped rules with
+a budget of 800 sends a day instead of 1,000, given to the service as ``WINBACK_TRIGGERS_RULES``
+and to the report as ``--rules``) with the session's scorer on the CDNOW slice on two month
 ends, so their windows have ended by the log's last day; the service reads that outbox and the
 slice's log. The page must show the numbers `winback triggers report` prints (and writes with
 ``--out``) for the same outbox and log, in both languages, with its charts drawn under the CSP.
@@ -35,6 +36,7 @@ def _screenshot(page, lang: str) -> None:
         page.screenshot(path=os.path.join(os.environ["WINBACK_SCREENSHOTS"], f"campaigns-{lang}.png"), full_page=True)
 
 DAYS = ("1997-10-31", "1997-11-30")
+DEFAULT_SENDS, SENDS = 1000, 800        # the shipped daily budget, and the one this campaign ran with
 VIEWER = "viewer-key-for-campaigns"
 
 
@@ -43,7 +45,7 @@ def campaign(tmp_path_factory, store, scorer, serving_slice):
     """The slice's log as a file, an outbox of three days of real trigger runs, the service on both."""
     from crm.job import model_features, run_triggers
     from crm.outbox import Outbox
-    from crm.rules import TriggerRules
+    from crm.rules import DEFAULT_RULES_PATH, TriggerRules
     from features import TransactionLog
 
     tmp = tmp_path_factory.mktemp("campaigns")
@@ -51,7 +53,11 @@ def campaign(tmp_path_factory, store, scorer, serving_slice):
     serving_slice.to_csv(path, index=False)
     state = f"sqlite:///{tmp / 'triggers.db'}"
     log = TransactionLog.from_frame(serving_slice)
-    outbox, rules = Outbox(state), TriggerRules.from_toml()
+    rules_file = tmp / "rules.toml"
+    rules_file.write_text(DEFAULT_RULES_PATH.read_text(encoding="utf-8").replace(
+        f"max_sends_per_day = {DEFAULT_SENDS}", f"max_sends_per_day = {SENDS}"), encoding="utf-8")
+    outbox, rules = Outbox(state), TriggerRules.from_toml(rules_file)
+    assert rules.budget.max_sends_per_day == SENDS
     for day in DAYS:
         run_triggers(scorer, model_features(scorer, log, day), day, rules, outbox, log=log)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WINBACK_", "MLFLOW_", "BENTOML_"))}
@@ -59,9 +65,10 @@ def campaign(tmp_path_factory, store, scorer, serving_slice):
     (tmp / "bentoml").mkdir()
     env.update(BENTOML_HOME=str(tmp / "bentoml"), WINBACK_TRANSACTIONS=str(path), WINBACK_AS_OF=AS_OF,
                WINBACK_API_KEYS=",".join([*KEYS, f"viewer:{VIEWER}"]), WINBACK_TRIGGERS_STATE=state,
-               WINBACK_CURRENCY="NT$")
+               WINBACK_TRIGGERS_RULES=str(rules_file), WINBACK_CURRENCY="NT$")
     with running(env, log=tmp / "server.log") as url:
-        yield {"url": url, "state": state, "transactions": path, "tmp": tmp, "events": outbox.events()}
+        yield {"url": url, "state": state, "transactions": path, "tmp": tmp, "events": outbox.events(),
+               "rules": rules_file}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +78,8 @@ def report(campaign) -> dict:
 
     out = campaign["tmp"] / "report.parquet"
     result = CliRunner().invoke(app, ["triggers", "report", "--transactions", str(campaign["transactions"]),
-                                      "--state-uri", campaign["state"], "--out", str(out)])
+                                      "--state-uri", campaign["state"], "--rules", str(campaign["rules"]),
+                                      "--out", str(out)])
     assert result.exit_code == 0, result.output
     return {"output": result.output, "lift": pd.read_parquet(out)}
 
@@ -137,7 +145,7 @@ def test_the_page_shows_the_figures_of_triggers_report(page, report, campaign):
     flat = " ".join(report["output"].split())
     busiest, limit = re.search(r"budget: busiest day ([\d,]+) sends of ([\d,]+) a day", flat).groups()
     assert page.locator("#busiest-day").inner_text() == busiest
-    assert page.locator("#max-sends").inner_text() == limit == format_number(1000, "en")
+    assert page.locator("#max-sends").inner_text() == limit == format_number(SENDS, "en")
     budget = _rows(page, "budget-table")
     assert {r["row"]["rule"] for r in budget} == set(campaign["events"]["rule"])
     for r in budget:
@@ -187,7 +195,7 @@ def test_the_page_in_traditional_chinese_with_the_shipped_font(page):
     page.wait_for_load_state()
     assert page.locator("nav a[aria-current=page]").inner_text() == "行銷活動"
     assert page.locator("#budget h2").inner_text() == "發送預算與排序"
-    assert page.locator("#max-sends").inner_text() == "1,000"
+    assert page.locator("#max-sends").inner_text() == format_number(SENDS, "zh-TW")
     assert "NT$" in page.locator("#lift-table").inner_text()
     assert _charts_drawn(page) >= 3
     text = page.locator("main").inner_text()

@@ -68,6 +68,23 @@ def test_dashboard_settings_from_the_environment():
         ServiceSettings.from_env({**env, "WINBACK_SESSION_HOURS": "0"})
 
 
+def test_trigger_rules_are_read_and_checked_at_start(tmp_path):
+    from crm.rules import DEFAULT_RULES_PATH
+
+    env = {"WINBACK_TRACKING_URI": "sqlite:////tmp/x.db"}
+    assert ServiceSettings.from_env(env).triggers_rules is None            # the page uses the shipped file
+    rules = tmp_path / "rules.toml"
+    rules.write_text(DEFAULT_RULES_PATH.read_text(encoding="utf-8").replace(
+        "max_sends_per_day = 1000", "max_sends_per_day = 250"), encoding="utf-8")
+    read = ServiceSettings.from_env({**env, "WINBACK_TRIGGERS_RULES": str(rules)}).triggers_rules
+    assert read is not None and read.budget.max_sends_per_day == 250
+    with pytest.raises(ConfigError, match=r"WINBACK_TRIGGERS_RULES: cannot read .*missing\.toml"):
+        ServiceSettings.from_env({**env, "WINBACK_TRIGGERS_RULES": str(tmp_path / "missing.toml")})
+    rules.write_text("[budget]\nmax_sends_per_day = 'many'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"WINBACK_TRIGGERS_RULES: .*rules\.toml.*max_sends_per_day"):
+        ServiceSettings.from_env({**env, "WINBACK_TRIGGERS_RULES": str(rules)})
+
+
 # ---------------------------------------------------------------------- sessions
 
 
