@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import cpu_seconds, parse_args, peak_rss, print_load  # noqa: E402
+from measure import cpu_seconds, outside_repo, parse_args, peak_rss, print_load  # noqa: E402
 
 CUSTOMERS_PER_ROW = 0.108           # as bench_features.py: the generator gives ~9.26 rows per customer
 TARGET_RATIO = 20.0                 # the target at 10M rows of history and 10k new rows
@@ -168,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
-    data_dir = Path(args.data_dir).resolve()
-    repo = Path(__file__).resolve().parent.parent
-    if data_dir == repo or repo in data_dir.parents:
-        raise SystemExit(f"--data-dir {data_dir} is inside the repo; use a directory outside it")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = outside_repo(args.data_dir)
     args.data_dir = str(data_dir)
 
     import duckdb

@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import cpu_seconds, parse_args, parse_counts, peak_rss, print_load  # noqa: E402
+from measure import cpu_seconds, outside_repo, parse_args, parse_counts, peak_rss, print_load  # noqa: E402
 
 CUSTOMERS_PER_ROW = 0.108  # the generator's defaults give ~9.26 rows per customer
 VARIANTS = ("ours", "lifetimes", "duckdb")
@@ -347,11 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child_main(args.child, args.log, args.out, args.cutoff, args.memory_limit, args.threads)
 
-    data_dir = Path(args.data_dir).resolve()
-    repo = Path(__file__).resolve().parent.parent
-    if data_dir == repo or repo in data_dir.parents:
-        raise SystemExit(f"--data-dir {data_dir} is inside the repo; use a directory outside it")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = outside_repo(args.data_dir)
     args.data_dir = str(data_dir)
 
     import duckdb

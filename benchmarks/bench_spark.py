@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import parse_args, print_load  # noqa: E402
+from measure import outside_repo, parse_args, print_load  # noqa: E402
 
 COLUMNS = dict(order_id="order_id", quantity="quantity", category="category", channel="channel")
 
@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-training-frame", action="store_true")
     args = parse_args(ap, argv, tiny={"rows": 2000, "driver_memory": "1g"})
 
-    data_dir = Path(args.data_dir).resolve()
-    if Path(__file__).resolve().parent.parent in [data_dir, *data_dir.parents]:
-        raise SystemExit(f"--data-dir {data_dir} is inside the repo; use a directory outside it")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = outside_repo(args.data_dir)
 
     import bench_features
     import pyarrow.parquet as pq

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import cpu_seconds, parse_args, parse_counts, peak_rss, print_load  # noqa: E402
+from measure import cpu_seconds, outside_repo, parse_args, parse_counts, peak_rss, print_load  # noqa: E402
 
 #: Out-of-time metrics printed per run besides the churn AUC: what a faster fit must not cost.
 REPORTED_METRICS = ("churn_auc", "churn_brier", "churn_ece", "churn_auc_diff_low", "next_purchase_cindex",
@@ -330,11 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child_main(args)
 
-    data_dir = Path(args.data_dir).resolve()
-    repo = Path(__file__).resolve().parent.parent
-    if data_dir == repo or repo in data_dir.parents:
-        raise SystemExit(f"--data-dir {data_dir} is inside the repo; use a directory outside it")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = outside_repo(args.data_dir)
     args.data_dir = str(data_dir)
 
     import duckdb

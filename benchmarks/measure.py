@@ -7,6 +7,7 @@ import argparse
 import os
 import resource
 import sys
+from pathlib import Path
 
 
 def peak_rss() -> int:
@@ -25,6 +26,17 @@ def peak_rss() -> int:
         pass
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def outside_repo(path: str) -> Path:
+    """``--data-dir`` resolved and created; refused when inside the repo, so generated logs and
+    DuckDB spill files never land where they could be committed."""
+    data_dir = Path(path).resolve()
+    repo = Path(__file__).resolve().parent.parent
+    if repo in [data_dir, *data_dir.parents]:
+        raise SystemExit(f"--data-dir {data_dir} is inside the repo; use a directory outside it")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir
 
 
 def cpu_seconds() -> float:
