@@ -316,7 +316,7 @@ def _write_meta(con: duckdb.DuckDBPyConnection, meta: dict) -> None:
     con.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()])
 
 
-def _remove_stale(state_dir: Path, keep: str | None = None) -> None:
+def _remove_stale(state_dir: Path) -> None:
     """Delete state files no run uses: those ``CURRENT`` does not name, unless a live run is
     writing them (their name holds its process id)."""
     try:
@@ -326,7 +326,7 @@ def _remove_stale(state_dir: Path, keep: str | None = None) -> None:
     with contextlib.suppress(OSError):
         for entry in state_dir.iterdir():
             match = _GENERATION.fullmatch(entry.name)
-            if not match or entry.name.removesuffix(".wal") in (current, keep):
+            if not match or entry.name.removesuffix(".wal") == current:
                 continue
             pid = int(match.group(1))
             if pid == os.getpid() or not pid_alive(pid):

@@ -380,3 +380,16 @@ def error_answer(status: int, field: str, message: str) -> Any:
     from starlette.responses import Response
 
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def query_params(request: Any, known: tuple[str, ...]) -> dict[str, str] | Any:
+    """The query parameters ``known`` of a Starlette ``request``, each at most once, or the 400
+    answer (:func:`error_answer`) naming the one given twice; other parameters are ignored."""
+    values: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name not in known:
+            continue                                   # others are ignored, as a proxy may add some
+        if name in values:
+            return error_answer(400, name, "given more than once")
+        values[name] = value
+    return values

@@ -45,6 +45,7 @@ from serving.schemas import (
     WinbackResponse,
     error_answer,
     integral,
+    query_params,
 )
 from serving.security import MODEL_VERSION_HEADER, Guard, KeyRing, install_log_filter
 from serving.state import running_service
@@ -262,7 +263,7 @@ class WinbackService:
         from serving.paging import CURSOR_PATTERN, StaleCursor, make_cursor, read_cursor, scope_of
         from serving.schemas import DAY_PATTERN
 
-        query = _query(request, ("date", "cursor", "limit"))
+        query = query_params(request, ("date", "cursor", "limit"))
         if isinstance(query, Response):
             return query
         date, cursor, limit_text = query.get("date"), query.get("cursor"), query.get("limit")
@@ -363,18 +364,6 @@ def _json(payload: dict) -> Any:
     version = payload.get("model_version")
     headers = None if version is None else {MODEL_VERSION_HEADER: str(version)}
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
-
-
-def _query(request: Request, known: tuple[str, ...]) -> dict[str, str] | Response:
-    """The query parameters ``known`` (each at most once), or a 400 naming the one given twice."""
-    values: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name not in known:
-            continue                                   # others are ignored, as a proxy may add some
-        if name in values:
-            return error_answer(400, name, "given more than once")
-        values[name] = value
-    return values
 
 
 def _tier_labels(scorer) -> set[str]:

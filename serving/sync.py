@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
+from features.output import atomic_path
+
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
@@ -157,22 +159,15 @@ def write_ndjson(state: "ScoredSnapshot", path: Path, offsets_path: Path) -> Non
     """Every customer's line, and where each starts (``len + 1`` offsets), each file atomically."""
     offsets = [np.zeros(1, dtype=np.int64)]
     written = 0
-    partial = path.with_name(path.name + f".{os.getpid()}.part")
-    with open(partial, "wb") as out:
+    with atomic_path(path) as partial, open(partial, "wb") as out:
         for start in range(0, state.size, CHUNK):
             chunk = ndjson_chunk(_records(state, np.arange(start, min(start + CHUNK, state.size))))
             ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + 1
             offsets.append(ends.astype(np.int64) + written)
             out.write(chunk)
             written += len(chunk)
-    os.replace(partial, path)
-    _save_array(offsets_path, np.concatenate(offsets))
-
-
-def _save_array(path: Path, array: np.ndarray) -> None:
-    partial = path.with_name(path.name + f".{os.getpid()}.part.npy")
-    np.save(partial, array)
-    os.replace(partial, path)
+    with atomic_path(offsets_path) as partial, open(partial, "wb") as out:
+        np.save(out, np.concatenate(offsets))
 
 
 def _arrow_chunk(state: "ScoredSnapshot", positions: np.ndarray, removed: list[str] | None = None):
@@ -217,14 +212,12 @@ def write_parquet(state: "ScoredSnapshot", path: Path, positions: np.ndarray | N
     import pyarrow.parquet as pq
 
     positions = np.arange(state.size) if positions is None else positions
-    partial = path.with_name(path.name + f".{os.getpid()}.part")
     schema = _arrow_chunk(state, positions[:0]).schema
-    with pq.ParquetWriter(partial, schema) as writer:
+    with atomic_path(path) as partial, pq.ParquetWriter(partial, schema) as writer:
         for start in range(0, len(positions), CHUNK * 4):
             writer.write_table(_arrow_chunk(state, positions[start:start + CHUNK * 4]))
         if removed:
             writer.write_table(_arrow_chunk(state, positions[:0], removed))
-    os.replace(partial, path)
 
 
 def write_keys(state: "ScoredSnapshot", path: Path) -> None:
@@ -232,10 +225,9 @@ def write_keys(state: "ScoredSnapshot", path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    partial = path.with_name(path.name + f".{os.getpid()}.part")
-    pq.write_table(pa.table({"customer_id": pa.array(state.ids.tolist(), pa.string()),
-                             "row_hash": pa.array(state.row_hashes, pa.uint64())}), partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        pq.write_table(pa.table({"customer_id": pa.array(state.ids.tolist(), pa.string()),
+                                 "row_hash": pa.array(state.row_hashes, pa.uint64())}), partial)
 
 
 def changes_since(state: "ScoredSnapshot", keys_path: Path) -> tuple[np.ndarray, list[str]]:
@@ -296,14 +288,14 @@ async def sync_answer(files: SyncFiles, state: "ScoredSnapshot", request: "Reque
     """The answer to ``GET /scores`` (see the module and the OpenAPI document)."""
     from starlette.responses import Response, StreamingResponse
 
-    from serving.schemas import error_answer
+    from serving.schemas import error_answer, query_params
 
-    since_values = request.query_params.getlist("since")
-    if len(since_values) > 1:
-        return error_answer(400, "since", "given more than once")
+    query = query_params(request, ("since",))
+    if not isinstance(query, dict):
+        return query
     since = None
-    if since_values:
-        match = _TAG.match(since_values[0])
+    if "since" in query:
+        match = _TAG.match(query["since"])
         if match is None:
             return error_answer(400, "since", "must be an ETag of an earlier answer, like \"3-1a2b3c4d5e6f7a8b\"")
         since = match.group(1)
@@ -347,7 +339,7 @@ async def sync_answer(files: SyncFiles, state: "ScoredSnapshot", request: "Reque
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
     """The file's bytes, a MiB at a time (read in a thread: the event loop keeps answering)."""
-    with open(path, "rb") as source:                       # open now: a later tidy cannot take it away
+    with open(path, "rb") as source:        # once open (streaming started), a later tidy cannot take it away
         while True:
             chunk = await asyncio.to_thread(source.read, READ)
             if not chunk:
